@@ -1,0 +1,3 @@
+"""llmchat: chat with local and cloud LLMs from the terminal."""
+
+__version__ = "0.1.0"

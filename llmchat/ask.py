@@ -1,0 +1,42 @@
+"""`llmchat ask`: one question, one streamed answer, then exit with DESIGN §5's code."""
+
+from __future__ import annotations
+
+import sys
+
+from llmchat.chat import Conversation, TurnView, run_turn
+from llmchat.config import Profile
+from llmchat.providers import ChatOptions, connect
+from llmchat.session import Overrides, resolve
+
+
+def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> TurnView:
+    """The view for one `ask`: JSON, buffered, or the live/plain renderer chosen by the terminal."""
+    if as_json:
+        from llmchat.outputs import JsonView
+
+        return JsonView(profile, sys.stdout, sys.stderr)
+    from llmchat.render import make_view
+
+    view = make_view(plain=plain, thinking=profile.thinking, show_usage=usage, price=profile.price)
+    if not stream:
+        from llmchat.outputs import BufferedView
+
+        return BufferedView(view)
+    return view
+
+
+def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> int:
+    """Run the turn; returns the exit code (errors are raised for `main` to report)."""
+    _, profile = resolve(flags)
+    provider = connect(profile)
+    view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
+    conversation = Conversation(system=profile.system)
+    result, error = run_turn(
+        conversation, question, provider, ChatOptions.from_profile(profile), view, retries=profile.retries
+    )
+    if error is not None:
+        raise error
+    if result.interrupted:
+        return 130
+    return 0

@@ -1,0 +1,165 @@
+"""A conversation and the one loop that runs a turn of it, shared by `ask`, the REPL and batch.
+
+The APIs are stateless, so the history is resent every turn: the system prompt, then alternating
+user and assistant messages. Reasoning is kept for display and storage but never sent back.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from llmchat.errors import ProviderError
+from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+
+if TYPE_CHECKING:
+    from llmchat.events import Event
+    from llmchat.providers import ChatOptions, Message, Provider
+
+
+class TurnView(Protocol):
+    """What the turn loop draws on; `llmchat.render` provides the terminal and pipe versions."""
+
+    def reasoning(self, text: str) -> None: ...
+    def answer(self, text: str) -> None: ...
+    def notice(self, text: str) -> None: ...
+    def close(self, result: TurnResult) -> None: ...
+
+
+@dataclass
+class Exchange:
+    """One question and what came back; an interrupted answer is kept, and marked."""
+
+    user: str
+    answer: str = ""
+    reasoning: str = ""
+    model: str | None = None
+    interrupted: bool = False
+    usage: Usage | None = None
+
+
+@dataclass
+class Conversation:
+    system: str | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def messages(self, question: str | None = None) -> list[Message]:
+        """What to send: system, then every answered exchange, then the new question.
+
+        An exchange that produced no answer (it failed before the first token) is left out, so the
+        roles still alternate as the APIs require.
+        """
+        sent: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
+        for exchange in self.exchanges:
+            if exchange.answer:
+                sent.append({"role": "user", "content": exchange.user})
+                sent.append({"role": "assistant", "content": exchange.answer})
+        if question is not None:
+            sent.append({"role": "user", "content": question})
+        return sent
+
+
+Sleep = Callable[[float], None]
+
+
+def run_turn(
+    conversation: Conversation,
+    question: str,
+    provider: Provider,
+    options: ChatOptions,
+    view: TurnView,
+    *,
+    retries: int = 2,
+    sleep: Sleep = time.sleep,
+) -> tuple[TurnResult, ProviderError | None]:
+    """Ask `question` in `conversation`, streaming into `view`; the exchange is appended to the history.
+
+    Never raises for a failed call or Ctrl-C: both end the turn with the partial answer kept (and
+    `result.interrupted` set), the view closed, and the error returned, so that every caller (a
+    one-shot `ask`, the REPL that must survive) decides what to do without duplicating cleanup.
+    A rate limit or server error before any output is retried with backoff, visibly.
+    """
+    result = TurnResult(model=options.model)
+    exchange = Exchange(user=question, model=options.model)
+    messages = conversation.messages(question)
+    error: ProviderError | None = None
+    started = time.monotonic()
+    first_reasoning: float | None = None
+    first_answer: float | None = None
+    answer_parts: list[str] = []
+    reasoning_parts: list[str] = []
+    attempt = 0
+    try:
+        while True:
+            events: Iterator[Event] = provider.stream(messages, options)
+            try:
+                for event in events:
+                    now = time.monotonic()
+                    if isinstance(event, Answer):
+                        first_answer = first_answer or now
+                        answer_parts.append(event.text)
+                        view.answer(event.text)
+                    elif isinstance(event, Reasoning):
+                        first_reasoning = first_reasoning or now
+                        reasoning_parts.append(event.text)
+                        view.reasoning(event.text)
+                    elif isinstance(event, Usage):
+                        result.usage = event
+                    elif isinstance(event, Finish):
+                        result.finish_reason = event.reason
+                    elif isinstance(event, Notice):
+                        result.notices.append(event.text)
+                        view.notice(event.text)
+                break
+            except ProviderError as exc:
+                if not exc.retryable or attempt >= retries or answer_parts or reasoning_parts:
+                    raise
+                attempt += 1
+                delay = _backoff(attempt, exc.retry_after)
+                view.notice(f"{exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
+                sleep(delay)
+            finally:
+                close = getattr(events, "close", None)
+                if close:
+                    close()  # stops the HTTP stream at once on Ctrl-C
+    except ProviderError as exc:
+        error = exc
+        result.interrupted = bool(answer_parts or reasoning_parts)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finished = time.monotonic()
+    result.answer = "".join(answer_parts)
+    result.reasoning = "".join(reasoning_parts)
+    _measure(result, started, first_reasoning, first_answer, finished)
+    exchange.answer, exchange.reasoning = result.answer, result.reasoning
+    exchange.interrupted, exchange.usage = result.interrupted, result.usage
+    conversation.exchanges.append(exchange)
+    view.close(result)
+    return result, error
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter, or what the server asked for (capped, so a REPL stays usable)."""
+    if retry_after is not None:
+        return min(retry_after, 60.0)
+    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 + 0.25 * random.random())
+
+
+def _measure(
+    result: TurnResult, started: float, first_reasoning: float | None, first_answer: float | None, finished: float
+) -> None:
+    timing = result.timing
+    first = min((t for t in (first_reasoning, first_answer) if t is not None), default=None)
+    timing.total_s = finished - started
+    timing.ttft_s = first - started if first is not None else None
+    if first_reasoning is not None:
+        timing.thinking_s = (first_answer or finished) - first_reasoning
+    usage = result.usage
+    if usage and usage.completion:
+        if usage.eval_seconds:
+            timing.tokens_per_s = usage.completion / usage.eval_seconds
+        elif first is not None and finished - first > 0:
+            timing.tokens_per_s = usage.completion / (finished - first)

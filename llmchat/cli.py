@@ -1,0 +1,276 @@
+"""The command line: parse, resolve the profile, delegate, and map errors to exit codes.
+
+Nothing here talks HTTP or draws a turn; `main()` is the only place that turns exceptions into
+messages and exit codes (DESIGN §5), so no command prints a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from llmchat.errors import ConfigError, LlmchatError
+from llmchat.session import Overrides
+
+app = typer.Typer(
+    name="llmchat",
+    help="Chat with local (Ollama) and cloud (Bailian, any OpenAI-compatible) LLMs from the terminal.\n\n"
+    "Run without a command for an interactive chat; pipe text in to ask about it.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Where the config file lives; create it; show the effective config.")
+app.add_typer(config_app, name="config")
+
+
+def _complete_profiles(incomplete: str) -> list[str]:
+    try:
+        from llmchat.config import load_config
+
+        names = load_config().profiles
+    except LlmchatError:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", "-p", help="Profile to use (see `llmchat profiles`).", autocompletion=_complete_profiles)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name, overriding the profile's.")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (persona) for this run.")]
+ThinkOpt = Annotated[Optional[bool], typer.Option(
+    "--think/--no-think", help="Ask the model to reason first, or not. Default: the profile's, else the model's.")]
+TemperatureOpt = Annotated[Optional[float], typer.Option(
+    "--temperature", "-t", min=0.0, max=2.0, help="Sampling temperature.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="Config file (default: LLMCHAT_CONFIG, else the user config dir).", dir_okay=False)]
+ThinkingOpt = Annotated[Optional[bool], typer.Option(
+    "--show-thinking/--hide-thinking", help="Keep the reasoning in full, or show none of it.")]
+PlainOpt = Annotated[bool, typer.Option("--plain", help="Plain text: no colours, panels or Markdown rendering.")]
+SearchOpt = Annotated[Optional[bool], typer.Option(
+    "--search/--no-search", help="Bailian web search (enable_search).")]
+
+
+def _flags(ctx: typer.Context, **given: object) -> Overrides:
+    """This command's flags, falling back to any given before the command (`llmchat -p x ask …`)."""
+    parent: Overrides = ctx.obj if isinstance(ctx.obj, Overrides) else Overrides()
+    merged = {key: given[key] if given.get(key) is not None else getattr(parent, key) for key in given}
+    return Overrides(**{k: (str(v) if k == "config" and v is not None else v) for k, v in merged.items()})
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    think: ThinkOpt = None,
+    temperature: TemperatureOpt = None,
+    config: ConfigOpt = None,
+    show_thinking: ThinkingOpt = None,
+    plain: PlainOpt = False,
+    search: SearchOpt = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from llmchat import __version__
+
+        typer.echo(f"llmchat {__version__}")
+        raise typer.Exit()
+    flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
+                   search=search, show_thinking=show_thinking, config=config)
+    ctx.obj = flags
+    if ctx.invoked_subcommand is not None:
+        ctx.meta["plain"] = plain
+        return
+    if not _stdin_is_terminal():
+        _ask(flags, [], plain=plain, as_json=False, usage=None, stream=True)
+        return
+    _chat(flags, plain=plain)
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    prompt: Annotated[Optional[list[str]], typer.Argument(
+        help="The question. Piped stdin is appended after a blank line.", show_default=False)] = None,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    think: ThinkOpt = None,
+    temperature: TemperatureOpt = None,
+    config: ConfigOpt = None,
+    show_thinking: ThinkingOpt = None,
+    plain: PlainOpt = False,
+    search: SearchOpt = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object with answer, usage and timing.")] = False,
+    usage: Annotated[Optional[bool], typer.Option(
+        "--usage/--no-usage", help="Print the usage line (to stderr when stdout is piped).")] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, when it is complete.")] = False,
+) -> None:
+    """Ask one question and print the answer.
+
+    `cat notes.md | llmchat ask "summarise"` sends the prompt, a blank line, then the piped text.
+    When stdout is not a terminal, it receives the answer text only, exactly as streamed.
+    """
+    flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
+                   search=search, show_thinking=show_thinking, config=config)
+    plain = plain or bool(ctx.meta.get("plain"))
+    _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream)
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    think: ThinkOpt = None,
+    temperature: TemperatureOpt = None,
+    config: ConfigOpt = None,
+    show_thinking: ThinkingOpt = None,
+    plain: PlainOpt = False,
+    search: SearchOpt = None,
+) -> None:
+    """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
+    flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
+                   search=search, show_thinking=show_thinking, config=config)
+    _chat(flags, plain=plain or bool(ctx.meta.get("plain")))
+
+
+@app.command()
+def profiles(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """List the profiles: name, provider, model and where it points; the default is marked."""
+    from llmchat.commands_info import print_profiles
+
+    print_profiles(_flags(ctx, config=config).config)
+
+
+@app.command()
+def models(ctx: typer.Context, profile: ProfileOpt = None, config: ConfigOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
+    """List the models the profile's server offers."""
+    from llmchat.commands_info import print_models
+
+    print_models(_flags(ctx, profile=profile, config=config), as_json=as_json)
+
+
+@config_app.command("path")
+def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Print where the config file is read from."""
+    from llmchat.config import config_path
+
+    path, _ = config_path(_flags(ctx, config=config).config)
+    typer.echo(str(path))
+
+
+@config_app.command("init")
+def config_init(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config (never overwrites without --force)."""
+    from llmchat.commands_info import init_config
+
+    init_config(_flags(ctx, config=config).config, force=force)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Print the effective config as TOML; keys are never shown, only whether they are set."""
+    from llmchat.commands_info import show_config
+
+    show_config(_flags(ctx, config=config).config)
+
+
+# --------------------------------------------------------------------------------------------- actions
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is None or sys.stdin.isatty()
+
+
+def _read_stdin() -> str | None:
+    if _stdin_is_terminal():
+        return None
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "The text piped to stdin is not UTF-8 (is it a binary file?).",
+            hint="Convert it first, e.g. `iconv -f GBK -t UTF-8 file | llmchat ask …`.",
+        ) from None
+
+
+def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> None:
+    from llmchat.ask import run_ask
+
+    question = " ".join(words).strip()
+    piped = _read_stdin()
+    if piped is not None and piped.strip():
+        question = f"{question}\n\n{piped}" if question else piped
+    if not question.strip():
+        raise ConfigError(
+            "Nothing to ask: the prompt is empty.",
+            hint='Give a question (`llmchat ask "…"`) or pipe text in (`cat file | llmchat ask "summarise"`).',
+        )
+    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream)
+    if code:
+        raise typer.Exit(code)
+
+
+def _chat(flags: Overrides, *, plain: bool) -> None:
+    from llmchat.repl import run_repl
+
+    raise typer.Exit(run_repl(flags, plain=plain))
+
+
+# ------------------------------------------------------------------------------------------- entry point
+
+
+def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
+    """One short paragraph on stderr: what happened, then what to do."""
+    message = error.message if isinstance(error, LlmchatError) else error
+    hint = error.hint if isinstance(error, LlmchatError) else hint
+    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    label = "\x1b[1;31mError:\x1b[0m" if color else "Error:"
+    text = f"{label} {message}"
+    if hint:
+        text += f"\n{hint}"
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
+
+    Typer reports its own usage errors (exit 2) and turns Ctrl-C into exit 130; everything of ours
+    arrives here as an LlmchatError and becomes one paragraph on stderr instead of a traceback.
+    """
+    command = typer.main.get_command(app)
+    debug = os.environ.get("LLMCHAT_DEBUG") == "1"
+    try:
+        command.main(args=argv, prog_name="llmchat", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code == 130:
+            print_error("Interrupted.")
+        raise
+    except LlmchatError as exc:
+        if debug:
+            raise
+        print_error(exc)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one paragraph, and the traceback only with LLMCHAT_DEBUG=1
+        if debug:
+            raise
+        print_error(f"Unexpected internal error: {type(exc).__name__}: {exc}",
+                    "This is a bug in llmchat. Rerun with LLMCHAT_DEBUG=1 to see the traceback, and report it.")
+        sys.exit(1)

@@ -1,0 +1,113 @@
+"""The informational commands: `profiles`, `models`, `config init | show`."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+
+from llmchat.config import Config, config_path, load_config, profile_as_table
+from llmchat.errors import ConfigError
+from llmchat.session import Overrides, resolve
+
+
+def _console():
+    """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+
+
+def print_profiles(config_file: str | None) -> None:
+    from rich.table import Table
+
+    config = load_config(config_file)
+    active = os.environ.get("LLMCHAT_PROFILE") or config.default
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("", "name", "provider", "model", "endpoint", "key", "from"):
+        table.add_column(column, overflow="fold")  # never "…": scripts read this too
+    for name, profile in config.profiles.items():
+        try:
+            endpoint = profile.endpoint
+        except ConfigError:
+            endpoint = "?"
+        key = profile.key_variable or "-"
+        if profile.key_variable:
+            key += " ✓" if os.environ.get(profile.key_variable) else " (unset)"
+        origin = "built-in" if profile.origin == "built-in" else "config"
+        table.add_row("*" if name == active else "", name, profile.provider, profile.model, endpoint, key, origin)
+    _console().print(table)
+
+
+def print_models(flags: Overrides, *, as_json: bool) -> None:
+    from llmchat.providers import connect
+
+    _, profile = resolve(flags)
+    listing = connect(profile).list_models()
+    if as_json:
+        print(json.dumps([m.__dict__ for m in listing], ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["name", "size", "family", "parameters", "quantization", "modified", "owner"]
+    shown = [c for c in columns if c == "name" or any(getattr(m, c) for m in listing)]
+    for column in shown:
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for model in listing:
+        cells = []
+        for column in shown:
+            value = getattr(model, column)
+            cells.append(_size(value) if column == "size" and value else str(value or ""))
+        table.add_row(*cells)
+    console = _console()
+    console.print(table)
+    if not listing:
+        console.print(f"{profile.endpoint} offers no models.", style="dim")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def config_template() -> str:
+    return resources.files("llmchat").joinpath("config_template.toml").read_text(encoding="utf-8")
+
+
+def init_config(config_file: str | None, *, force: bool) -> None:
+    path, _ = config_path(config_file)
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; not overwriting it.",
+                          hint="Use `llmchat config init --force` to replace it.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_template(), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write {path}: {exc.strerror}.") from None
+    print(f"Wrote {path}")
+
+
+def show_config(config_file: str | None) -> None:
+    import tomli_w
+
+    config: Config = load_config(config_file)
+    source = config.path if config.path else "built-in defaults (no config file)"
+    lines = [f"# effective config from {source}", ""]
+    lines.append(tomli_w.dumps({"default_profile": os.environ.get("LLMCHAT_PROFILE") or config.default}))
+    for name, profile in config.profiles.items():
+        table = profile_as_table(profile)
+        lines.append(f"# from {profile.origin}")
+        if profile.key_variable:
+            state = "is set (value hidden)" if os.environ.get(profile.key_variable) else "is NOT set"
+            lines.append(f"# {profile.key_variable} {state}")
+        lines.append(tomli_w.dumps({"profiles": {name: table}}))
+    print("\n".join(lines).rstrip())
+
+

@@ -1,0 +1,422 @@
+"""Profiles: which server, which model, which persona and parameters a chat uses.
+
+Sources, lowest to highest precedence: built-in profiles, the TOML config file, the environment
+(LLMCHAT_PROFILE, OLLAMA_HOST, LLMCHAT_TIMEOUT), and command-line flags. Validation errors name the
+file, the line, the key and what is allowed, because a config file is edited by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from llmchat.errors import ConfigError
+from llmchat.pricing import Price
+
+ProviderName = Literal["ollama", "bailian", "openai"]
+ThinkingDisplay = Literal["collapse", "show", "hide"]
+
+PROVIDERS: tuple[str, ...] = ("ollama", "bailian", "openai")
+THINKING_DISPLAYS: tuple[str, ...] = ("collapse", "show", "hide")
+REGIONS: dict[str, str] = {
+    "beijing": "https://dashscope.aliyuncs.com/compatible-mode/v1",
+    "singapore": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+}
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+DEFAULT_TIMEOUT_S = 300.0
+CONFIG_FILENAME = "config.toml"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One named way to chat. Frozen: overrides make a new profile with `dataclasses.replace`."""
+
+    name: str
+    provider: ProviderName
+    model: str
+    base_url: str | None = None
+    region: str | None = None
+    api_key_env: str | None = None
+    system: str | None = None
+    think: bool | None = None
+    thinking_budget: int | None = None
+    search: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    context_window: int | None = None
+    timeout: float | None = None
+    retries: int = 2
+    thinking: ThinkingDisplay = "collapse"
+    price: Price | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = "built-in"  # where the profile came from, for `llmchat profiles`
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to, after defaults and the environment are applied."""
+        if self.base_url:
+            return self.base_url
+        if self.provider == "ollama":
+            return ollama_host_url(os.environ.get("OLLAMA_HOST"))
+        if self.provider == "bailian":
+            return REGIONS[self.region or "beijing"]
+        raise ConfigError(  # validated on load; reachable only through a bad override
+            f"Profile '{self.name}' (provider \"openai\") has no base_url.",
+            hint='Set base_url = "https://…/v1" in the profile.',
+        )
+
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable holding the API key, or None when the server needs no key."""
+        if self.api_key_env:
+            return self.api_key_env
+        return "DASHSCOPE_API_KEY" if self.provider == "bailian" else None
+
+    def read_timeout(self) -> float:
+        env = os.environ.get("LLMCHAT_TIMEOUT")
+        if env:
+            try:
+                return float(env)
+            except ValueError:
+                raise ConfigError(
+                    f"LLMCHAT_TIMEOUT={env!r} is not a number of seconds.", hint="Use e.g. LLMCHAT_TIMEOUT=120."
+                ) from None
+        return self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S
+
+
+def ollama_host_url(host: str | None) -> str:
+    """Normalise OLLAMA_HOST the way users write it ("localhost", "0.0.0.0:11434", a full URL).
+
+    Unlike ollama-python, an http host without a port gets Ollama's port 11434 (not 80), since that
+    is what someone typing `OLLAMA_HOST=localhost` or `http://localhost` means.
+    """
+    if not host:
+        return DEFAULT_OLLAMA_URL
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    if not re.search(r":\d+$", hostport) and scheme == "http":
+        hostport += ":11434"  # https without a port is a reverse proxy on 443
+    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+
+
+BUILTIN_PROFILES: dict[str, Profile] = {
+    "local": Profile(name="local", provider="ollama", model="qwen3:0.6b"),
+    "bailian": Profile(
+        name="bailian", provider="bailian", model="qwen-plus", region="beijing", api_key_env="DASHSCOPE_API_KEY"
+    ),
+}
+DEFAULT_PROFILE = "local"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every profile available, the default one, and the file they came from (None: built-ins only)."""
+
+    profiles: dict[str, Profile]
+    default: str
+    path: Path | None
+    default_origin: str = "built-in"
+
+    def profile(self, name: str | None = None) -> Profile:
+        """The profile to use: the named one, else LLMCHAT_PROFILE, else the config's default."""
+        chosen = name or os.environ.get("LLMCHAT_PROFILE") or self.default
+        if chosen in self.profiles:
+            return self.profiles[chosen]
+        where = f" in {self.path}" if self.path else ""
+        source = "" if name else (" (from LLMCHAT_PROFILE)" if os.environ.get("LLMCHAT_PROFILE") else
+                                  f" (default_profile{where})")
+        raise ConfigError(
+            f"Unknown profile '{chosen}'{source}.{_did_you_mean(chosen, self.profiles)}",
+            hint=f"Known profiles: {', '.join(sorted(self.profiles))}. List them with `llmchat profiles`.",
+        )
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_path
+
+    return user_config_path("llmchat", appauthor=False) / CONFIG_FILENAME
+
+
+def config_path(explicit: str | Path | None = None) -> tuple[Path, bool]:
+    """The config file to read, and whether the user named it (a named file must exist)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    env = os.environ.get("LLMCHAT_CONFIG")
+    if env:
+        return Path(env).expanduser(), True
+    return default_config_path(), False
+
+
+def load_config(explicit: str | Path | None = None) -> Config:
+    path, named = config_path(explicit)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(
+                f"Config file {path} does not exist.",
+                hint="Create one with `llmchat config init`, or fix --config / LLMCHAT_CONFIG.",
+            ) from None
+        return Config(profiles=dict(BUILTIN_PROFILES), default=DEFAULT_PROFILE, path=None)
+    except IsADirectoryError:
+        raise ConfigError(f"Config path {path} is a directory, not a TOML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: bytes, path: Path) -> Config:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not UTF-8 text.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"Config file {path} is not valid TOML: {exc}.",
+            hint="Fix the line shown, or start again from `llmchat config init --force`.",
+        ) from None
+    return _build_config(data, path, text)
+
+
+_TOP_KEYS = ("default_profile", "profiles")
+
+
+def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
+    locate = _Locator(path, text)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise locate.error(None, key, f"Unknown top-level key '{key}'.{_did_you_mean(key, _TOP_KEYS)}",
+                               f"Allowed: {', '.join(_TOP_KEYS)}.")
+    tables = data.get("profiles", {})
+    if not isinstance(tables, dict):
+        raise locate.error(None, "profiles", "'profiles' must be a table of [profiles.NAME] sections.")
+    profiles = dict(BUILTIN_PROFILES)
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
+        profiles[name] = _build_profile(name, table, locate)
+    default = data.get("default_profile", DEFAULT_PROFILE)
+    if not isinstance(default, str):
+        raise locate.error(None, "default_profile", "default_profile must be a string naming a profile.")
+    if default not in profiles:
+        raise locate.error(
+            None, "default_profile",
+            f"default_profile = '{default}' names no profile.{_did_you_mean(default, profiles)}",
+            f"Known profiles: {', '.join(sorted(profiles))}.",
+        )
+    return Config(profiles=profiles, default=default, path=path, default_origin=str(path))
+
+
+# key -> (python types accepted, description of allowed values)
+_PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "provider": ((str,), "one of " + ", ".join(f'"{p}"' for p in PROVIDERS)),
+    "model": ((str,), "a model name, e.g. \"qwen3:0.6b\" or \"qwen-plus\""),
+    "base_url": ((str,), "an http(s) URL"),
+    "region": ((str,), "one of " + ", ".join(f'"{r}"' for r in REGIONS)),
+    "api_key_env": ((str,), "the NAME of an environment variable holding the key (never the key itself)"),
+    "system": ((str,), "a string (the system prompt)"),
+    "think": ((bool,), "true or false"),
+    "thinking_budget": ((int,), "a positive integer (tokens)"),
+    "search": ((bool,), "true or false"),
+    "temperature": ((int, float), "a number, e.g. 0.7"),
+    "top_p": ((int, float), "a number in (0, 1]"),
+    "top_k": ((int,), "a positive integer"),
+    "max_tokens": ((int,), "a positive integer"),
+    "seed": ((int,), "an integer"),
+    "stop": ((list, str), "a string or a list of strings"),
+    "context_window": ((int,), "a positive integer (tokens)"),
+    "timeout": ((int, float), "seconds, a positive number"),
+    "retries": ((int,), "an integer >= 0"),
+    "thinking": ((str,), "one of " + ", ".join(f'"{t}"' for t in THINKING_DISPLAYS)),
+    "price": ((dict,), "a table { input = 0.0008, output = 0.002, cached_input = 0.0002, currency = \"CNY\" }"),
+    "options": ((dict,), "a table of provider options passed through as they are"),
+}
+_SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
+
+
+def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profile:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _SECRET_KEYS:
+            raise locate.error(
+                name, key, f"profiles.{name}.{key}: API keys are not read from the config file.",
+                'Put the key in an environment variable and name it: api_key_env = "DASHSCOPE_API_KEY".',
+            )
+        if key not in _PROFILE_KEYS:
+            raise locate.error(
+                name, key, f"Unknown key '{key}' in profiles.{name}.{_did_you_mean(key, _PROFILE_KEYS)}",
+                f"Allowed keys: {', '.join(_PROFILE_KEYS)}.",
+            )
+        types, allowed = _PROFILE_KEYS[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise locate.error(name, key, f"profiles.{name}.{key} = {value!r} is not valid: expected {allowed}.")
+        values[key] = value
+
+    base = BUILTIN_PROFILES.get(name)
+    provider = values.get("provider") or (base.provider if base else None)
+    if provider is None:
+        raise locate.error(name, None, f"profiles.{name} has no provider.",
+                           'Add provider = "ollama", "bailian" or "openai".')
+    if provider not in PROVIDERS:
+        raise locate.error(
+            name, "provider",
+            f"profiles.{name}.provider = '{provider}' is unknown.{_did_you_mean(provider, PROVIDERS)}",
+            f"Allowed: {', '.join(PROVIDERS)}.",
+        )
+    model = values.get("model") or (base.model if base and base.provider == provider else None)
+    if not model:
+        raise locate.error(name, None, f"profiles.{name} has no model.", 'Add e.g. model = "qwen3:0.6b".')
+    region = values.get("region")
+    if region is not None and region not in REGIONS:
+        raise locate.error(name, "region", f"profiles.{name}.region = '{region}' is unknown.",
+                           f"Allowed: {', '.join(REGIONS)}; or set base_url.")
+    if region is not None and provider != "bailian":
+        raise locate.error(name, "region", f"profiles.{name}.region only applies to provider \"bailian\".")
+    base_url = values.get("base_url")
+    if base_url is not None and not re.match(r"^https?://", base_url):
+        raise locate.error(name, "base_url", f"profiles.{name}.base_url = '{base_url}' is not an http(s) URL.")
+    if provider == "openai" and not base_url:
+        raise locate.error(name, None, f"profiles.{name} (provider \"openai\") needs a base_url.",
+                           'Add e.g. base_url = "http://localhost:8000/v1".')
+    thinking = values.get("thinking", "collapse")
+    if thinking not in THINKING_DISPLAYS:
+        raise locate.error(name, "thinking", f"profiles.{name}.thinking = '{thinking}' is unknown.",
+                           f"Allowed: {', '.join(THINKING_DISPLAYS)}.")
+    for key in ("thinking_budget", "max_tokens", "context_window", "top_k"):
+        if key in values and values[key] <= 0:
+            raise locate.error(name, key, f"profiles.{name}.{key} must be a positive integer.")
+    if values.get("retries", 0) < 0 or values.get("timeout", 1) <= 0:
+        bad = "retries" if values.get("retries", 0) < 0 else "timeout"
+        raise locate.error(name, bad, f"profiles.{name}.{bad} is out of range: expected {_PROFILE_KEYS[bad][1]}.")
+    stop = values.get("stop")
+    if isinstance(stop, str):
+        stop = (stop,)
+    elif stop is not None:
+        if not all(isinstance(s, str) for s in stop):
+            raise locate.error(name, "stop", f"profiles.{name}.stop must be a string or a list of strings.")
+        stop = tuple(stop)
+    price = _build_price(name, values.get("price"), locate)
+    numbers = {k: float(values[k]) for k in ("temperature", "top_p", "timeout") if k in values}
+    copied = {k: values[k] for k in ("api_key_env", "system", "think", "thinking_budget", "search", "top_k",
+                                     "max_tokens", "seed", "context_window", "retries") if k in values}
+    return Profile(
+        name=name, provider=provider, model=model, base_url=base_url,
+        region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking,
+        options=dict(values.get("options", {})), origin=str(locate.path), **numbers, **copied,
+    )
+
+
+def _build_price(name: str, table: dict[str, Any] | None, locate: _Locator) -> Price | None:
+    if table is None:
+        return None
+    allowed = ("input", "output", "cached_input", "currency")
+    for key, value in table.items():
+        if key not in allowed:
+            raise locate.error(name, "price", f"Unknown key '{key}' in profiles.{name}.price.",
+                               f"Allowed: {', '.join(allowed)}.")
+        ok = isinstance(value, str) if key == "currency" else (
+            isinstance(value, int | float) and not isinstance(value, bool) and value >= 0)
+        if not ok:
+            raise locate.error(name, "price", f"profiles.{name}.price.{key} = {value!r} is not valid.",
+                               "Prices are non-negative numbers per 1,000 tokens; currency is a string.")
+    if "input" not in table or "output" not in table:
+        raise locate.error(name, "price", f"profiles.{name}.price needs both input and output prices.")
+    return Price(
+        input=float(table["input"]), output=float(table["output"]),
+        cached_input=float(table["cached_input"]) if "cached_input" in table else None,
+        currency=table.get("currency", ""),
+    )
+
+
+class _Locator:
+    """Finds the line a key sits on, since tomllib reports lines only for syntax errors."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, profile: str | None, key: str | None) -> int | None:
+        start = 0
+        if profile is not None:
+            header = re.compile(rf"^\s*\[\s*profiles\s*\.\s*[\"']?{re.escape(profile)}[\"']?\s*\]")
+            for number, line in enumerate(self.lines):
+                if header.match(line):
+                    start = number
+                    break
+            else:
+                return None
+            if key is None:
+                return start + 1
+        pattern = re.compile(rf"^\s*[\"']?{re.escape(key or '')}[\"']?\s*=")
+        for number in range(start, len(self.lines)):
+            if number > start and profile is not None and self.lines[number].lstrip().startswith("["):
+                break
+            if pattern.match(self.lines[number]):
+                return number + 1
+        return None
+
+    def error(self, profile: str | None, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        line = self.line_of(profile, key)
+        where = f"{self.path}, line {line}" if line else str(self.path)
+        return ConfigError(f"{where}: {message}", hint=hint)
+
+
+def _did_you_mean(word: str, choices: Mapping[str, Any] | tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(profile: Profile, **overrides: Any) -> Profile:
+    """The profile with command-line flags applied; None means "flag not given"."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in fields(Profile)}
+    if unknown:  # a programming error, not a user one
+        raise TypeError(f"unknown profile fields: {sorted(unknown)}")
+    return replace(profile, **given) if given else profile
+
+
+def profile_as_table(profile: Profile) -> dict[str, Any]:
+    """The profile as TOML-ready data, for `config show`; the key itself is never included."""
+    table: dict[str, Any] = {"provider": profile.provider, "model": profile.model}
+    with contextlib.suppress(ConfigError):  # an openai profile without base_url: nothing to show
+        table["base_url"] = profile.endpoint
+    for f in fields(Profile):
+        if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price"):
+            continue
+        value = getattr(profile, f.name)
+        if value is not None and value != f.default:
+            table[f.name] = list(value) if isinstance(value, tuple) else value
+    if profile.key_variable:
+        table["api_key_env"] = profile.key_variable
+    if profile.price:
+        price = {"input": profile.price.input, "output": profile.price.output}
+        if profile.price.cached_input is not None:
+            price["cached_input"] = profile.price.cached_input
+        if profile.price.currency:
+            price["currency"] = profile.price.currency
+        table["price"] = price
+    if profile.options:
+        table["options"] = dict(profile.options)
+    return table

@@ -1,0 +1,98 @@
+"""The provider interface: the only code that talks HTTP to a model server.
+
+Each wire protocol lives in its own module and imports its client library only when a profile uses
+it, so `llmchat --help` and the REPL's startup never pay for `openai`, `ollama` or `httpx`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from llmchat.errors import MissingApiKey
+
+if TYPE_CHECKING:
+    from llmchat.config import Profile
+    from llmchat.events import Event
+
+Message = Mapping[str, Any]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """What one request asks of the model, independent of the wire protocol."""
+
+    model: str
+    think: bool | None = None
+    thinking_budget: int | None = None
+    search: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    context_window: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> ChatOptions:
+        return cls(
+            model=profile.model, think=profile.think, thinking_budget=profile.thinking_budget,
+            search=profile.search, temperature=profile.temperature, top_p=profile.top_p, top_k=profile.top_k,
+            max_tokens=profile.max_tokens, seed=profile.seed, stop=profile.stop,
+            context_window=profile.context_window, extra=profile.options,
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the server offers; fields the server does not report stay None."""
+
+    name: str
+    size: int | None = None
+    family: str | None = None
+    parameters: str | None = None
+    quantization: str | None = None
+    modified: str | None = None
+    owner: str | None = None
+
+
+class Provider(Protocol):
+    def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
+        """Send the conversation; yield events as the server streams. Raises ProviderError."""
+        ...
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+
+def api_key_for(profile: Profile) -> str | None:
+    """The profile's key from its environment variable, checked before any request is made."""
+    variable = profile.key_variable
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
+        raise MissingApiKey(
+            f"Profile '{profile.name}' needs an API key in the environment variable {variable}, which is not set.",
+            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.endpoint}{where}).",
+        )
+    return key
+
+
+def connect(profile: Profile) -> Provider:
+    """A provider for the profile; imports the matching client library on first use."""
+    if profile.provider == "ollama":
+        from llmchat.providers.ollama import OllamaProvider
+
+        return OllamaProvider(host=profile.endpoint, read_timeout=profile.read_timeout())
+    from llmchat.providers.openai_compat import OpenAICompatProvider
+
+    return OpenAICompatProvider(
+        base_url=profile.endpoint, api_key=api_key_for(profile), read_timeout=profile.read_timeout(),
+        bailian=profile.provider == "bailian", key_variable=profile.key_variable,
+        region=profile.region if profile.provider == "bailian" else None,
+    )

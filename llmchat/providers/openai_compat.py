@@ -1,0 +1,217 @@
+"""Bailian (DashScope compatible mode) and any OpenAI-compatible endpoint through the `openai` package.
+
+The SDK's own retries are turned off (max_retries=0): a silent 1.3 s of retrying hides what is going
+on, so retrying is the turn loop's job, where it can be shown to the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import openai
+
+from llmchat.errors import (
+    AuthFailed,
+    BadRequest,
+    ContextTooLong,
+    ModelNotFound,
+    ProviderError,
+    RateLimited,
+    ServerError,
+    StreamBroken,
+    Timeout,
+    Unreachable,
+)
+from llmchat.events import Event, Finish, Reasoning, Usage
+from llmchat.providers import ChatOptions, Message, ModelInfo
+from llmchat.providers.thinktags import ThinkTagSplitter
+
+
+class OpenAICompatProvider:
+    def __init__(
+        self, base_url: str, api_key: str | None, read_timeout: float, *, bailian: bool,
+        key_variable: str | None, region: str | None,
+    ) -> None:
+        self.base_url = base_url
+        self.bailian = bailian
+        self._key = api_key
+        self._key_variable = key_variable
+        self._region = region
+        self._read_timeout = read_timeout
+        self._server = "Bailian" if bailian else base_url
+        # Servers without keys (vLLM, LM Studio) accept any bearer token; the SDK insists on one.
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "EMPTY", max_retries=0,
+            timeout=openai.Timeout(read_timeout, connect=5.0),
+        )
+
+    def _body(self, messages: Sequence[Message], options: ChatOptions) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": options.model,
+            "messages": [dict(m) for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for key in ("temperature", "top_p", "max_tokens", "seed"):
+            if (value := getattr(options, key)) is not None:
+                body[key] = value
+        if options.stop:
+            body["stop"] = list(options.stop)
+        extra: dict[str, Any] = {}
+        if self.bailian:
+            if options.think is not None:
+                extra["enable_thinking"] = options.think
+            if options.thinking_budget is not None and options.think is not False:
+                extra["thinking_budget"] = options.thinking_budget
+            if options.search is not None:
+                extra["enable_search"] = options.search
+            if options.top_k is not None:
+                extra["top_k"] = options.top_k
+        extra.update(options.extra)
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
+        splitter = ThinkTagSplitter()
+        output = False
+        finished: str | None = None
+        try:
+            with self._client.chat.completions.create(**self._body(messages, options)) as chunks:
+                for chunk in chunks:
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        # Not part of the OpenAI schema: DashScope says reasoning_content, Ollama's /v1
+                        # says reasoning, and servers that think not at all send neither.
+                        reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                        if reasoning:
+                            output = True
+                            yield Reasoning(reasoning)
+                        if delta.content:
+                            for event in splitter.feed(delta.content):
+                                output = True
+                                yield event
+                        if choice.finish_reason:
+                            finished = choice.finish_reason
+                    if chunk.usage:
+                        yield _usage(chunk.usage)
+            yield from splitter.flush()
+        except ProviderError:
+            raise
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, options.model) from None
+        except openai.APITimeoutError:
+            raise Timeout(
+                f"{self._server} sent nothing for {self._read_timeout:g} s.",
+                hint="Retry, or raise the profile's timeout (or LLMCHAT_TIMEOUT).",
+            ) from None
+        except openai.APIConnectionError:
+            if output:
+                raise StreamBroken(
+                    f"The connection to {self._server} broke mid-answer.", hint="Retry the question."
+                ) from None
+            raise Unreachable(
+                f"Cannot reach {self._server} at {self.base_url}.",
+                hint="Check your network, proxy and the profile's base_url / region.",
+            ) from None
+        except openai.APIError as exc:  # an error event inside the stream
+            raise StreamBroken(
+                f"{self._server} stopped mid-answer: {self._redact(exc.message)}", hint="Retry the question."
+            ) from None
+        if finished is None:
+            raise StreamBroken(
+                f"{self._server} ended the stream before the answer was complete.", hint="Retry the question."
+            )
+        yield Finish(finished)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _status_error(self, exc: openai.APIStatusError, model: str) -> ProviderError:
+        status, code = exc.status_code, str(exc.code or "")
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = self._redact(str(body.get("message") or exc.message))
+        request_id = _request_id(exc)
+        ref = f" (request id {request_id})" if request_id else ""
+        if status in (401, 403):
+            variable = self._key_variable or "the profile's api_key_env"
+            what = "rejected the API key" if status == 401 else "denied access"
+            hint = f"Check the key in {variable}."
+            if self.bailian:
+                hint += (f" Bailian keys are per region and this profile uses {self._region or 'beijing'} "
+                         f"({self.base_url}); a key from the other region fails like this. "
+                         'Switch with region = "singapore" or "beijing".')
+            error = AuthFailed(f"{self._server} {what} ({status} {code or 'unauthorized'}){ref}.", hint=hint)
+        elif status == 404 and code in ("model_not_found", "model_not_supported", ""):
+            error = ModelNotFound(
+                f"{self._server} does not offer the model '{model}' to this key ({status}){ref}.",
+                hint="Check the model name; `llmchat models` lists what the server offers.",
+            )
+        elif status == 429:
+            error = RateLimited(
+                f"{self._server} is rate-limiting this key ({code or 'too many requests'}){ref}.",
+                hint="Wait a moment and retry, or lower the request rate.",
+            )
+        elif status == 400 and (code == "context_length_exceeded" or "input length" in message):
+            error = ContextTooLong(
+                f"The conversation is too long for {model}: {message}{ref}",
+                hint="Start a new conversation or shorten the input.",
+            )
+        elif code == "Arrearage":
+            error = BadRequest(
+                f"{self._server} refused the request: the account is overdue (Arrearage){ref}.",
+                hint="Top up or settle the Alibaba Cloud account, then retry.",
+            )
+        elif code == "data_inspection_failed":
+            error = BadRequest(
+                f"{self._server} refused the content (data_inspection_failed: content moderation){ref}.",
+                hint="Rephrase the input; the provider's moderation flagged it.",
+            )
+        elif status >= 500:
+            error = ServerError(f"{self._server} failed ({status} {code}): {message}{ref}", hint="Retry later.")
+        else:
+            error = BadRequest(
+                f"{self._server} refused the request ({status} {code}): {message}{ref}",
+                hint="Check the profile's model and options.",
+            )
+        error.retry_after = _retry_after(exc)
+        return error
+
+    def list_models(self) -> list[ModelInfo]:
+        try:
+            page = self._client.models.list()
+            return [ModelInfo(name=m.id, owner=getattr(m, "owned_by", None)) for m in page]
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, "") from None
+        except openai.APIConnectionError:
+            raise Unreachable(
+                f"Cannot reach {self._server} at {self.base_url}.",
+                hint="Check your network, proxy and the profile's base_url / region.",
+            ) from None
+
+
+def _usage(usage: Any) -> Usage:
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        prompt=usage.prompt_tokens, completion=usage.completion_tokens, total=usage.total_tokens,
+        reasoning=getattr(completion_details, "reasoning_tokens", None),
+        cached=getattr(prompt_details, "cached_tokens", None),
+    )
+
+
+def _request_id(exc: openai.APIStatusError) -> str | None:
+    try:
+        data = exc.response.json()
+    except Exception:  # not JSON: no id to show
+        return exc.request_id
+    return (data.get("request_id") if isinstance(data, dict) else None) or exc.request_id
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

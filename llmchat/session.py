@@ -1,0 +1,39 @@
+"""Resolving what a command runs against: the config file, the profile, and the flags on top.
+
+Shared by `ask`, `chat` and the bare `llmchat`, so that every entry point applies the same
+precedence (flags > environment > file > built-ins) in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmchat.config import Config, Profile, apply_overrides, load_config
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Flags that change a profile for one run; None means the flag was not given."""
+
+    profile: str | None = None
+    model: str | None = None
+    system: str | None = None
+    think: bool | None = None
+    temperature: float | None = None
+    search: bool | None = None
+    show_thinking: bool | None = None  # True: --show-thinking, False: --hide-thinking
+    config: str | None = None
+
+
+def resolve(flags: Overrides) -> tuple[Config, Profile]:
+    config = load_config(flags.config)
+    profile = config.profile(flags.profile)
+    return config, with_flags(profile, flags)
+
+
+def with_flags(profile: Profile, flags: Overrides) -> Profile:
+    thinking = None if flags.show_thinking is None else ("show" if flags.show_thinking else "hide")
+    return apply_overrides(
+        profile, model=flags.model, system=flags.system, think=flags.think, temperature=flags.temperature,
+        search=flags.search, thinking=thinking,
+    )

@@ -1,0 +1,119 @@
+"""Shared fixtures: an isolated environment, the fake server, a config pointing at it, and a CLI runner.
+
+Every CLI test runs the real `llmchat` in a subprocess with a scrubbed environment, so nothing from
+the developer's machine (keys, config, OLLAMA_HOST) leaks in, and nothing of the tests leaks out.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conftest_server import *  # noqa: E402,F403  (the fake_server fixture)
+
+TEST_KEY = "sk-test-4f1c2a9e8b7d6c5a"  # a fake key whose every appearance in output is a leak
+SCRUBBED = ("DASHSCOPE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST", "OLLAMA_API_KEY",
+            "LLMCHAT_CONFIG", "LLMCHAT_PROFILE", "LLMCHAT_TIMEOUT", "LLMCHAT_DEBUG", "NO_COLOR",
+            "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Live tests need a real server or key; without one they are deselected, never counted as passing."""
+    live_ok = bool(os.environ.get("LLMCHAT_LIVE_OLLAMA") or os.environ.get("DASHSCOPE_API_KEY"))
+    if live_ok:
+        return
+    selected = [item for item in items if "live" not in item.keywords]
+    deselected = [item for item in items if "live" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean environment for subprocesses (and this process): own HOME, XDG dirs, no keys, no proxies."""
+    for name in SCRUBBED:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    values = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "COLUMNS": "100",
+        "TERM": "xterm-256color",
+        "PYTHONIOENCODING": "utf-8",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+
+
+@pytest.fixture
+def config_file(fake_server, env: dict[str, str], tmp_path: Path) -> Path:  # noqa: F811
+    """A config whose profiles all point at the fake server; LLMCHAT_CONFIG names it."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'''default_profile = "local"
+
+[profiles.local]
+provider = "ollama"
+model = "qwen3:0.6b"
+base_url = "{fake_server.url}"
+
+[profiles.bailian]
+provider = "bailian"
+model = "qwen-plus"
+base_url = "{fake_server.url}/compatible-mode/v1"
+api_key_env = "DASHSCOPE_API_KEY"
+retries = 0
+
+[profiles.vllm]
+provider = "openai"
+model = "qwen-plus"
+base_url = "{fake_server.url}/v1"
+''',
+        encoding="utf-8",
+    )
+    env["LLMCHAT_CONFIG"] = str(path)
+    env["DASHSCOPE_API_KEY"] = TEST_KEY
+    fake_server.api_key = None
+    return path
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def llmchat(env: dict[str, str]):
+    """Run the real CLI in a subprocess: llmchat("ask", "hi", input="piped text") -> Run."""
+
+    def run(*args: str, input: str | bytes | None = None, timeout: float = 30, **extra_env: str) -> Run:
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmchat", *args],
+            input=input.encode() if isinstance(input, str) else input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env={**env, **extra_env},
+            timeout=timeout,
+        )
+        return Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+    return run

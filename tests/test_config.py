@@ -1,0 +1,139 @@
+"""Profiles and config: precedence, validation messages that point at the line, built-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmchat.config import REGIONS, load_config, ollama_host_url
+from llmchat.errors import ConfigError
+from llmchat.session import Overrides, resolve
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("LLMCHAT_CONFIG", "LLMCHAT_PROFILE", "OLLAMA_HOST", "LLMCHAT_TIMEOUT", "DASHSCOPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def test_builtins_when_there_is_no_file() -> None:
+    config = load_config()
+    assert config.path is None and config.default == "local"
+    local, bailian = config.profiles["local"], config.profiles["bailian"]
+    assert (local.provider, local.model, local.endpoint) == ("ollama", "qwen3:0.6b", "http://localhost:11434")
+    assert (bailian.provider, bailian.model, bailian.endpoint) == ("bailian", "qwen-plus", REGIONS["beijing"])
+    assert bailian.key_variable == "DASHSCOPE_API_KEY"
+
+
+def test_regions_map_to_the_two_compatible_mode_urls(tmp_path: Path) -> None:
+    path = write(tmp_path, '[profiles.sg]\nprovider = "bailian"\nmodel = "qwen-max"\nregion = "singapore"\n')
+    profile = load_config(path).profiles["sg"]
+    assert profile.endpoint == "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
+    assert profile.key_variable == "DASHSCOPE_API_KEY"
+
+
+def test_precedence_flags_over_environment_over_file_over_builtins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, 'default_profile = "a"\n[profiles.a]\nprovider = "ollama"\nmodel = "m-a"\n'
+                           '[profiles.b]\nprovider = "ollama"\nmodel = "m-b"\ntemperature = 0.2\n')
+    monkeypatch.setenv("LLMCHAT_CONFIG", str(path))
+    assert resolve(Overrides())[1].model == "m-a"  # file's default
+    monkeypatch.setenv("LLMCHAT_PROFILE", "b")
+    assert resolve(Overrides())[1].model == "m-b"  # environment beats the file
+    _, profile = resolve(Overrides(profile="a", model="flag-model", temperature=1.5, think=False))
+    assert (profile.name, profile.model, profile.temperature, profile.think) == ("a", "flag-model", 1.5, False)
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box")
+    assert profile.endpoint == "http://gpu-box:11434"
+
+
+def test_explicit_config_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        load_config(tmp_path / "nope.toml")
+    assert info.value.exit_code == 2 and "config init" in (info.value.hint or "")
+
+
+def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = \n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in info.value.message and "line 3" in info.value.message
+
+
+def test_unknown_key_names_file_line_key_and_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, '# comment\n[profiles.x]\nprovider = "ollama"\nmodel = "m"\ntemprature = 0.3\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = info.value.message
+    assert f"{path}, line 5" in message and "temprature" in message and "Did you mean 'temperature'" in message
+
+
+def test_wrong_type_says_what_is_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = "m"\nthink = "yes"\n')
+    with pytest.raises(ConfigError, match=r"line 4: profiles\.x\.think = 'yes' is not valid: expected true or false"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('provider = "olama"\nmodel = "m"', r"provider = 'olama' is unknown\. Did you mean 'ollama'"),
+        ('provider = "bailian"\nmodel = "m"\nregion = "tokyo"', r"region = 'tokyo' is unknown"),
+        ('provider = "openai"\nmodel = "m"', r"needs a base_url"),
+        ('provider = "ollama"\nmodel = "m"\napi_key = "sk-secret"', r"API keys are not read from the config file"),
+        ('provider = "ollama"\nmodel = "m"\nprice = { input = 1 }', r"needs both input and output"),
+        ('provider = "ollama"\nmodel = "m"\nmax_tokens = 0', r"must be a positive integer"),
+        ('provider = "ollama"\nmodel = "m"\nthinking = "loud"', r"thinking = 'loud' is unknown"),
+    ],
+)
+def test_validation_errors(tmp_path: Path, body: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(write(tmp_path, f"[profiles.p]\n{body}\n"))
+    assert "sk-secret" not in str(info.value)
+
+
+def test_default_profile_naming_nothing(tmp_path: Path) -> None:
+    expected = r"line 1: default_profile = 'lcoal' names no profile\. Did you mean 'local'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, 'default_profile = "lcoal"\n'))
+
+
+def test_unknown_profile_lists_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Unknown profile 'nope'") as info:
+        resolve(Overrides(profile="nope", config=str(write(tmp_path, ""))))
+    assert "bailian, local" in (info.value.hint or "")
+
+
+def test_price_and_options_are_loaded(tmp_path: Path) -> None:
+    path = write(tmp_path, '[profiles.q]\nprovider = "bailian"\nmodel = "qwen-plus"\nstop = "END"\n'
+                           'price = { input = 0.0008, output = 0.002, currency = "CNY" }\noptions = { top_k = 5 }\n')
+    profile = load_config(path).profiles["q"]
+    assert profile.price is not None and profile.price.currency == "CNY" and profile.price.output == 0.002
+    assert profile.stop == ("END",) and profile.options == {"top_k": 5}
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [(None, "http://localhost:11434"), ("localhost", "http://localhost:11434"),
+     ("0.0.0.0:8080", "http://0.0.0.0:8080"), ("https://ollama.example.com", "https://ollama.example.com"),
+     ("http://box", "http://box:11434"),
+     ("http://127.0.0.1:11434/", "http://127.0.0.1:11434")],
+)
+def test_ollama_host_forms(host: str | None, url: str) -> None:
+    assert ollama_host_url(host) == url
+
+
+def test_example_config_is_the_template_init_writes_and_it_loads() -> None:
+    root = Path(__file__).parent.parent
+    example = root / "config.example.toml"
+    assert example.read_text(encoding="utf-8") == (root / "llmchat" / "config_template.toml").read_text("utf-8")
+    config = load_config(example)
+    assert config.default == "local" and {"local", "qwen", "max", "bailian"} <= set(config.profiles)
