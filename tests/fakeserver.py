@@ -1,0 +1,1303 @@
+"""A fake Ollama + DashScope (OpenAI-compatible) HTTP server for llmchat's tests and benchmarks.
+
+Why a real socket server and not ``httpx.MockTransport``: llmchat talks to providers through the real
+``ollama`` (httpx) and ``openai`` 3.x (httpx2) clients. Only a real HTTP/1.1 server exercises what those
+clients actually see: chunked transfer encoding, lines arriving one flush at a time, connections cut in
+the middle of a chunked body, read timeouts, and keep-alive reuse.
+
+Why byte-faithful: the streams a client parses are produced here, so they must follow the serialisation
+rules of the real servers (see ``tests/wire/README.md``), or llmchat's parsers would be tested against
+something no real server sends:
+
+* Ollama (Go ``encoding/json`` + gin): compact JSON in Go struct-field order, ``<`` ``>`` ``&`` escaped as
+  ``\\u003c`` ``\\u003e`` ``\\u0026``, other non-ASCII raw UTF-8, RFC 3339 nanosecond timestamps with the
+  trailing zeros trimmed, one object per NDJSON line, each line flushed as its own HTTP chunk.
+* DashScope compatible mode: ``data: {json}\\n\\n`` events, compact JSON with raw UTF-8 and ``null`` written
+  out, one ``id``/``created`` per stream, choice key order that varies from chunk to chunk exactly as in
+  the captures, ``data: [DONE]\\n\\n`` at the end.
+
+``tests/test_fakeserver.py`` regenerates every recorded stream in ``tests/wire/`` with this server and
+compares the bytes, so any drift from the real shapes fails a test.
+
+Standard library only. Usable as a module (``from fakeserver import FakeServer, Stream``) or as a script::
+
+    python tests/fakeserver.py [--port N] [--delay S] [--piece-size N] [--answer-chars N] ...
+
+which prints ``http://127.0.0.1:PORT`` on its first stdout line and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar, Union
+
+__all__ = [
+    "WIRE_DIR",
+    "DEFAULT_MODELS",
+    "FakeServer",
+    "Recorded",
+    "Stream",
+    "Raw",
+    "Stall",
+    "Drop",
+    "Reply",
+    "go_json",
+    "go_quote",
+    "dashscope_json",
+    "rfc3339nano",
+    "load_fixture",
+    "manifest",
+]
+
+WIRE_DIR = Path(__file__).resolve().parent / "wire"
+"""The recorded wire fixtures (a byte-for-byte copy of the shared wire samples)."""
+
+DEFAULT_MODELS: tuple[str, ...] = ("qwen3:0.6b", "qwen3:8b", "llama3.2:latest", "qwen-plus", "qwen3-max")
+
+OLLAMA_JSON = "application/json; charset=utf-8"  # gin's c.JSON
+OLLAMA_NDJSON = "application/x-ndjson"
+OPENAI_JSON = "application/json"
+SSE = "text/event-stream"
+
+OLLAMA_MIDSTREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
+DASHSCOPE_INTERNAL_ERROR = "An internal error has occured, try again later or contact service support."
+
+_BATCH_BYTES = 64 * 1024  # with delay 0, framed chunks are sent in writes of about this size
+
+
+# --------------------------------------------------------------------------------------------------------
+# Serialisers
+# --------------------------------------------------------------------------------------------------------
+
+_GO_HTML_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _go_str(s: str) -> str:
+    """A JSON string literal exactly as Go's ``encoding/json`` writes it.
+
+    Python and Go agree on ``\\"``, ``\\\\``, ``\\b``, ``\\f``, ``\\n``, ``\\r``, ``\\t`` and lower-case
+    ``\\u00XX`` for the other control characters. Go additionally HTML-escapes ``<``, ``>``, ``&`` and
+    escapes U+2028/U+2029; invalid UTF-8 (here: lone surrogates) becomes ``\\ufffd``.
+    """
+    out = json.dumps(s, ensure_ascii=False).translate(_GO_HTML_ESCAPES)
+    if _SURROGATES.search(out):
+        out = _SURROGATES.sub(r"\\ufffd", out)
+    return out
+
+
+def _go_float(x: float) -> str:
+    """Go's float64 encoding: shortest digits, positional unless ``|x| < 1e-6`` or ``|x| >= 1e21``."""
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"json: unsupported value: {x!r}")
+    r = repr(x)
+    a = abs(x)
+    if a != 0 and (a < 1e-6 or a >= 1e21):
+        return r.replace("e-0", "e-")  # Go cleans "e-07" to "e-7" but keeps "e+21"
+    text = format(Decimal(r), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def go_json(obj: Any) -> str:
+    """Serialise like Go's ``json.Marshal``: compact, key order as given (= Go struct order), HTML-escaped."""
+    if isinstance(obj, str):
+        return _go_str(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, int):
+        return str(obj)
+    if isinstance(obj, float):
+        return _go_float(obj)
+    if isinstance(obj, dict):
+        return "{" + ",".join(_go_str(str(k)) + ":" + go_json(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(go_json(v) for v in obj) + "]"
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def go_quote(s: str) -> str:
+    """Go's ``%q`` (``strconv.Quote``), used by Ollama in error texts such as ``"llama3.2" does not ...``."""
+    out = ['"']
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append(
+                {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}[
+                    ch
+                ]
+            )
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def dashscope_json(obj: Any) -> str:
+    """DashScope's serialisation: compact, raw UTF-8, ``null`` written out, key order as given."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def rfc3339nano(ns: int | None = None) -> str:
+    """Go's ``time.RFC3339Nano`` in UTC (Linux clock: up to 9 digits; trailing zeros, bare dot trimmed)."""
+    if ns is None:
+        ns = time.time_ns()
+    sec, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    return text + "Z"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------------------
+
+_manifest_cache: dict[str, Any] | None = None
+
+
+def manifest() -> dict[str, Any]:
+    """``tests/wire/manifest.json``: status, content type and request of every fixture."""
+    global _manifest_cache
+    if _manifest_cache is None:
+        _manifest_cache = json.loads((WIRE_DIR / "manifest.json").read_text(encoding="utf-8"))
+    return _manifest_cache
+
+
+def load_fixture(name: str) -> bytes:
+    """The exact bytes of a fixture in ``tests/wire/``."""
+    return (WIRE_DIR / name).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Replies
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """A generated model reply, rendered in whichever protocol the request used.
+
+    ``answer=None`` means the default answer ``"You said: " + <last user message>``; ``reasoning=None``
+    means ``"Let me think about: " + <last user message>`` when the request asked for thinking (Ollama
+    ``think: true``, DashScope ``enable_thinking: true``) and no reasoning otherwise. An explicit string
+    (``""`` included) is sent as given, whatever the request asked: scripted replies are not second-guessed.
+
+    Chunking: ``pieces`` / ``reasoning_pieces`` give the exact chunks; otherwise the text is cut every
+    ``piece_size`` characters. One piece is one NDJSON line (Ollama) or one SSE event (DashScope).
+
+    Failure knobs count *pieces* (reasoning + answer chunks; DashScope's leading role chunk is not
+    counted and is always sent). If N >= the number of pieces, all pieces are sent and the failure
+    replaces the normal ending. When several are set, the smallest N wins.
+
+    * ``cut_after``: close the socket with no terminator (no ``done:true`` / ``[DONE]`` and no final
+      0-length HTTP chunk): clients see an incomplete chunked body.
+    * ``error_after``: send the in-band error (Ollama ``{"error":...}`` line, status stays 200; DashScope
+      ``data: {"error":{...}}`` event) and end the body properly. ``error`` overrides the message.
+    * ``stall_after``: stop sending for ``stall_seconds``, then close like ``cut_after``.
+
+    Usage: ``prompt_tokens`` defaults to sum(len(content)//4 + 4) over the request messages (at least 1);
+    ``completion_tokens`` to the number of pieces sent (plus, for Ollama's ``eval_count``, the 4 hidden
+    ``<think>``/``\\n``/``</think>``/``\\n\\n`` tokens when thinking was split out); ``reasoning_tokens`` to
+    the number of reasoning pieces. ``usage=False`` suppresses the DashScope usage chunk even if the
+    request asked ``stream_options.include_usage`` (it is only ever sent if it asked).
+    """
+
+    answer: str | None = None
+    reasoning: str | None = None
+    piece_size: int = 3
+    pieces: list[str] | None = None
+    reasoning_pieces: list[str] | None = None
+    delay: float = 0.0
+    first_delay: float = 0.0
+    inline_think: bool = False
+    cut_after: int | None = None
+    error_after: int | None = None
+    error: str | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
+    finish_reason: str = "stop"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage: bool = True
+    cached_tokens: int | None = None
+
+
+@dataclass
+class Raw:
+    """A verbatim HTTP response: status, body bytes, content type and extra headers.
+
+    With ``chunked=True`` the body is sent with ``Transfer-Encoding: chunked``, one HTTP chunk per NDJSON
+    line (``\\n``) or SSE event (``\\n\\n``), as the real servers flush them; otherwise with Content-Length.
+    """
+
+    status: int
+    body: bytes | str
+    content_type: str = OPENAI_JSON
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False
+
+    @classmethod
+    def fixture(
+        cls,
+        name: str,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = None,
+        chunked: bool | None = None,
+    ) -> Raw:
+        """Replay ``tests/wire/<name>``; status, content type and chunking default to ``manifest.json``."""
+        meta = manifest().get(name, {})
+        if chunked is None:
+            chunked = meta.get("transfer") == "chunked" or name.endswith((".ndjson", ".sse"))
+        return cls(
+            status=status if status is not None else int(meta.get("status", 200)),
+            body=load_fixture(name),
+            content_type=content_type or meta.get("content_type", OPENAI_JSON),
+            headers=dict(headers or {}),
+            chunked=chunked,
+        )
+
+
+@dataclass
+class Stall:
+    """Accept the request, send nothing for ``seconds``, then close: the client gets a read timeout."""
+
+    seconds: float = 30.0
+
+
+@dataclass
+class Drop:
+    """Close the connection at once, without any response (clients: "server disconnected")."""
+
+
+Reply = Union[Stream, Raw, Stall, Drop]
+
+
+@dataclass
+class Recorded:
+    """One request as received. ``headers`` has lower-case names; ``body`` is the parsed JSON or None."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+    query: str = ""
+    aborted: bool = False
+    """Set (best effort) when the client went away while the server was still writing."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------------
+
+
+class FakeServer:
+    """Ollama and DashScope compatible-mode endpoints on one local port.
+
+    Knobs are plain attributes read on every request, so tests may change them between requests.
+    Use ``start()``/``stop()`` or ``with FakeServer() as server:``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.models: list[str] = list(DEFAULT_MODELS)
+        self.non_thinking_models: set[str] = {"llama3.2:latest"}
+        self.vision_models: set[str] = set()
+        self.api_key: str | None = None
+        self.think_by_default: bool = False
+        """Ollama >= 0.12.4 thinks when ``think`` is unset; off by default so tests opt in explicitly."""
+        self.default_reply: Stream = Stream()
+        """Template for generated replies when the queue is empty (its ``answer``/``reasoning`` stay None)."""
+        self.requests: list[Recorded] = []
+        self._host = host
+        self._port = port
+        self._queue: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> FakeServer:
+        """Bind and serve on one daemon thread. Returns self."""
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        self._httpd = _HTTPServer((self._host, self._port), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fakeserver", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake up stalled handlers and close every open connection. Idempotent."""
+        httpd = self._httpd
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("FakeServer is not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://{self._host}:{self.port}"
+
+    # -- scripting and inspection ----------------------------------------------------------------------
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Queue scripted replies (FIFO) for the next chat requests of either protocol.
+
+        A reply is consumed only by a chat request that passed the server's own checks (auth, JSON, known
+        model, thinking support); the default reply is generated when the queue is empty.
+        """
+        with self._lock:
+            self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted replies are still queued."""
+        with self._lock:
+            return len(self._queue)
+
+    def last(self, path_suffix: str | None = None) -> Recorded:
+        """The last request (optionally: whose path ends with ``path_suffix``). Raises LookupError if none."""
+        with self._lock:
+            for rec in reversed(self.requests):
+                if path_suffix is None or rec.path.endswith(path_suffix):
+                    return rec
+        raise LookupError(f"no request{'' if path_suffix is None else ' to *' + path_suffix}")
+
+    def reset(self) -> None:
+        """Forget recorded requests and queued replies."""
+        with self._lock:
+            self.requests.clear()
+            self._queue.clear()
+
+    # -- internals used by the handler -----------------------------------------------------------------
+
+    def _record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+        return self.default_reply
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the server stops (so stalls never hold up a test's teardown)."""
+        if seconds > 0 and self._stopping.wait(seconds):
+            raise _Abort
+
+    def _resolve_ollama(self, name: str) -> str | None:
+        """Ollama's name resolution: ``llama3.2`` means ``llama3.2:latest``."""
+        if name in self.models:
+            return name
+        if ":" not in name and name + ":latest" in self.models:
+            return name + ":latest"
+        return None
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeServer):
+        self.fake = fake
+        super().__init__(address, handler)
+
+
+class _Abort(Exception):
+    """End the response now and close the connection (scripted cut/stall/drop, or the server stopping)."""
+
+
+class _ClientGone(_Abort):
+    """A write failed: the client closed the connection."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reply planning (protocol independent)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _split(text: str, size: int) -> list[str]:
+    if size <= 0:
+        raise ValueError("piece_size must be positive")
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _text_of(content: Any) -> str:
+    """Message content as text: a string, or the text parts of an OpenAI content array."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = (p.get("text") for p in content if isinstance(p, dict))
+        return "".join(t for t in texts if isinstance(t, str))
+    return ""
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    msgs = body.get("messages")
+    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    for m in reversed(_messages(body)):
+        if m.get("role") == "user":
+            return _text_of(m.get("content"))
+    return ""
+
+
+def _estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    return max(1, sum(len(_text_of(m.get("content"))) // 4 + 4 for m in _messages(body)))
+
+
+@dataclass
+class _Plan:
+    pieces: list[tuple[bool, str]]  # (is_reasoning, text) in emission order
+    content: str  # everything sent as content (inline tags included)
+    reasoning: str  # reasoning sent in its own field
+    thinking: bool  # thinking mode: DashScope delta shape, Ollama hidden tag tokens
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+
+
+def _plan(spec: Stream, body: dict[str, Any], thinking_requested: bool, *, ollama: bool) -> _Plan:
+    user = _last_user(body)
+    if spec.pieces is not None:
+        answer_pieces = list(spec.pieces)
+    else:
+        answer = spec.answer if spec.answer is not None else "You said: " + user
+        answer_pieces = _split(answer, spec.piece_size)
+    if spec.reasoning_pieces is not None:
+        reasoning_pieces = list(spec.reasoning_pieces)
+    else:
+        if spec.reasoning is not None:
+            reasoning = spec.reasoning
+        else:
+            reasoning = "Let me think about: " + user if thinking_requested else ""
+        reasoning_pieces = _split(reasoning, spec.piece_size)
+
+    if spec.inline_think:
+        # Older Ollama / no reasoning parser: the tags arrive as content pieces (one token each).
+        tags_open = ["<think>", "\n"] if reasoning_pieces else ["<think>", "\n\n"]
+        inline = tags_open + reasoning_pieces + ["</think>", "\n\n"]
+        pieces = [(False, p) for p in inline + answer_pieces]
+        thinking = thinking_requested and not ollama
+        hidden = 0
+        reasoning_text = ""
+        default_reasoning_tokens = 0
+    else:
+        pieces = [(True, p) for p in reasoning_pieces] + [(False, p) for p in answer_pieces]
+        thinking = thinking_requested or bool(reasoning_pieces)
+        # Ollama's parser swallows <think>, \n, </think>, \n\n; they still count in eval_count.
+        hidden = 4 if ollama and thinking else 0
+        reasoning_text = "".join(reasoning_pieces)
+        default_reasoning_tokens = len(reasoning_pieces)
+    completion_tokens = len(pieces) + hidden if spec.completion_tokens is None else spec.completion_tokens
+    return _Plan(
+        pieces=pieces,
+        content="".join(p for is_r, p in pieces if not is_r),
+        reasoning=reasoning_text,
+        thinking=thinking,
+        prompt_tokens=spec.prompt_tokens if spec.prompt_tokens is not None else _estimate_prompt_tokens(body),
+        completion_tokens=completion_tokens,
+        reasoning_tokens=default_reasoning_tokens if spec.reasoning_tokens is None else spec.reasoning_tokens,
+    )
+
+
+def _failure(spec: Stream) -> tuple[int, str] | None:
+    """The failure that triggers first: (pieces to send before it, "cut" | "error" | "stall")."""
+    limits = [
+        (max(0, n), kind)
+        for n, kind in ((spec.cut_after, "cut"), (spec.error_after, "error"), (spec.stall_after, "stall"))
+        if n is not None
+    ]
+    return min(limits) if limits else None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Renderers: one chunk (NDJSON line / SSE event) at a time, so timestamps are taken at send time
+# --------------------------------------------------------------------------------------------------------
+
+
+class _OllamaRenderer:
+    """Ollama >= 0.12 ``api.ChatResponse`` lines (``done`` before ``done_reason``)."""
+
+    def __init__(self, model: str, plan: _Plan, spec: Stream) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.head = '{"model":' + _go_str(model) + ',"created_at":"'
+
+    def preamble(self) -> list[bytes]:
+        return []
+
+    def piece(self, is_reasoning: bool, text: str) -> bytes:
+        if is_reasoning:
+            mid = '","message":{"role":"assistant","content":"","thinking":'
+        else:
+            mid = '","message":{"role":"assistant","content":'
+        return (self.head + rfc3339nano() + mid + _go_str(text) + '},"done":false}\n').encode()
+
+    def _final_obj(self, content: str, thinking: str) -> str:
+        plan = self.plan
+        prompt, evals = plan.prompt_tokens, plan.completion_tokens
+        # Deterministic, consistent durations (ns): ~87 tokens/s generation, total >= the parts.
+        load = 58_910_344
+        prompt_eval = prompt * 2_172_370 + 457 if prompt else 0
+        eval_ = evals * 11_437_281 + 123 if evals else 0
+        total = load + prompt_eval + eval_ + 6_738_678
+        msg = '{"role":"assistant","content":' + _go_str(content)
+        if thinking:
+            msg += ',"thinking":' + _go_str(thinking)
+        out = self.head + rfc3339nano() + '","message":' + msg + '},"done":true'
+        if self.spec.finish_reason:
+            out += ',"done_reason":' + _go_str(self.spec.finish_reason)
+        # Go's omitempty drops zero metrics.
+        for key, value in (
+            ("total_duration", total),
+            ("load_duration", load),
+            ("prompt_eval_count", prompt),
+            ("prompt_eval_duration", prompt_eval),
+            ("eval_count", evals),
+            ("eval_duration", eval_),
+        ):
+            if value:
+                out += f',"{key}":{value}'
+        return out + "}"
+
+    def final(self) -> list[bytes]:
+        return [(self._final_obj("", "") + "\n").encode()]
+
+    def nonstream(self) -> bytes:
+        return self._final_obj(self.plan.content, self.plan.reasoning).encode()
+
+    def error(self) -> bytes:
+        return (go_json({"error": self.spec.error or OLLAMA_MIDSTREAM_ERROR}) + "\n").encode()
+
+
+class _DashScopeRenderer:
+    """DashScope compatible-mode chunks, with the per-position choice key order of the captures."""
+
+    def __init__(self, model: str, plan: _Plan, spec: Stream, include_usage: bool) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.include_usage = include_usage and spec.usage
+        self.id = f"chatcmpl-{uuid.uuid4()}"
+        self.created = int(time.time())  # one id and one created per stream
+        self.model = model
+        self.meta = (
+            f',"created":{self.created},"system_fingerprint":null,"model":{dashscope_json(model)},'
+            f'"id":"{self.id}"}}\n\n'
+        )
+        self.tail = '],"object":"chat.completion.chunk","usage":null' + self.meta
+        self.position = 0  # events sent so far
+
+    def _event(self, choice: str) -> bytes:
+        self.position += 1
+        return ('data: {"choices":[' + choice + self.tail).encode()
+
+    def preamble(self) -> list[bytes]:
+        if self.plan.thinking:
+            delta = '{"content":null,"role":"assistant","reasoning_content":""}'
+        else:
+            delta = '{"content":"","role":"assistant"}'
+        return [self._event('{"delta":' + delta + ',"index":0,"logprobs":null,"finish_reason":null}')]
+
+    def piece(self, is_reasoning: bool, text: str) -> bytes:
+        value = dashscope_json(text)
+        if not self.plan.thinking:
+            delta = '{"content":' + value + "}"
+        elif is_reasoning:
+            delta = '{"content":null,"reasoning_content":' + value + "}"
+        else:
+            delta = '{"content":' + value + ',"reasoning_content":null}'
+        if self.position == 1:
+            if self.plan.thinking:
+                choice = '{"finish_reason":null,"logprobs":null,"delta":' + delta + ',"index":0}'
+            else:
+                choice = '{"finish_reason":null,"delta":' + delta + ',"index":0,"logprobs":null}'
+        else:
+            choice = '{"delta":' + delta + ',"finish_reason":null,"index":0,"logprobs":null}'
+        return self._event(choice)
+
+    def usage_obj(self) -> dict[str, Any]:
+        plan = self.plan
+        usage: dict[str, Any] = {
+            "prompt_tokens": plan.prompt_tokens,
+            "completion_tokens": plan.completion_tokens,
+            "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+        }
+        if plan.thinking:
+            usage["completion_tokens_details"] = {"reasoning_tokens": plan.reasoning_tokens}
+        usage["prompt_tokens_details"] = {"cached_tokens": self.spec.cached_tokens or 0}
+        return usage
+
+    def final(self) -> list[bytes]:
+        delta = '{"content":"","reasoning_content":null}' if self.plan.thinking else '{"content":""}'
+        out = [
+            self._event(
+                '{"finish_reason":'
+                + dashscope_json(self.spec.finish_reason)
+                + ',"delta":'
+                + delta
+                + ',"index":0,"logprobs":null}'
+            )
+        ]
+        if self.include_usage:
+            out.append(
+                (
+                    'data: {"choices":[],"object":"chat.completion.chunk","usage":'
+                    + dashscope_json(self.usage_obj())
+                    + self.meta
+                ).encode()
+            )
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    def nonstream(self) -> bytes:
+        message: dict[str, Any] = {"role": "assistant", "content": self.plan.content}
+        if self.plan.reasoning:
+            message["reasoning_content"] = self.plan.reasoning
+        body = {
+            "choices": [
+                {"message": message, "finish_reason": self.spec.finish_reason, "index": 0, "logprobs": None}
+            ],
+            "object": "chat.completion",
+            "usage": self.usage_obj(),
+            "created": self.created,
+            "system_fingerprint": None,
+            "model": self.model,
+            "id": self.id,
+        }
+        return dashscope_json(body).encode()
+
+    def error_obj(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": "internal_error",
+                "message": self.spec.error or DASHSCOPE_INTERNAL_ERROR,
+                "param": None,
+                "type": "internal_error",
+            },
+            "request_id": self.id[len("chatcmpl-") :],
+        }
+
+    def error(self) -> bytes:
+        return ("data: " + dashscope_json(self.error_obj()) + "\n\n").encode()
+
+
+_Renderer = Union[_OllamaRenderer, _DashScopeRenderer]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Ollama metadata
+# --------------------------------------------------------------------------------------------------------
+
+
+def _family(name: str) -> str:
+    base = name.split(":", 1)[0]
+    if base.startswith("llama"):
+        return "llama"
+    m = re.match(r"[a-z]+[0-9]*", base)
+    return m.group(0) if m else base
+
+
+def _details(name: str) -> dict[str, Any]:
+    family = _family(name)
+    tag = name.split(":", 1)[1] if ":" in name else ""
+    size = tag.upper() if re.fullmatch(r"\d+(\.\d+)?b", tag) else "7.6B"
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": size,
+        "quantization_level": "Q4_K_M",
+    }
+
+
+def _digest(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _capabilities(fake: FakeServer, name: str) -> list[str]:
+    # Ollama's order (server/images.go): completion, tools, insert, vision, thinking.
+    caps = ["completion"]
+    if name in fake.vision_models:
+        caps.append("vision")
+    if name not in fake.non_thinking_models:
+        caps.append("thinking")
+    return caps
+
+
+def _tags_body(fake: FakeServer) -> bytes:
+    models = [
+        {
+            "name": m,
+            "model": m,
+            "modified_at": "2026-03-02T18:11:40.412736152+08:00",
+            "size": 1_000_000_000 + len(m) * 123_456_789,
+            "digest": _digest(m),
+            "details": _details(m),
+        }
+        for m in fake.models
+    ]
+    return go_json({"models": models}).encode()
+
+
+def _show_body(fake: FakeServer, name: str) -> bytes:
+    """Built from the (trimmed) qwen3 capture so field order and value types are those of a real server."""
+    show = json.loads(load_fixture("ollama_show_qwen3.json"))
+    family = _family(name)
+    details = _details(name)
+    show["modelfile"] = show["modelfile"].replace("qwen3:8b", name)
+    show["details"] = details
+    info: dict[str, Any] = {}
+    for key, value in show["model_info"].items():
+        if key.startswith("qwen3."):
+            key = family + key[len("qwen3") :]
+        info[key] = value
+    info["general.architecture"] = family
+    info["general.size_label"] = details["parameter_size"]
+    ctx = {"qwen3": 40960, "llama": 131072}.get(family, 32768)
+    info[f"{family}.context_length"] = ctx
+    show["model_info"] = dict(sorted(info.items()))  # Go marshals map keys sorted
+    show["capabilities"] = _capabilities(fake, name)
+    return go_json(show).encode()
+
+
+def _go_decode_error(raw: bytes) -> str:
+    """Approximate Go ``encoding/json`` decoder messages for a bad request body."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        pos = getattr(exc, "pos", 0) or 0
+        text = raw.decode("utf-8", "replace")
+        if pos >= len(text.rstrip()):
+            return "unexpected EOF"
+        return f"invalid character '{text[pos]}' looking for beginning of value"
+    kinds = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+    kind = kinds.get(type(value), "value")
+    return f"json: cannot unmarshal {kind} into Go value of type api.ChatRequest"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Handler
+# --------------------------------------------------------------------------------------------------------
+
+
+class _ChunkedWriter:
+    """Chunked transfer encoding; each line/event is its own HTTP chunk, flushed or batched."""
+
+    def __init__(self, handler: _Handler, batch: bool) -> None:
+        self.handler = handler
+        self.batch = batch
+        self.buf: list[bytes] = []
+        self.size = 0
+
+    def start(self, status: int, content_type: str, headers: dict[str, str] | None = None) -> None:
+        h = self.handler
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+
+    def chunk(self, data: bytes) -> None:
+        if not data:
+            return  # a 0-length chunk would end the body
+        framed = b"%x\r\n%s\r\n" % (len(data), data)
+        if not self.batch:
+            self.handler._write(framed)
+            return
+        self.buf.append(framed)
+        self.size += len(framed)
+        if self.size >= _BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            data = b"".join(self.buf)
+            self.buf.clear()
+            self.size = 0
+            self.handler._write(data)
+
+    def end(self) -> None:
+        self.buf.append(b"0\r\n\r\n")
+        self.flush()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    verbose: ClassVar[bool] = False
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base class)
+        if self.verbose:
+            super().log_message(format, *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Like the base class but without a ``Server:`` header (neither Ollama nor DashScope's gateway
+        sends Python's)."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    def end_headers(self) -> None:
+        try:
+            super().end_headers()
+        except OSError as exc:
+            raise _ClientGone from exc
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone from exc
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        fake = self.server.fake
+        path, _, query = self.path.partition("?")
+        raw = self._read_body()
+        headers: dict[str, str] = {}
+        for k, v in self.headers.items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        try:
+            body = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        rec = Recorded(method=method, path=path, headers=headers, body=body, raw=raw, query=query)
+        fake._record(rec)
+        try:
+            self._route(method, path, rec)
+        except _ClientGone:
+            rec.aborted = True
+            self.close_connection = True
+        except _Abort:
+            self.close_connection = True
+
+    def _route(self, method: str, path: str, rec: Recorded) -> None:
+        fake = self.server.fake
+        if path == "/" and method in ("GET", "HEAD"):
+            self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif path == "/api/version" and method == "GET":
+            self._send(200, load_fixture("ollama_version.json"), OLLAMA_JSON)
+        elif path == "/api/tags" and method == "GET":
+            self._send(200, _tags_body(fake), OLLAMA_JSON)
+        elif path == "/api/show" and method == "POST":
+            self._ollama_show(rec)
+        elif path == "/api/chat" and method == "POST":
+            self._ollama_chat(rec)
+        elif path.endswith("/chat/completions") and method == "POST":
+            self._openai_chat(rec)
+        elif path.endswith("/models") and method == "GET":
+            self._openai_models(rec)
+        else:
+            self._send(404, b"404 page not found", "text/plain")  # gin's default 404
+
+    # -- responses ------------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A complete response with Content-Length (no trailing newline added)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":  # HEAD: same headers, no body
+            self._write(body)
+
+    def _ollama_error(self, status: int, message: str) -> None:
+        self._send(status, go_json({"error": message}).encode(), OLLAMA_JSON)
+
+    def _dashscope_error(self, status: int, error: dict[str, Any]) -> None:
+        body = {"error": error, "request_id": str(uuid.uuid4())}
+        self._send(status, dashscope_json(body).encode(), OPENAI_JSON)
+
+    def _send_raw(self, reply: Raw) -> None:
+        body = reply.body.encode() if isinstance(reply.body, str) else reply.body
+        if not reply.chunked:
+            self._send(reply.status, body, reply.content_type, reply.headers)
+            return
+        sep = b"\n\n" if reply.content_type.startswith(SSE) else b"\n"
+        writer = _ChunkedWriter(self, batch=False)
+        writer.start(reply.status, reply.content_type, reply.headers)
+        start = 0
+        while start < len(body):
+            end = body.find(sep, start)
+            end = len(body) if end < 0 else end + len(sep)
+            writer.chunk(body[start:end])
+            start = end
+        writer.end()
+
+    def _send_other(self, reply: Raw | Stall | Drop) -> None:
+        if isinstance(reply, Raw):
+            self._send_raw(reply)
+        elif isinstance(reply, Stall):
+            self.server.fake._sleep(reply.seconds)
+            raise _Abort
+        else:
+            raise _Abort
+
+    def _stream(self, spec: Stream, plan: _Plan, renderer: _Renderer, content_type: str) -> None:
+        fake = self.server.fake
+        fake._sleep(spec.first_delay)  # before the headers: servers send them with the first chunk
+        writer = _ChunkedWriter(self, batch=spec.delay <= 0)
+        writer.start(200, content_type)
+        for data in renderer.preamble():
+            writer.chunk(data)
+        stop_at, action = _failure(spec) or (len(plan.pieces), "")
+        for i, (is_reasoning, text) in enumerate(plan.pieces[:stop_at]):
+            if i and spec.delay > 0:
+                fake._sleep(spec.delay)
+            writer.chunk(renderer.piece(is_reasoning, text))
+        if action == "error":
+            writer.chunk(renderer.error())
+            writer.end()
+            return
+        if action:  # cut or stall: no terminator, no final 0-length chunk
+            writer.flush()
+            if action == "stall":
+                fake._sleep(spec.stall_seconds)
+            raise _Abort
+        if spec.delay > 0 and plan.pieces:
+            fake._sleep(spec.delay)
+        for data in renderer.final():
+            writer.chunk(data)
+        writer.end()
+
+    def _nonstream_failure(self, spec: Stream) -> bool:
+        """A failure knob on a non-streaming request. True: send an error body (``error_after``);
+        ``cut_after`` drops the connection; ``stall_after`` stalls, then drops it."""
+        failure = _failure(spec)
+        if failure is None:
+            return False
+        if failure[1] == "error":
+            return True
+        if failure[1] == "stall":
+            self.server.fake._sleep(spec.stall_seconds)
+        raise _Abort
+
+    # -- Ollama -----------------------------------------------------------------------------------------
+
+    def _ollama_show(self, rec: Recorded) -> None:
+        fake = self.server.fake
+        body = rec.body if isinstance(rec.body, dict) else {}
+        name = body.get("model") or body.get("name") or ""
+        if not isinstance(name, str) or not name:
+            self._ollama_error(400, "model is required")
+            return
+        resolved = fake._resolve_ollama(name)
+        if resolved is None:
+            self._ollama_error(404, f"model '{name}' not found")
+            return
+        self._send(200, _show_body(fake, resolved), OLLAMA_JSON)
+
+    def _ollama_chat(self, rec: Recorded) -> None:
+        fake = self.server.fake
+        if not rec.raw.strip():
+            self._ollama_error(400, "missing request body")
+            return
+        body = rec.body
+        if not isinstance(body, dict):
+            self._ollama_error(400, _go_decode_error(rec.raw))
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            self._ollama_error(400, "model is required")
+            return
+        resolved = fake._resolve_ollama(model)
+        if resolved is None:
+            self._ollama_error(404, f"model '{model}' not found")
+            return
+        capable = resolved not in fake.non_thinking_models
+        think = body.get("think")
+        if think is None:
+            thinking = fake.think_by_default and capable
+        elif isinstance(think, bool):
+            if think and not capable:
+                self._ollama_error(400, f"{go_quote(model)} does not support thinking")
+                return
+            thinking = think
+        elif isinstance(think, str) and think in ("high", "medium", "low", "max"):
+            if not capable:
+                self._ollama_error(400, f"{go_quote(model)} does not support thinking")
+                return
+            if not resolved.startswith("gpt-oss"):  # Ollama 0.11.1-0.17.6: levels are for gpt-oss only
+                self._ollama_error(400, f"think value {go_quote(think)} is not supported for this model")
+                return
+            thinking = True
+        else:
+            shown = go_quote(think) if isinstance(think, str) else json.dumps(think)
+            self._ollama_error(
+                400, f'invalid think value: {shown} (must be "high", "medium", "low", "max", true, or false)'
+            )
+            return
+        if not _messages(body):
+            # An empty chat loads the model and answers with one object (c.JSON even when streaming).
+            load = (
+                '{"model":'
+                + _go_str(model)
+                + ',"created_at":"'
+                + rfc3339nano()
+                + '","message":{"role":"assistant","content":""},"done":true,"done_reason":"load"}'
+            )
+            self._send(200, load.encode(), OLLAMA_JSON)
+            return
+
+        reply = fake._next_reply()
+        if not isinstance(reply, Stream):
+            self._send_other(reply)
+            return
+        plan = _plan(reply, body, thinking, ollama=True)
+        renderer = _OllamaRenderer(model, plan, reply)
+        if body.get("stream") is not False:  # Go *bool: absent or null means stream
+            self._stream(reply, plan, renderer, OLLAMA_NDJSON)
+            return
+        fake._sleep(reply.first_delay + reply.delay * len(plan.pieces))
+        if self._nonstream_failure(reply):
+            self._ollama_error(500, reply.error or OLLAMA_MIDSTREAM_ERROR)
+            return
+        self._send(200, renderer.nonstream(), OLLAMA_JSON)
+
+    # -- OpenAI compatible (DashScope) ------------------------------------------------------------------
+
+    def _authorised(self, rec: Recorded) -> bool:
+        key = self.server.fake.api_key
+        if key is None or rec.headers.get("authorization") == f"Bearer {key}":
+            return True
+        self._send(401, load_fixture("openai_error_invalid_key.json"), OPENAI_JSON)
+        return False
+
+    def _openai_models(self, rec: Recorded) -> None:
+        if not self._authorised(rec):
+            return
+        data = [
+            {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+            for m in self.server.fake.models
+        ]
+        self._send(200, dashscope_json({"object": "list", "data": data}).encode(), OPENAI_JSON)
+
+    def _openai_chat(self, rec: Recorded) -> None:
+        fake = self.server.fake
+        if not self._authorised(rec):
+            return
+        body = rec.body
+        if not isinstance(body, dict):
+            self._dashscope_error(
+                400,
+                {
+                    "code": "invalid_parameter_error",
+                    "message": "<400> InternalError.Algo.InvalidParameter: "
+                    "The request body is not valid JSON.",
+                    "param": None,
+                    "type": "invalid_request_error",
+                },
+            )
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or model not in fake.models:
+            name = model if isinstance(model, str) else ""
+            self._dashscope_error(
+                404,
+                {
+                    "message": f"The model `{name}` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "model_not_found",
+                },
+            )
+            return
+        thinking = body.get("enable_thinking") is True
+        stream = body.get("stream") is True
+        if thinking and not stream:
+            self._send(400, load_fixture("openai_error_thinking_nonstream.json"), OPENAI_JSON)
+            return
+
+        reply = fake._next_reply()
+        if not isinstance(reply, Stream):
+            self._send_other(reply)
+            return
+        plan = _plan(reply, body, thinking, ollama=False)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        renderer = _DashScopeRenderer(model, plan, reply, include_usage)
+        if stream:
+            self._stream(reply, plan, renderer, SSE)
+            return
+        fake._sleep(reply.first_delay + reply.delay * len(plan.pieces))
+        if self._nonstream_failure(reply):
+            self._send(500, dashscope_json(renderer.error_obj()).encode(), OPENAI_JSON)
+            return
+        self._send(200, renderer.nonstream(), OPENAI_JSON)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Script entry point (benchmarks)
+# --------------------------------------------------------------------------------------------------------
+
+_LOREM = "The quick brown fox jumps over the lazy dog; <tags> & ampersands, naïve café, 中文, 😊. "
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fake Ollama + DashScope server for llmchat tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first chunk")
+    parser.add_argument("--piece-size", type=int, default=3, help="characters per chunk")
+    parser.add_argument("--answer", default=None, help="fixed answer text (default: echo the user)")
+    parser.add_argument(
+        "--answer-chars",
+        type=int,
+        default=0,
+        help="answer with N characters of mixed text (overrides --answer)",
+    )
+    parser.add_argument("--api-key", default=None, help="require this Bearer key on OpenAI routes")
+    parser.add_argument("--think-by-default", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+
+    answer = args.answer
+    if args.answer_chars > 0:
+        answer = (_LOREM * (args.answer_chars // len(_LOREM) + 1))[: args.answer_chars]
+    server = FakeServer(args.host, args.port)
+    server.default_reply = Stream(
+        answer=answer, delay=args.delay, first_delay=args.first_delay, piece_size=args.piece_size
+    )
+    server.api_key = args.api_key
+    server.think_by_default = args.think_by_default
+    _Handler.verbose = args.verbose
+    server.start()
+    print(server.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
