@@ -29,6 +29,17 @@ class TurnView(Protocol):
     def close(self, result: TurnResult) -> None: ...
 
 
+class TurnRecorder(Protocol):
+    """Where turns are saved as they happen (the SQLite store); absent for `--no-save`.
+
+    `question` runs before the request goes out and `answer` when the turn ends however it ends,
+    so a crash mid-answer loses nothing that was already said.
+    """
+
+    def question(self, conversation: Conversation, exchange: Exchange) -> None: ...
+    def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None: ...
+
+
 @dataclass
 class Exchange:
     """One question and what came back; an interrupted answer is kept, and marked."""
@@ -45,6 +56,7 @@ class Exchange:
 class Conversation:
     system: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
+    id: str | None = None  # set by the store once the conversation is saved
 
     def messages(self, question: str | None = None) -> list[Message]:
         """What to send: system, then every answered exchange, then the new question.
@@ -74,6 +86,7 @@ def run_turn(
     *,
     retries: int = 2,
     sleep: Sleep = time.sleep,
+    recorder: TurnRecorder | None = None,
 ) -> tuple[TurnResult, ProviderError | None]:
     """Ask `question` in `conversation`, streaming into `view`; the exchange is appended to the history.
 
@@ -92,6 +105,9 @@ def run_turn(
     answer_parts: list[str] = []
     reasoning_parts: list[str] = []
     attempt = 0
+    conversation.exchanges.append(exchange)
+    if recorder is not None:
+        recorder.question(conversation, exchange)
     try:
         while True:
             events: Iterator[Event] = provider.stream(messages, options)
@@ -136,7 +152,8 @@ def run_turn(
     _measure(result, started, first_reasoning, first_answer, finished)
     exchange.answer, exchange.reasoning = result.answer, result.reasoning
     exchange.interrupted, exchange.usage = result.interrupted, result.usage
-    conversation.exchanges.append(exchange)
+    if recorder is not None:
+        recorder.answer(conversation, exchange, result)
     view.close(result)
     return result, error
 
