@@ -196,3 +196,12 @@ def test_ctrl_c_mid_answer_exits_130_and_keeps_the_partial_answer(fake_server, c
     out, err_text = (first + rest).decode(), err.decode()
     assert out.startswith("word ") and len(out) < 1000
     assert "[interrupted]" in err_text and "Interrupted." in err_text and "Traceback" not in err_text
+
+
+def test_malformed_json_chunk(fake_server, config_file, llmchat) -> None:
+    fake_server.enqueue(Raw(status=200, body=b'data: {"choices":[{"delta":{"content":"ok"\n\n',
+                            content_type="text/event-stream", chunked=True))
+    assert_clean_failure(llmchat("ask", "-p", "bailian", "hi"), 1, "malformed stream")
+    fake_server.enqueue(Raw(status=200, body=b'{"model":"qwen3:0.6b","message":{"role":"assistant","content":"a"}\n'
+                                             b'{not json}\n', content_type="application/x-ndjson", chunked=True))
+    assert_clean_failure(llmchat("ask", "hi"), 1, "malformed data")

@@ -119,6 +119,11 @@ class OpenAICompatProvider:
             raise StreamBroken(
                 f"{self._server} stopped mid-answer: {self._redact(exc.message)}", hint="Retry the question."
             ) from None
+        except ValueError:  # a data line that is not JSON
+            raise StreamBroken(
+                f"{self._server} sent a malformed stream (a chunk that is not JSON).",
+                hint="Retry; if it keeps happening, the endpoint may not be OpenAI-compatible.",
+            ) from None
         if finished is None:
             raise StreamBroken(
                 f"{self._server} ended the stream before the answer was complete.", hint="Retry the question."
