@@ -169,3 +169,26 @@ def test_models_lists_what_the_server_offers(fake_server, config_file, llmchat, 
     assert names == fake_server.models
     table = llmchat("models", "-p", profile)
     assert all(name in table.stdout for name in fake_server.models)
+
+
+def test_hide_thinking_shows_no_reasoning_even_with_usage(fake_server, config_file, llmchat) -> None:
+    run = llmchat("ask", "--think", "--hide-thinking", "--usage", "q")
+    assert run.code == 0 and run.stdout == "You said: q\n"
+    assert "Let me think" not in run.stderr and "tok" in run.stderr
+
+
+def test_usage_line_reports_the_servers_numbers(fake_server, config_file, llmchat) -> None:
+    fake_server.enqueue(Stream(answer="Four.", reasoning="Add.", prompt_tokens=22, completion_tokens=382,
+                               reasoning_tokens=210, cached_tokens=16))
+    run = llmchat("ask", "-p", "bailian", "--think", "--usage", "2+2?")
+    assert run.code == 0, run.stderr
+    usage = run.stderr.strip().splitlines()[-1]
+    assert "22" in usage and "382" in usage and "210" in usage and "16" in usage
+
+
+def test_legacy_think_unsupported_text_is_recognised(fake_server, config_file, llmchat) -> None:
+    from fakeserver import Raw
+
+    fake_server.enqueue(Raw.fixture("ollama_error_think_unsupported_legacy.json"))
+    run = llmchat("ask", "--think", "hi")
+    assert run.code == 0 and run.stdout == "You said: hi\n"

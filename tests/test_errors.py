@@ -205,3 +205,11 @@ def test_malformed_json_chunk(fake_server, config_file, llmchat) -> None:
     fake_server.enqueue(Raw(status=200, body=b'{"model":"qwen3:0.6b","message":{"role":"assistant","content":"a"}\n'
                                              b'{not json}\n', content_type="application/x-ndjson", chunked=True))
     assert_clean_failure(llmchat("ask", "hi"), 1, "malformed data")
+
+
+def test_permission_denied(fake_server, config_file, llmchat) -> None:
+    body = ('{"error":{"message":"Model access denied.","type":"invalid_request_error","param":null,'
+            '"code":"Model.AccessDenied"},"request_id":"5a4c1f3e-0000-4000-8000-000000000000"}')
+    fake_server.enqueue(Raw(status=403, body=body))
+    assert_clean_failure(llmchat("ask", "-p", "bailian", "hi"), 1, "denied access (403 Model.AccessDenied)",
+                         "DASHSCOPE_API_KEY", "5a4c1f3e")
