@@ -1,0 +1,67 @@
+"""The one-line turn summary shared by the live and plain views.
+
+Plain text, so the live view can dim it and the plain view can write it to stderr unchanged. Only
+numbers the server reported (or the turn loop measured) appear: a missing field is left out rather
+than shown as zero or estimated, because a wrong number is worse than none.
+"""
+
+from __future__ import annotations
+
+from llmchat.events import TurnResult
+from llmchat.pricing import Price
+
+SEPARATOR = " · "
+
+
+def format_usage(result: TurnResult, price: Price | None) -> str:
+    """Tokens, speed, time and cost of one turn on one line; "" when nothing at all is known.
+
+    e.g. `22 in · 382 out (210 reasoning) · 0 cached · first token 0.41s · 48.3 tok/s · 8.1s · 0.0008 CNY`
+    """
+    return SEPARATOR.join(usage_parts(result, price))
+
+
+def usage_parts(result: TurnResult, price: Price | None) -> list[str]:
+    """The fields of the usage line, separately, so a narrow terminal can wrap between them."""
+    usage, timing = result.usage, result.timing
+    parts: list[str] = []
+    if usage is not None:
+        if usage.prompt is not None:
+            parts.append(f"{usage.prompt:,} in")
+        if usage.completion is not None:
+            out = f"{usage.completion:,} out"
+            if usage.reasoning is not None:
+                out += f" ({usage.reasoning:,} reasoning)"
+            parts.append(out)
+        elif usage.reasoning is not None:
+            parts.append(f"{usage.reasoning:,} reasoning")
+        if usage.prompt is None and usage.completion is None and usage.total is not None:
+            parts.append(f"{usage.total:,} tokens")
+        if usage.cached is not None:
+            parts.append(f"{usage.cached:,} cached")
+    if timing.ttft_s is not None:
+        parts.append(f"first token {format_seconds(timing.ttft_s)}")
+    speed = timing.tokens_per_s
+    if speed is None and usage is not None and usage.completion and usage.eval_seconds:
+        speed = usage.completion / usage.eval_seconds  # the server's own generation time: exact
+    if speed is not None:
+        parts.append(f"{speed:.1f} tok/s")
+    if timing.total_s is not None:
+        parts.append(format_seconds(timing.total_s))
+    if price is not None and usage is not None:
+        cost = price.cost(usage)
+        if cost is not None:
+            parts.append(price.format(cost))
+    if result.finish_reason == "length":
+        parts.append("cut off at the token limit")
+    return parts
+
+
+def format_seconds(seconds: float) -> str:
+    """Sub-second times need two decimals to be useful (0.41s); long ones read better as 2m05s."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
