@@ -29,8 +29,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     live_ok = bool(os.environ.get("LLMCHAT_LIVE_OLLAMA") or os.environ.get("DASHSCOPE_API_KEY"))
     if live_ok:
         return
-    selected = [item for item in items if "live" not in item.keywords]
-    deselected = [item for item in items if "live" in item.keywords]
+    deselected = [item for item in items if item.get_closest_marker("live")]
+    selected = [item for item in items if not item.get_closest_marker("live")]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

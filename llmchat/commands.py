@@ -1,0 +1,656 @@
+"""The REPL's slash commands: one table that feeds dispatch, `/help` and tab completion.
+
+Everything here works on a `ReplState` and writes to `state.out`, never to a terminal of its own,
+so the registry is tested with a `StringIO` and a fake provider; `repl.py` only wires it to
+prompt-toolkit. Adding a command means adding one `Command` to `COMMANDS`: its help line, usage and
+completion come with it, so the three can never drift apart.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import shlex
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
+
+from llmchat.chat import Conversation, Exchange
+from llmchat.config import Config, Profile
+from llmchat.errors import LlmchatError
+from llmchat.events import TurnResult, Usage
+from llmchat.pricing import Price
+from llmchat.providers import ChatOptions, Provider, connect
+from llmchat.session import Overrides, with_flags
+
+QUIT_HINT = "(Ctrl-D or /exit to quit)"
+KEYS_HELP = """Keys:
+  Enter              send · Alt-Enter (Esc Enter) adds a line · a \"\"\" line opens and closes a block
+  Ctrl-X Ctrl-E      edit the message in $EDITOR
+  Up/Down, Ctrl-R    recall and search earlier input · Right arrow takes the grey suggestion
+  Tab                complete commands, profiles, models, settings
+  Ctrl-C             stop an answer (at the prompt: clear the line) · Ctrl-D quit
+  //text             send text that starts with /"""
+
+
+class UsageError(Exception):
+    """A command was given arguments it cannot use; dispatch prints this with the command's usage."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the loop does after a command: nothing more, leave, or ask the model a question."""
+
+    exit: bool = False
+    ask: str | None = None
+
+
+class Suggestion(NamedTuple):
+    """One completion, independent of prompt-toolkit: replace `-start` characters with `text`."""
+
+    text: str
+    start: int
+    meta: str = ""
+
+
+# ------------------------------------------------------------------------------------------- session state
+
+
+@dataclass
+class Totals:
+    """Token counts (and money) since the REPL started, whatever profile each turn used."""
+
+    turns: int = 0
+    prompt: int = 0
+    completion: int = 0
+    reasoning: int = 0
+    unreported: int = 0  # turns whose server reported no usage: the totals are a lower bound then
+    costs: dict[str, float] = field(default_factory=dict)  # currency -> amount
+
+    def add(self, usage: Usage | None, price: Price | None) -> None:
+        self.turns += 1
+        if usage is None or (usage.prompt is None and usage.completion is None):
+            self.unreported += 1
+            return
+        self.prompt += usage.prompt or 0
+        self.completion += usage.completion or 0
+        self.reasoning += usage.reasoning or 0
+        cost = price.cost(usage) if price else None
+        if price is not None and cost is not None:
+            self.costs[price.currency] = self.costs.get(price.currency, 0.0) + cost
+
+
+Report = Callable[[LlmchatError], None]
+
+
+def _print_error(error: LlmchatError) -> None:
+    from llmchat.cli import print_error
+
+    print_error(error)
+
+
+@dataclass
+class ReplState:
+    """Everything a command may read or change; the REPL loop owns one of these per session."""
+
+    config: Config
+    profile: Profile
+    provider: Provider
+    options: ChatOptions
+    conversation: Conversation
+    flags: Overrides = field(default_factory=Overrides)
+    totals: Totals = field(default_factory=Totals)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    report: Report = _print_error
+    connector: Callable[[Profile], Provider] = connect
+    _models: list[str] | None = None
+
+    @classmethod
+    def start(cls, config: Config, profile: Profile, *, flags: Overrides | None = None,
+              connector: Callable[[Profile], Provider] = connect, **kwargs: Any) -> ReplState:
+        """Connect to the profile's provider (errors propagate: the REPL cannot start without one)."""
+        return cls(config=config, profile=profile, provider=connector(profile),
+                   options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
+                   flags=flags or Overrides(), connector=connector, **kwargs)
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def record(self, result: TurnResult) -> None:
+        self.totals.add(result.usage, self.profile.price)
+
+    def model_names(self) -> list[str]:
+        """The server's models, fetched once per provider; a failure means "no suggestions", not an error."""
+        if self._models is None:
+            try:
+                self._models = sorted(m.name for m in self.provider.list_models())
+            except Exception:  # completion must never break typing, whatever the server does
+                self._models = []
+        return self._models
+
+    def switch_profile(self, profile: Profile) -> None:
+        """Use another profile's provider, model and options; the conversation stays as it is."""
+        provider = self.connector(profile)  # raises before anything changes: the old profile stays usable
+        self.profile, self.provider, self._models = profile, provider, None
+        self.options = ChatOptions.from_profile(profile)
+
+    def thinking_label(self) -> str:
+        think = self.options.think
+        if think is None:
+            return "auto"
+        if think and self.options.thinking_budget:
+            return f"on ({self.options.thinking_budget:,})"
+        return "on" if think else "off"
+
+    def context_tokens(self) -> tuple[int, bool]:
+        """Tokens the next request starts from: the last reported count, or an estimate (True) without one."""
+        exchanges = self.conversation.exchanges
+        usage = exchanges[-1].usage if exchanges else None
+        if usage is not None and usage.prompt is not None and usage.completion is not None:
+            return usage.prompt + usage.completion, False
+        chars = sum(len(str(m["content"])) for m in self.conversation.messages())
+        return (chars + 3) // 4, True
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+Handler = Callable[[ReplState, str], Action | None]
+ArgCompleter = Callable[[ReplState, Sequence[str]], Iterable[str | tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One slash command: what it is called, what it takes, what it says about itself, what it does."""
+
+    name: str
+    handler: Handler
+    help: str
+    args: str = ""  # the argument part of the usage line, e.g. "on|off|auto|BUDGET"
+    aliases: tuple[str, ...] = ()
+    complete: ArgCompleter | None = None  # candidates for the next argument, given the ones before it
+
+    @property
+    def usage(self) -> str:
+        return f"/{self.name} {self.args}".rstrip()
+
+
+_COMMAND_LINE = re.compile(r"/([^\s/]*)(?:\s+(.*))?\Z", re.DOTALL)
+
+
+def is_command(text: str) -> bool:
+    """A line is a command when it starts with one slash and a word without another slash.
+
+    So `/usr/bin/env is slow, why?` still goes to the model, and `//x` sends `/x`.
+    """
+    return _COMMAND_LINE.match(text) is not None
+
+
+class Registry:
+    def __init__(self, commands: Iterable[Command]) -> None:
+        self.commands = list(commands)
+        self._by_name: dict[str, Command] = {}
+        for command in self.commands:
+            for name in (command.name, *command.aliases):
+                if name in self._by_name:
+                    raise ValueError(f"duplicate command name /{name}")
+                self._by_name[name] = command
+
+    def find(self, name: str) -> Command | None:
+        return self._by_name.get(name.lower())
+
+    def nearest(self, name: str) -> str | None:
+        close = difflib.get_close_matches(name.lower(), list(self._by_name), n=1, cutoff=0.5)
+        return close[0] if close else None
+
+    def dispatch(self, state: ReplState, text: str) -> Action:
+        """Run the command `text`; unknown names and bad arguments are reported, never raised."""
+        match = _COMMAND_LINE.match(text.strip())
+        if match is None:
+            raise ValueError(f"not a command: {text!r}")
+        name, args = match.group(1), (match.group(2) or "").strip()
+        command = self.find(name)
+        if command is None:
+            near = self.nearest(name) if name else None
+            guess = f" Did you mean /{near}?" if near else ""
+            state.say(f"Unknown command '/{name}'.{guess} Type /help for the list; nothing was sent.")
+            return Action()
+        try:
+            return command.handler(state, args) or Action()
+        except UsageError as exc:
+            state.say(f"{exc} Usage: {command.usage}")
+            return Action()
+
+    def complete(self, state: ReplState, text: str) -> list[Suggestion]:
+        """Completions for the text before the cursor: command names, then each command's arguments."""
+        if not text.startswith("/") or "\n" in text:
+            return []
+        head, space, rest = text.partition(" ")
+        if not space:
+            return self._complete_name(head[1:])
+        command = self.find(head[1:])
+        if command is None or command.complete is None:
+            return []
+        words = rest.split(" ")
+        current, before = words[-1], [w for w in words[:-1] if w]
+        found = []
+        for candidate in command.complete(state, before):
+            value, meta = candidate if isinstance(candidate, tuple) else (candidate, "")
+            if value.lower().startswith(current.lower()):
+                found.append(Suggestion(value, -len(current), meta))
+        return found
+
+    def _complete_name(self, typed: str) -> list[Suggestion]:
+        found = []
+        for command in self.commands:
+            names = [command.name] if command.name.startswith(typed) else []
+            names += [a for a in command.aliases if a.startswith(typed) and not names]
+            found += [Suggestion("/" + n, -len(typed) - 1, command.help) for n in names[:1]]
+        return found
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+def _no_args(args: str) -> None:
+    if args:
+        raise UsageError("This command takes no arguments.")
+
+
+def cmd_help(state: ReplState, args: str) -> None:
+    if args:
+        command = COMMANDS.find(args.lstrip("/"))
+        if command is None:
+            near = COMMANDS.nearest(args.lstrip("/"))
+            raise UsageError(f"No command '/{args.lstrip('/')}'." + (f" Did you mean /{near}?" if near else ""))
+        also = f"  (also {', '.join('/' + a for a in command.aliases)})" if command.aliases else ""
+        state.say(f"{command.usage}{also}\n  {command.help}")
+        return
+    width = max(len(c.usage) for c in COMMANDS.commands) + 2
+    lines = ["Commands:"]
+    for command in COMMANDS.commands:
+        also = f" (also {', '.join('/' + a for a in command.aliases)})" if command.aliases else ""
+        lines.append(f"  {command.usage:<{width}}{command.help}{also}")
+    state.say("\n".join(lines) + "\n" + KEYS_HELP)
+
+
+def cmd_exit(state: ReplState, args: str) -> Action:
+    return Action(exit=True)
+
+
+def cmd_clear(state: ReplState, args: str) -> None:
+    _no_args(args)
+    state.conversation = Conversation(system=state.conversation.system)
+    state.say("Started a new conversation (same system prompt).")
+
+
+def cmd_profile(state: ReplState, args: str) -> None:
+    if not args:
+        _list_profiles(state)
+        return
+    if args not in state.config.profiles:
+        near = difflib.get_close_matches(args, list(state.config.profiles), n=1)
+        raise UsageError(f"No profile '{args}'." + (f" Did you mean '{near[0]}'?" if near else "")
+                         + f" Known: {', '.join(sorted(state.config.profiles))}.")
+    # Only the display flag follows the user across profiles; the others were about the first profile.
+    profile = with_flags(state.config.profiles[args], Overrides(show_thinking=state.flags.show_thinking))
+    try:
+        state.switch_profile(profile)
+    except LlmchatError as exc:
+        state.report(exc)
+        state.say(f"Still using profile {state.profile.name}.")
+        return
+    turns = len(state.conversation.exchanges)
+    kept = f"; the conversation ({turns} turn{'s' * (turns != 1)}) continues" if turns else ""
+    persona = ("\nThe conversation keeps its system prompt; /system shows or replaces it."
+               if profile.system != state.conversation.system else "")
+    state.say(f"Profile {profile.name}: {profile.provider} · {profile.model} · {_endpoint(profile)}{kept}.{persona}")
+
+
+def _list_profiles(state: ReplState) -> None:
+    lines = []
+    for name, profile in state.config.profiles.items():
+        mark = "*" if name == state.profile.name else " "
+        lines.append(f" {mark} {name:<14} {profile.provider:<8} {profile.model:<20} {_endpoint(profile)}")
+    state.say("\n".join(lines))
+
+
+def _endpoint(profile: Profile) -> str:
+    try:
+        return profile.endpoint
+    except LlmchatError:
+        return "?"
+
+
+def cmd_model(state: ReplState, args: str) -> None:
+    if not args:
+        names = state.model_names()
+        listing = "".join(f"\n {'*' if n == state.options.model else ' '} {n}" for n in names)
+        state.say(f"Model: {state.options.model}{listing}")
+        return
+    if " " in args:
+        raise UsageError("A model name has no spaces.")
+    state.options = replace(state.options, model=args)
+    state.profile = replace(state.profile, model=args)
+    known = state.model_names()
+    note = ""
+    if known and args not in known and f"{args}:latest" not in known:
+        near = difflib.get_close_matches(args, known, n=1)
+        note = f" (the server does not list it{f'; did you mean {near[0]}?' if near else ''})"
+    state.say(f"Model: {args}{note}")
+
+
+def cmd_system(state: ReplState, args: str) -> None:
+    if not args:
+        current = state.conversation.system
+        state.say(f"System prompt: {current}" if current else "No system prompt. Set one with /system TEXT.")
+        return
+    if args == "--clear":
+        state.conversation.system = None
+        state.say("System prompt removed.")
+        return
+    state.conversation.system = args
+    state.say("System prompt set; it applies from the next question.")
+
+
+def cmd_think(state: ReplState, args: str) -> None:
+    word = args.lower()
+    if not word:
+        state.say(f"Thinking: {state.thinking_label()}")
+        return
+    if word in ("on", "off", "auto"):
+        state.options = replace(state.options, think={"on": True, "off": False, "auto": None}[word])
+    elif word.isdigit() and int(word) > 0:
+        state.options = replace(state.options, think=True, thinking_budget=int(word))
+    else:
+        raise UsageError(f"'{args}' is not on, off, auto or a token budget.")
+    budget = " (budgets apply to Bailian only)" if word.isdigit() and state.profile.provider != "bailian" else ""
+    state.say(f"Thinking: {state.thinking_label()}{budget}")
+
+
+# /set: each key's parser turns the typed text into the ChatOptions value or raises UsageError.
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (low < value <= high if low_open else low <= value <= high):
+            raise UsageError(f"expected a number {'above' if low_open else 'from'} {low:g} to {high:g}, got '{text}'.")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int | None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"expected a whole number, got '{text}'.") from None
+        if minimum is not None and value < minimum:
+            raise UsageError(f"expected a whole number of at least {minimum}, got '{text}'.")
+        return value
+
+    return parse
+
+
+def _stops(text: str) -> tuple[str, ...]:
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the stop sequences: {exc}.") from None
+    if not words:
+        raise UsageError("expected one or more stop sequences.")
+    return tuple(words)
+
+
+def _switch(text: str) -> bool:
+    if text.lower() in ("on", "true", "yes", "1"):
+        return True
+    if text.lower() in ("off", "false", "no", "0"):
+        return False
+    raise UsageError(f"expected on or off, got '{text}'.")
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "temperature": Setting(_number(0, 2), "sampling temperature, 0-2"),
+    "top_p": Setting(_number(0, 1, low_open=True), "nucleus sampling, (0, 1]"),
+    "top_k": Setting(_integer(1), "sample from the k likeliest tokens"),
+    "max_tokens": Setting(_integer(1), "longest answer, in tokens"),
+    "seed": Setting(_integer(None), "random seed, for repeatable answers"),
+    "stop": Setting(_stops, "stop sequences (quote ones with spaces)"),
+    "context_window": Setting(_integer(1), "context size in tokens (Ollama num_ctx)"),
+    "search": Setting(_switch, "web search, on|off (Bailian)"),
+}
+DEFAULT_WORDS = ("default", "unset")
+
+
+def cmd_set(state: ReplState, args: str) -> None:
+    if not args:
+        _show_settings(state)
+        return
+    key, _, text = args.partition(" ")
+    key, text = key.lower().replace("-", "_"), text.strip()
+    setting = SETTINGS.get(key)
+    if setting is None:
+        near = difflib.get_close_matches(key, list(SETTINGS), n=1)
+        raise UsageError(f"Unknown setting '{key}'." + (f" Did you mean {near[0]}?" if near else "")
+                         + f" Settings: {', '.join(SETTINGS)}.")
+    if not text:
+        raise UsageError(f"/set {key} needs a value ({setting.help}), or 'default'.")
+    if text.lower() in DEFAULT_WORDS:
+        value = getattr(state.profile, key)
+    else:
+        try:
+            value = setting.parse(text)
+        except UsageError as exc:
+            raise UsageError(f"{key}: {exc}") from None
+    state.options = replace(state.options, **{key: value})
+    state.say(f"{key} = {_shown(value)}")
+
+
+def _show_settings(state: ReplState) -> None:
+    lines = []
+    for key, setting in SETTINGS.items():
+        value = getattr(state.options, key)
+        source = "" if value is None else (" (profile)" if value == getattr(state.profile, key) else " (set here)")
+        lines.append(f"  {key:<15} {_shown(value):<12}{source:<12} {setting.help}")
+    state.say("\n".join(lines))
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return " ".join(shlex.quote(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def cmd_retry(state: ReplState, args: str) -> Action | None:
+    _no_args(args)
+    if not state.conversation.exchanges:
+        state.say("Nothing to retry yet.")
+        return None
+    exchange = state.conversation.exchanges.pop()
+    return Action(ask=exchange.user)
+
+
+def cmd_undo(state: ReplState, args: str) -> None:
+    _no_args(args)
+    if not state.conversation.exchanges:
+        state.say("Nothing to undo.")
+        return
+    exchange = state.conversation.exchanges.pop()
+    state.say(f"Removed the last exchange: {_short(exchange.user, 60)}")
+
+
+def cmd_history(state: ReplState, args: str) -> None:
+    _no_args(args)
+    exchanges = state.conversation.exchanges
+    if not exchanges:
+        state.say("No turns yet in this conversation.")
+        return
+    lines = [f"System: {_short(state.conversation.system, 70)}"] if state.conversation.system else []
+    for number, exchange in enumerate(exchanges, 1):
+        lines.append(f"{number:>3}. you: {_short(exchange.user, 70)}")
+        lines.append(f"     {exchange.model or 'model'}: {_short(exchange.answer, 70)}{_status(exchange)}")
+    state.say("\n".join(lines))
+
+
+def _status(exchange: Exchange) -> str:
+    if exchange.interrupted:
+        return " [interrupted]"
+    return "" if exchange.answer else " [failed: not sent again]"
+
+
+def _short(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def cmd_usage(state: ReplState, args: str) -> None:
+    _no_args(args)
+    t = state.totals
+    if not t.turns:
+        state.say("No turns yet.")
+        return
+    parts = [f"{t.turns} turn{'s' * (t.turns != 1)}", f"prompt {t.prompt:,}", f"completion {t.completion:,}"]
+    if t.reasoning:
+        parts[-1] += f" (reasoning {t.reasoning:,})"
+    parts.append(f"total {t.prompt + t.completion:,} tokens")
+    if t.costs:
+        parts.append("cost " + " + ".join(Price(0, 0, currency=c).format(v) for c, v in t.costs.items()))
+    line = "Since start: " + " · ".join(parts)
+    if t.unreported:
+        line += f"\n({t.unreported} turn{'s' * (t.unreported != 1)} without a usage report not counted)"
+    state.say(line)
+
+
+def cmd_save(state: ReplState, args: str) -> None:
+    if not args:
+        raise UsageError("Give a file name ending in .md or .json.")
+    path = Path(args.strip("'\"")).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".md", ".markdown", ".json"):
+        raise UsageError(f"'{path.name}' must end in .md or .json, which picks the format.")
+    text = transcript_json(state) if suffix == ".json" else transcript_markdown(state)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        state.say(f"Cannot write {path}: {exc.strerror}.")
+        return
+    turns = sum(1 for e in state.conversation.exchanges if e.answer)
+    state.say(f"Saved {turns} turn{'s' * (turns != 1)} to {path}")
+
+
+def transcript_json(state: ReplState) -> str:
+    """The conversation as the API saw it, plus what a reader wants: reasoning, model, usage, interruptions."""
+    conversation = state.conversation
+    messages: list[dict[str, Any]] = []
+    if conversation.system:
+        messages.append({"role": "system", "content": conversation.system})
+    for exchange in conversation.exchanges:
+        if not exchange.answer:
+            continue  # never sent to the model again, so not part of the conversation
+        messages.append({"role": "user", "content": exchange.user})
+        reply: dict[str, Any] = {"role": "assistant", "content": exchange.answer, "model": exchange.model}
+        if exchange.reasoning:
+            reply["reasoning"] = exchange.reasoning
+        if exchange.interrupted:
+            reply["interrupted"] = True
+        if exchange.usage is not None:
+            usage = exchange.usage
+            reply["usage"] = {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
+                              "reasoning_tokens": usage.reasoning}
+        messages.append(reply)
+    record = {
+        "profile": state.profile.name, "provider": state.profile.provider, "model": state.options.model,
+        "endpoint": _endpoint(state.profile), "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        "system": conversation.system, "messages": messages,
+    }
+    return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+
+
+def transcript_markdown(state: ReplState) -> str:
+    conversation = state.conversation
+    lines = [
+        "# llmchat conversation", "",
+        f"- Profile: {state.profile.name} ({state.profile.provider}, {_endpoint(state.profile)})",
+        f"- Model: {state.options.model}",
+        f"- Saved: {datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", "",
+    ]
+    if conversation.system:
+        lines += ["## System", "", conversation.system, ""]
+    for exchange in conversation.exchanges:
+        if not exchange.answer:
+            continue
+        lines += ["## You", "", exchange.user, "", f"## {exchange.model or 'Assistant'}", "", exchange.answer, ""]
+        if exchange.interrupted:
+            lines += ["*(interrupted)*", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- completers
+
+
+def _complete_profiles(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    if before:
+        return []
+    return [(n, f"{p.provider} · {p.model}") for n, p in state.config.profiles.items()]
+
+
+def _complete_models(state: ReplState, before: Sequence[str]) -> Iterable[str]:
+    return [] if before else state.model_names()
+
+
+def _complete_think(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    if before:
+        return []
+    return [("on", "ask the model to reason"), ("off", "answer directly"), ("auto", "the model's default")]
+
+
+def _complete_set(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    if not before:
+        return [(key, setting.help) for key, setting in SETTINGS.items()]
+    if len(before) == 1 and before[0] in SETTINGS:
+        return [("default", "back to the profile's value")]
+    return []
+
+
+def _complete_help(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    return [] if before else [(c.name, c.help) for c in COMMANDS.commands]
+
+
+COMMANDS = Registry([
+    Command("help", cmd_help, "Show the commands, or one command's help", "[COMMAND]", ("?",), _complete_help),
+    Command("exit", cmd_exit, "Leave the chat", aliases=("quit", "bye")),
+    Command("clear", cmd_clear, "Start a new conversation with the same system prompt", aliases=("new",)),
+    Command("profile", cmd_profile, "Switch provider and model, keeping the conversation (alone: list them)", "[NAME]",
+            complete=_complete_profiles),
+    Command("model", cmd_model, "Switch model (alone: list the server's models)", "[NAME]",
+            complete=_complete_models),
+    Command("system", cmd_system, "Replace the system prompt (alone: show it; --clear removes it)", "[TEXT]"),
+    Command("think", cmd_think, "Ask for reasoning: on, off, auto, or a token budget", "[on|off|auto|BUDGET]",
+            complete=_complete_think),
+    Command("set", cmd_set, "Set a sampling option (alone: show them all)", "[KEY VALUE|default]",
+            complete=_complete_set),
+    Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
+    Command("undo", cmd_undo, "Drop the last question and its answer"),
+    Command("history", cmd_history, "Show this conversation's turns, shortened"),
+    Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),
+    Command("save", cmd_save, "Write the conversation to FILE (.md or .json)", "FILE"),
+])

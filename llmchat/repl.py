@@ -1,0 +1,207 @@
+"""The interactive chat: a prompt-toolkit session around the same `run_turn()` that `ask` uses.
+
+This module only reads input and routes it: text goes to the model through `run_turn` and the
+renderer `ask` uses, slash commands go to the registry in `commands.py`. It draws nothing of its
+own beyond the banner and the toolbar, so what an answer looks like is decided in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import has_focus
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+from llmchat import __version__
+from llmchat.ask import make_turn_view
+from llmchat.chat import run_turn
+from llmchat.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
+from llmchat.session import Overrides, resolve
+
+PROMPT = ">>> "
+CONTINUATION = "... "
+FENCE = '"""'
+# A block opens with """ at the start of the input, or right after a command (`/system """`).
+_BLOCK_START = re.compile(r'(/\S+[ \t]+)?"""')
+
+
+def run_repl(flags: Overrides, *, plain: bool) -> int:
+    """Chat until Ctrl-D or /exit; returns the exit status. Config and connection errors propagate.
+
+    Nothing after start-up ends the session except the user: a failed turn is reported and the
+    prompt comes back, with the conversation as it was.
+    """
+    config, profile = resolve(flags)
+    state = ReplState.start(config, profile, flags=flags)
+    session = make_session(state)
+    state.say(banner(state))
+    return chat_loop(state, session, plain=plain)
+
+
+def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> int:
+    """Read, route, repeat. Ctrl-C never leaves: at the prompt it drops the line, in a turn it stops it."""
+    while True:
+        try:
+            text = session.prompt()
+        except KeyboardInterrupt:  # at the prompt: the line is dropped, the chat goes on
+            state.say(QUIT_HINT)
+            continue
+        except EOFError:
+            return 0
+        try:
+            action = respond(state, text, plain=plain)
+        except KeyboardInterrupt:  # a Ctrl-C that missed the turn (e.g. while it was closing)
+            state.say("Interrupted.")
+            continue
+        if action.exit:
+            return 0
+
+
+def respond(state: ReplState, text: str, *, plain: bool) -> Action:
+    """Route one submitted input: a command, or a question for the model."""
+    text = unwrap_block(text).rstrip().lstrip("\n")  # keeps the indent of pasted code's first line
+    if not text:
+        return Action()
+    if is_command(text):
+        action = COMMANDS.dispatch(state, text)
+        if action.ask is not None:
+            ask(state, action.ask, plain=plain)
+        return action
+    if text.startswith("//"):
+        text = text[1:]
+    ask(state, text, plain=plain)
+    return Action()
+
+
+def ask(state: ReplState, question: str, *, plain: bool) -> None:
+    """One turn; a provider error is printed and the REPL carries on (run_turn never raises for it)."""
+    view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
+    result, error = run_turn(
+        state.conversation, question, state.provider, state.options, view, retries=state.profile.retries
+    )
+    state.record(result)
+    if error is not None:
+        state.report(error)
+    elif result.interrupted:
+        state.say("Stopped. /retry asks again, /undo drops the exchange.")
+
+
+# ------------------------------------------------------------------------------------------ multi-line
+
+
+def block_is_open(text: str) -> bool:
+    """True while a \"\"\" block has been opened and no later line has closed it (ollama run's rule)."""
+    start = _BLOCK_START.match(text)
+    if start is None:
+        return False
+    body = text[start.end():]
+    return not body.rstrip(" \t").endswith(FENCE)
+
+
+def unwrap_block(text: str) -> str:
+    """The message inside a closed \"\"\" block (prefix kept, so `/system \"\"\"…\"\"\"` works)."""
+    start = _BLOCK_START.match(text)
+    if start is None or block_is_open(text):
+        return text
+    body = text[start.end():].rstrip(" \t")[: -len(FENCE)]
+    prefix = start.group(1) or ""
+    return prefix + body.strip("\n")
+
+
+# ------------------------------------------------------------------------------------- prompt-toolkit
+
+
+class SlashCompleter(Completer):
+    """Adapts the registry's terminal-free completions to prompt-toolkit."""
+
+    def __init__(self, state: ReplState) -> None:
+        self.state = state
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        for suggestion in COMMANDS.complete(self.state, document.text_before_cursor):
+            yield Completion(suggestion.text, start_position=suggestion.start, display_meta=suggestion.meta)
+
+
+def key_bindings() -> KeyBindings:
+    """Enter sends unless a \"\"\" block is open; Alt-Enter (Esc Enter) always adds a line; Ctrl-X Ctrl-E edits.
+
+    Bound only while the input line has focus, so Enter still ends a Ctrl-R search. A bracketed
+    paste is inserted whole by prompt-toolkit, so its newlines never reach these bindings.
+    """
+    bindings = KeyBindings()
+    on_input = has_focus(DEFAULT_BUFFER)
+
+    @bindings.add("enter", filter=on_input)
+    def _enter(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        if block_is_open(buffer.text):
+            buffer.newline(copy_margin=False)
+        else:
+            buffer.validate_and_handle()
+
+    @bindings.add("escape", "enter", filter=on_input)
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.newline(copy_margin=False)
+
+    @bindings.add("c-x", "c-e", filter=on_input)
+    def _edit(event: KeyPressEvent) -> None:
+        # prompt-toolkit's own Ctrl-X Ctrl-E sends the text as soon as the editor closes (bash's
+        # edit-and-execute); a message deserves a last look, so the text comes back to the prompt.
+        event.current_buffer.open_in_editor(validate_and_handle=False)
+
+    return bindings
+
+
+def history_path() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("llmchat", appauthor=False) / "input_history"
+
+
+def input_history() -> History:
+    """Input lines persist across runs; a data dir we cannot create costs the history, not the chat."""
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    except OSError:
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+def make_session(state: ReplState) -> PromptSession[str]:
+    return PromptSession(
+        PROMPT,
+        multiline=True,  # Enter is ours (key_bindings): it sends, except inside a """ block
+        prompt_continuation=CONTINUATION,
+        key_bindings=key_bindings(),
+        history=input_history(),
+        auto_suggest=AutoSuggestFromHistory(),
+        completer=SlashCompleter(state),
+        complete_while_typing=True,
+        complete_in_thread=True,  # /model asks the server once; typing must not wait for it
+        tempfile_suffix=".md",  # so $EDITOR highlights the message as Markdown
+        bottom_toolbar=lambda: toolbar(state),
+        placeholder="Send a message (/help for commands)",
+    )
+
+
+def toolbar(state: ReplState) -> str:
+    tokens, estimated = state.context_tokens()
+    count = f"~{tokens:,}" if estimated else f"{tokens:,}"
+    return (f" {state.profile.name} · {state.options.model} · thinking {state.thinking_label()} · "
+            f"{count} tokens in context")
+
+
+def banner(state: ReplState) -> str:
+    profile = state.profile
+    return (f"llmchat {__version__} · profile {profile.name} · {profile.provider} · {state.options.model} · "
+            f"{profile.endpoint}\n/help for commands, Ctrl-D to quit")
