@@ -264,6 +264,11 @@ class Raw:
     content_type: str = OPENAI_JSON
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
+    split_at: tuple[int, ...] | None = None
+    """With ``chunked``: cut the body at these byte offsets instead of at line/event ends, so a line, an
+    event, even a UTF-8 character arrives in pieces (what proxies and slow links do)."""
+    chunk_delay: float = 0.0
+    """Seconds between HTTP chunks, so each piece reaches the client in its own read."""
 
     @classmethod
     def fixture(
@@ -480,6 +485,21 @@ class _ClientGone(_Abort):
 # --------------------------------------------------------------------------------------------------------
 # Reply planning (protocol independent)
 # --------------------------------------------------------------------------------------------------------
+
+
+def _raw_pieces(body: bytes, reply: Raw) -> list[bytes]:
+    """A raw body's HTTP chunks: at the given offsets, else one per NDJSON line or SSE event."""
+    if reply.split_at is not None:
+        cuts = sorted({c for c in reply.split_at if 0 < c < len(body)})
+        return [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
+    sep = b"\n\n" if reply.content_type.startswith(SSE) else b"\n"
+    pieces, start = [], 0
+    while start < len(body):
+        end = body.find(sep, start)
+        end = len(body) if end < 0 else end + len(sep)
+        pieces.append(body[start:end])
+        start = end
+    return pieces
 
 
 def _split(text: str, size: int) -> list[str]:
@@ -1039,15 +1059,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not reply.chunked:
             self._send(reply.status, body, reply.content_type, reply.headers)
             return
-        sep = b"\n\n" if reply.content_type.startswith(SSE) else b"\n"
         writer = _ChunkedWriter(self, batch=False)
         writer.start(reply.status, reply.content_type, reply.headers)
-        start = 0
-        while start < len(body):
-            end = body.find(sep, start)
-            end = len(body) if end < 0 else end + len(sep)
-            writer.chunk(body[start:end])
-            start = end
+        for i, piece in enumerate(_raw_pieces(body, reply)):
+            if i and reply.chunk_delay > 0:
+                self.server.fake._sleep(reply.chunk_delay)
+            writer.chunk(piece)
         writer.end()
 
     def _send_other(self, reply: Raw | Stall | Drop) -> None:
