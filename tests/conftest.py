@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A clean environment for subprocesses (and this process): own HOME, XDG dirs, no keys, no proxies."""
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A clean environment for subprocesses (and this process): own HOME, XDG dirs, no keys, no proxies.
+
+    Afterwards every file under the test's tmp dir is scanned for the test key: whatever the test
+    did, the key must not have been stored anywhere.
+    """
     for name in SCRUBBED:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
@@ -55,7 +60,16 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    return {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    yield {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    assert_no_key_in(tmp_path)
+
+
+def assert_no_key_in(root: Path) -> None:
+    """Every file a test left behind (config, history, input history, exports) is free of the key."""
+    needle = TEST_KEY.encode()
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert needle not in path.read_bytes(), f"the API key was written to {path}"
 
 
 @pytest.fixture
@@ -114,6 +128,8 @@ def llmchat(env: dict[str, str]):
             env={**env, **extra_env},
             timeout=timeout,
         )
-        return Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+        result = Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+        assert TEST_KEY not in result.output, "the API key appeared in llmchat's output"
+        return result
 
     return run

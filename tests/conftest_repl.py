@@ -22,6 +22,7 @@ from typing import Any
 import pexpect
 import pyte
 import pytest
+from conftest import TEST_KEY
 
 __all__ = ["repl", "repl_config", "ReplSession", "CHAT_PATHS"]
 
@@ -178,7 +179,7 @@ api_key_env = "LLMCHAT_TEST_UNSET_KEY"
         encoding="utf-8",
     )
     env["LLMCHAT_CONFIG"] = str(path)
-    env["DASHSCOPE_API_KEY"] = "sk-test-repl"
+    env["DASHSCOPE_API_KEY"] = TEST_KEY
     return path
 
 
@@ -208,3 +209,4 @@ def repl(fake_server: Any, env: dict[str, str], repl_config: Path) -> Iterator[C
     for session in sessions:
         if session.child.isalive():
             session.child.terminate(force=True)
+        assert TEST_KEY not in session.raw, "the API key appeared on the REPL's screen"
