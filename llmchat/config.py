@@ -61,6 +61,8 @@ class Profile:
     price: Price | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     origin: str = "built-in"  # where the profile came from, for `llmchat profiles`
+    #: A key written in an owner-only config file; never shown (repr=False) and never written out.
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
@@ -79,6 +81,8 @@ class Profile:
     @property
     def key_variable(self) -> str | None:
         """The environment variable holding the API key, or None when the server needs no key."""
+        if self.api_key:
+            return None
         if self.api_key_env:
             return self.api_key_env
         return "DASHSCOPE_API_KEY" if self.provider == "bailian" else None
@@ -133,6 +137,7 @@ class Config:
     default: str
     path: Path | None
     default_origin: str = "built-in"
+    warnings: tuple[str, ...] = ()  # things to tell the user that do not stop the run
 
     def profile(self, name: str | None = None) -> Profile:
         """The profile to use: the named one, else LLMCHAT_PROFILE, else the config's default."""
@@ -197,6 +202,14 @@ def parse_config(raw: bytes, path: Path) -> Config:
     return _build_config(data, path, text)
 
 
+def _owner_only(path: Path) -> bool:
+    """True when no one but the file's owner may read it (mode 0600 or stricter)."""
+    try:
+        return path.stat().st_mode & 0o077 == 0
+    except OSError:
+        return False
+
+
 _TOP_KEYS = ("default_profile", "profiles")
 
 
@@ -223,7 +236,8 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             f"default_profile = '{default}' names no profile.{_did_you_mean(default, profiles)}",
             f"Known profiles: {', '.join(sorted(profiles))}.",
         )
-    return Config(profiles=profiles, default=default, path=path, default_origin=str(path))
+    return Config(profiles=profiles, default=default, path=path, default_origin=str(path),
+                  warnings=tuple(locate.warnings))
 
 
 # key -> (python types accepted, description of allowed values)
@@ -250,12 +264,15 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "price": ((dict,), "a table { input = 0.0008, output = 0.002, cached_input = 0.0002, currency = \"CNY\" }"),
     "options": ((dict,), "a table of provider options passed through as they are"),
 }
-_SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
+_SECRET_KEYS = ("key", "token", "secret", "password")
 
 
 def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profile:
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if key == "api_key":
+            values[key] = _inline_key(name, value, locate)
+            continue
         if key in _SECRET_KEYS:
             raise locate.error(
                 name, key, f"profiles.{name}.{key}: API keys are not read from the config file.",
@@ -317,12 +334,28 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     price = _build_price(name, values.get("price"), locate)
     numbers = {k: float(values[k]) for k in ("temperature", "top_p", "timeout") if k in values}
     copied = {k: values[k] for k in ("api_key_env", "system", "think", "thinking_budget", "search", "top_k",
-                                     "max_tokens", "seed", "context_window", "retries") if k in values}
+                                     "max_tokens", "seed", "context_window", "retries", "api_key") if k in values}
     return Profile(
         name=name, provider=provider, model=model, base_url=base_url,
         region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking,
         options=dict(values.get("options", {})), origin=str(locate.path), **numbers, **copied,
     )
+
+
+def _inline_key(name: str, value: Any, locate: _Locator) -> str:
+    """Accept a key written in the file only when the file is private, and say it is a risk anyway."""
+    if not isinstance(value, str) or not value.strip():
+        raise locate.error(name, "api_key", f"profiles.{name}.api_key must be a non-empty string.")
+    if not locate.owner_only:
+        raise locate.error(
+            name, "api_key",
+            f"profiles.{name}.api_key: the file can be read by other users, so it may not hold an API key.",
+            f"Make it private (chmod 600 {locate.path}), or better: export the key in an environment variable "
+            f'and name it with api_key_env = "DASHSCOPE_API_KEY".',
+        )
+    locate.warnings.append(f"profiles.{name} keeps its API key in {locate.path}; an environment variable "
+                           "(api_key_env) keeps it out of files and backups.")
+    return value.strip()
 
 
 def _build_price(name: str, table: dict[str, Any] | None, locate: _Locator) -> Price | None:
@@ -353,6 +386,8 @@ class _Locator:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
         self.lines = text.splitlines()
+        self.owner_only = _owner_only(path)
+        self.warnings: list[str] = []
 
     def line_of(self, profile: str | None, key: str | None) -> int | None:
         start = 0
@@ -403,13 +438,15 @@ def profile_as_table(profile: Profile) -> dict[str, Any]:
     with contextlib.suppress(ConfigError):  # an openai profile without base_url: nothing to show
         table["base_url"] = profile.endpoint
     for f in fields(Profile):
-        if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price"):
+        if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price", "api_key"):
             continue
         value = getattr(profile, f.name)
         if value is not None and value != f.default:
             table[f.name] = list(value) if isinstance(value, tuple) else value
     if profile.key_variable:
         table["api_key_env"] = profile.key_variable
+    if profile.api_key:
+        table["api_key"] = "***"  # inline in the config file; never shown
     if profile.price:
         price = {"input": profile.price.input, "output": profile.price.output}
         if profile.price.cached_input is not None:

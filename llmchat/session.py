@@ -6,6 +6,7 @@ precedence (flags > environment > file > built-ins) in one place.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from llmchat.config import Config, Profile, apply_overrides, load_config
@@ -26,8 +27,12 @@ class Overrides:
 
 
 def resolve(flags: Overrides) -> tuple[Config, Profile]:
+    """The config and the profile to use; warnings about that profile go to stderr, once."""
     config = load_config(flags.config)
     profile = config.profile(flags.profile)
+    for warning in config.warnings:
+        if warning.startswith(f"profiles.{profile.name} "):
+            print(f"Warning: {warning}", file=sys.stderr)
     return config, with_flags(profile, flags)
 
 

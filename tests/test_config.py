@@ -88,7 +88,8 @@ def test_wrong_type_says_what_is_allowed(tmp_path: Path) -> None:
         ('provider = "olama"\nmodel = "m"', r"provider = 'olama' is unknown\. Did you mean 'ollama'"),
         ('provider = "bailian"\nmodel = "m"\nregion = "tokyo"', r"region = 'tokyo' is unknown"),
         ('provider = "openai"\nmodel = "m"', r"needs a base_url"),
-        ('provider = "ollama"\nmodel = "m"\napi_key = "sk-secret"', r"API keys are not read from the config file"),
+        ('provider = "ollama"\nmodel = "m"\napi_key = "sk-secret"', r"can be read by other users"),
+        ('provider = "ollama"\nmodel = "m"\ntoken = "sk-secret"', r"API keys are not read from the config file"),
         ('provider = "ollama"\nmodel = "m"\nprice = { input = 1 }', r"needs both input and output"),
         ('provider = "ollama"\nmodel = "m"\nmax_tokens = 0', r"must be a positive integer"),
         ('provider = "ollama"\nmodel = "m"\nthinking = "loud"', r"thinking = 'loud' is unknown"),
@@ -137,3 +138,18 @@ def test_example_config_is_the_template_init_writes_and_it_loads() -> None:
     assert example.read_text(encoding="utf-8") == (root / "llmchat" / "config_template.toml").read_text("utf-8")
     config = load_config(example)
     assert config.default == "local" and {"local", "qwen", "max", "bailian"} <= set(config.profiles)
+
+
+def test_inline_key_in_a_private_file_is_used_with_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, '[profiles.q]\nprovider = "bailian"\nmodel = "qwen-plus"\napi_key = "sk-inline-123"\n')
+    path.chmod(0o600)
+    config = load_config(path)
+    profile = config.profiles["q"]
+    assert profile.api_key == "sk-inline-123" and profile.key_variable is None
+    assert "sk-inline-123" not in repr(profile)
+    assert any(w.startswith("profiles.q keeps its API key") for w in config.warnings)
+    assert all("sk-inline-123" not in w for w in config.warnings)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="chmod 600") as info:
+        load_config(path)
+    assert "sk-inline-123" not in str(info.value)

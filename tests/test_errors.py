@@ -213,3 +213,25 @@ def test_permission_denied(fake_server, config_file, llmchat) -> None:
     fake_server.enqueue(Raw(status=403, body=body))
     assert_clean_failure(llmchat("ask", "-p", "bailian", "hi"), 1, "denied access (403 Model.AccessDenied)",
                          "DASHSCOPE_API_KEY", "5a4c1f3e")
+
+
+def test_inline_key_in_private_config_is_sent_but_never_shown(fake_server, config_file, llmchat) -> None:
+    fake_server.api_key = TEST_KEY
+    config_file.write_text(config_file.read_text() + f'''
+[profiles.inline]
+provider = "bailian"
+model = "qwen-plus"
+base_url = "{fake_server.url}/compatible-mode/v1"
+api_key = "{TEST_KEY}"
+''')
+    config_file.chmod(0o600)
+    run = llmchat("ask", "-p", "inline", "hi", DASHSCOPE_API_KEY="")
+    assert run.code == 0 and run.stdout == "You said: hi\n"
+    assert "Warning: profiles.inline keeps its API key in" in run.stderr
+    assert fake_server.last("/chat/completions").headers["authorization"] == f"Bearer {TEST_KEY}"
+    show = llmchat("config", "show")
+    assert show.code == 0 and 'api_key = "***"' in show.stdout
+    config_file.chmod(0o644)
+    refused = llmchat("ask", "-p", "inline", "hi")
+    assert_clean_failure(refused, 2, "can be read by other users", "chmod 600")
+    config_file.write_text(config_file.read_text().replace(TEST_KEY, "sk-gone"))  # the scan must not find it

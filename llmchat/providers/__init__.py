@@ -70,6 +70,8 @@ class Provider(Protocol):
 
 def api_key_for(profile: Profile) -> str | None:
     """The profile's key from its environment variable, checked before any request is made."""
+    if profile.api_key:  # written in an owner-only config file (config.py refuses any other)
+        return profile.api_key
     variable = profile.key_variable
     if variable is None:
         return None
