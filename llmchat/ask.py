@@ -26,12 +26,24 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
     return view
 
 
+def warn_if_too_long(messages: list, profile: Profile) -> None:
+    """Say so before sending when the input clearly will not fit: Ollama would drop its start silently."""
+    from llmchat.tokens import context_window, estimate_messages
+
+    window, source = context_window(profile.model, profile.context_window, profile.provider)
+    tokens = estimate_messages(messages)
+    if window and tokens > window:
+        print(f"Warning: the input is about {tokens:,} tokens, more than {window:,} ({source}); "
+              "the server may reject it or ignore its beginning.", file=sys.stderr)
+
+
 def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> int:
     """Run the turn; returns the exit code (errors are raised for `main` to report)."""
     _, profile = resolve(flags)
     provider = connect(profile)
     view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
     conversation = Conversation(system=profile.system)
+    warn_if_too_long(conversation.messages(question), profile)
     result, error = run_turn(
         conversation, question, provider, ChatOptions.from_profile(profile), view, retries=profile.retries
     )

@@ -192,3 +192,19 @@ def test_legacy_think_unsupported_text_is_recognised(fake_server, config_file, l
     fake_server.enqueue(Raw.fixture("ollama_error_think_unsupported_legacy.json"))
     run = llmchat("ask", "--think", "hi")
     assert run.code == 0 and run.stdout == "You said: hi\n"
+
+
+def test_very_large_stdin_warns_that_it_will_not_fit(fake_server, config_file, llmchat) -> None:
+    big = "word " * 6000  # ~7,500 tokens: over Ollama's default num_ctx of 4,096
+    run = llmchat("ask", "summarise", input=big)
+    assert run.code == 0
+    assert "Warning: the input is about" in run.stderr and "4,096" in run.stderr and "num_ctx" in run.stderr
+    assert fake_server.last("/api/chat").body["messages"][-1]["content"].endswith(big)
+    small = llmchat("ask", "summarise", input="word " * 100)
+    assert "Warning" not in small.stderr
+
+
+def test_cjk_text_is_estimated_per_character() -> None:
+    from llmchat.tokens import estimate_tokens
+
+    assert estimate_tokens("你好世界") == 4 and estimate_tokens("abcdefgh") == 2
