@@ -473,6 +473,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self.fake = fake
         super().__init__(address, handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (Ctrl-C, a timeout test) is normal here, not a server error to print."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Abort(Exception):
     """End the response now and close the connection (scripted cut/stall/drop, or the server stopping)."""
