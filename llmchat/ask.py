@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from llmchat.chat import Conversation, TurnView, run_turn
 from llmchat.config import Profile
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
+
+if TYPE_CHECKING:
+    from llmchat.store import Store
 
 
 def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> TurnView:
@@ -37,15 +41,26 @@ def warn_if_too_long(messages: list, profile: Profile) -> None:
               "the server may reject it or ignore its beginning.", file=sys.stderr)
 
 
-def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> int:
+def open_saved_store() -> Store:
+    """The history store, imported only when a turn is saved or resumed (sqlite3 is not free at startup)."""
+    from llmchat.store import open_store
+
+    return open_store()
+
+
+def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+            save: bool = True, resume: str | None = None) -> int:
     """Run the turn; returns the exit code (errors are raised for `main` to report)."""
     _, profile = resolve(flags)
     provider = connect(profile)
     view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
-    conversation = Conversation(system=profile.system)
+    store = open_saved_store() if (save and profile.save) or resume else None
+    conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
+    recorder = store.recorder(profile) if store and save and profile.save else None
     warn_if_too_long(conversation.messages(question), profile)
     result, error = run_turn(
-        conversation, question, provider, ChatOptions.from_profile(profile), view, retries=profile.retries
+        conversation, question, provider, ChatOptions.from_profile(profile), view, retries=profile.retries,
+        recorder=recorder,
     )
     if error is not None:
         raise error

@@ -28,6 +28,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Where the config file lives; create it; show the effective config.")
 app.add_typer(config_app, name="config")
+history_app = typer.Typer(help="Browse, print, export, import and delete saved conversations.",
+                          invoke_without_command=True)
+app.add_typer(history_app, name="history")
 
 
 def _complete_profiles(incomplete: str) -> list[str]:
@@ -53,6 +56,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(
 ThinkingOpt = Annotated[Optional[bool], typer.Option(
     "--show-thinking/--hide-thinking", help="Keep the reasoning in full, or show none of it.")]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="Plain text: no colours, panels or Markdown rendering.")]
+NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Leave no trace: do not save this chat to the history.")]
 SearchOpt = Annotated[Optional[bool], typer.Option(
     "--search/--no-search", help="Bailian web search (enable_search).")]
 
@@ -114,6 +118,9 @@ def ask(
     usage: Annotated[Optional[bool], typer.Option(
         "--usage/--no-usage", help="Print the usage line (to stderr when stdout is piped).")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, when it is complete.")] = False,
+    no_save: NoSaveOpt = False,
+    continue_: Annotated[bool, typer.Option(
+        "--continue", "-c", help="Add this turn to the latest saved conversation (its history is sent).")] = False,
 ) -> None:
     """Ask one question and print the answer.
 
@@ -123,7 +130,8 @@ def ask(
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
-    _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream)
+    _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream, save=not no_save,
+         resume="last" if continue_ else None)
 
 
 @app.command()
@@ -143,6 +151,69 @@ def chat(
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     _chat(flags, plain=plain or bool(ctx.meta.get("plain")))
+
+
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=0, help="How many to list (0: all).")]
+SearchTextOpt = Annotated[Optional[str], typer.Option(
+    "--search", help="Only conversations with a message containing TEXT.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print a JSON array of {id, title, profile, model, turns, updated}.")]
+RefArg = Annotated[str, typer.Argument(help="A conversation id (or its first characters), or `last`.")]
+
+
+@history_app.callback()
+def history(ctx: typer.Context, limit: LimitOpt = 20, search: SearchTextOpt = None, as_json: JsonOpt = False) -> None:
+    """Saved conversations; with no subcommand, the same as `history list`."""
+    if ctx.invoked_subcommand is None:
+        from llmchat.history_cli import history_list
+
+        history_list(limit, search, as_json)
+
+
+@history_app.command("list")
+def history_list_cmd(limit: LimitOpt = 20, search: SearchTextOpt = None, as_json: JsonOpt = False) -> None:
+    """Saved conversations, newest first: id, updated, profile/model, turns, title."""
+    from llmchat.history_cli import history_list
+
+    history_list(limit, search, as_json)
+
+
+@history_app.command("show")
+def history_show_cmd(ctx: typer.Context, ref: RefArg = "last", show_thinking: ThinkingOpt = None,
+                     plain: PlainOpt = False) -> None:
+    """Print a conversation as the chat showed it (Markdown text when piped)."""
+    from llmchat.history_cli import history_show
+
+    thinking = "collapse" if show_thinking is None else ("show" if show_thinking else "hide")
+    history_show(ref, thinking=thinking, plain=plain or bool(ctx.meta.get("plain")))
+
+
+@history_app.command("export")
+def history_export_cmd(
+    ref: RefArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md or json (json imports back exactly).")] = "md",
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+) -> None:
+    """Export a conversation as Markdown or JSON."""
+    from llmchat.history_cli import history_export
+
+    history_export(ref, fmt, out)
+
+
+@history_app.command("import")
+def history_import_cmd(file: Annotated[Path, typer.Argument(help="A JSON export (`-` for stdin).")]) -> None:
+    """Save a conversation exported with `history export ID --format json`."""
+    from llmchat.history_cli import history_import
+
+    history_import(file)
+
+
+@history_app.command("rm")
+def history_rm_cmd(ref: RefArg) -> None:
+    """Delete a saved conversation."""
+    from llmchat.history_cli import history_rm
+
+    history_rm(ref)
 
 
 @app.command()
@@ -211,7 +282,8 @@ def _read_stdin() -> str | None:
         ) from None
 
 
-def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> None:
+def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+         save: bool = True, resume: str | None = None) -> None:
     from llmchat.ask import run_ask
 
     question = " ".join(words).strip()
@@ -223,7 +295,7 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
             "Nothing to ask: the prompt is empty.",
             hint='Give a question (`llmchat ask "…"`) or pipe text in (`cat file | llmchat ask "summarise"`).',
         )
-    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream)
+    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream, save=save, resume=resume)
     if code:
         raise typer.Exit(code)
 

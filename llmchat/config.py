@@ -60,6 +60,7 @@ class Profile:
     thinking: ThinkingDisplay = "collapse"
     price: Price | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    save: bool = True  # false: this profile's chats leave no trace in the history
     origin: str = "built-in"  # where the profile came from, for `llmchat profiles`
     #: A key written in an owner-only config file; never shown (repr=False) and never written out.
     api_key: str | None = field(default=None, repr=False, compare=False)
@@ -263,6 +264,7 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "thinking": ((str,), "one of " + ", ".join(f'"{t}"' for t in THINKING_DISPLAYS)),
     "price": ((dict,), "a table { input = 0.0008, output = 0.002, cached_input = 0.0002, currency = \"CNY\" }"),
     "options": ((dict,), "a table of provider options passed through as they are"),
+    "save": ((bool,), "true or false (false: never saved to the history)"),
 }
 _SECRET_KEYS = ("key", "token", "secret", "password")
 
@@ -334,7 +336,8 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     price = _build_price(name, values.get("price"), locate)
     numbers = {k: float(values[k]) for k in ("temperature", "top_p", "timeout") if k in values}
     copied = {k: values[k] for k in ("api_key_env", "system", "think", "thinking_budget", "search", "top_k",
-                                     "max_tokens", "seed", "context_window", "retries", "api_key") if k in values}
+                                     "max_tokens", "seed", "context_window", "retries", "api_key",
+                                     "save") if k in values}
     return Profile(
         name=name, provider=provider, model=model, base_url=base_url,
         region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking,

@@ -1,0 +1,763 @@
+"""Saved conversations: one SQLite file under the user data directory (DESIGN §1 store.py, issue 5).
+
+Why it is built the way it is:
+- **Nothing lost.** The question is committed before the request goes out and the answer when the turn
+  ends, however it ends, each in its own short transaction. SQLite's journal makes a process killed
+  mid-write (SIGKILL) leave the file exactly as of the last commit.
+- **Several writers.** WAL mode lets readers and one writer work at once, a busy timeout makes a second
+  writer wait instead of failing with "database is locked", and every write starts with
+  `BEGIN IMMEDIATE` so two REPLs never deadlock upgrading a read into a write.
+- **Private.** The directory is created 0700 and the file 0600 before SQLite opens it (SQLite gives its
+  -wal/-shm files the database's mode). Only the profile's name, provider and model are saved: never
+  its base URL (which may carry a key in a query string) nor anything from the environment.
+- **Versioned.** `PRAGMA user_version` is the schema version; `MIGRATIONS[n]` takes a file from version n
+  to n + 1 inside the same transaction that bumps the version, so a half-migrated file cannot exist.
+- **Searchable.** Message text is indexed with FTS5's trigram tokenizer when this SQLite has it, which
+  gives case-insensitive substring search (CJK included) with the same meaning as the LIKE fallback.
+
+Layout invariant: exchange k of a conversation is the user message at position 2k and, once the turn
+has ended, the assistant message at 2k + 1. A question whose answer never came (the process died) is a
+user row without its partner, and resumes as an exchange with no answer (so it is not resent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmchat.chat import Conversation, Exchange
+from llmchat.errors import ConfigError, LlmchatError
+from llmchat.events import Timing, TurnResult, Usage
+
+if TYPE_CHECKING:
+    from llmchat.config import Profile
+
+DB_FILENAME = "history.db"
+BUSY_TIMEOUT_S = 10.0
+EXPORT_FORMAT = "llmchat-conversation"
+EXPORT_VERSION = 1
+TITLE_CHARS = 80
+
+# Stored column -> Usage / Timing field. The export uses the column names (as `--json` does).
+USAGE_COLUMNS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "total_tokens": "total",
+                 "reasoning_tokens": "reasoning", "cached_tokens": "cached", "eval_s": "eval_seconds"}
+TIMING_COLUMNS = ("ttft_s", "total_s", "thinking_s", "tokens_per_s")
+MESSAGE_COLUMNS = ("position", "role", "content", "reasoning", "model", *USAGE_COLUMNS, *TIMING_COLUMNS,
+                   "finish_reason", "interrupted", "created")
+CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system", "created", "updated")
+
+
+class StoreError(LlmchatError):
+    """The history database cannot be used (locked for too long, corrupt, written by a newer llmchat)."""
+
+
+class NotFound(ConfigError):
+    """No conversation matches the ID the user gave (a usage error: exit 2)."""
+
+
+class ImportFormatError(ConfigError):
+    """The file given to `history import` is not a conversation exported by llmchat (exit 2)."""
+
+
+# ------------------------------------------------------------------------------------------- location
+
+
+def data_dir() -> Path:
+    """Where llmchat keeps its data; XDG_DATA_HOME moves it on Linux (the tests rely on that)."""
+    from platformdirs import user_data_path
+
+    return user_data_path("llmchat", appauthor=False)
+
+
+def default_path() -> Path:
+    return data_dir() / DB_FILENAME
+
+
+def open_store(path: Path | None = None) -> Store:
+    """The store at `path` (default: the user data directory), created and migrated on first use."""
+    return Store(path or default_path())
+
+
+def existing_store(path: Path | None = None) -> Store | None:
+    """The store if its file exists, else None: read-only commands must not create a database."""
+    path = path or default_path()
+    return Store(path) if path.exists() else None
+
+
+def _create_private(path: Path) -> None:
+    """Create the directory (0700) and an empty file (0600) before SQLite does it with the umask's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        _tighten(path)
+        return
+    os.close(fd)
+    os.chmod(path, 0o600)  # the umask may have removed bits, never added: this only makes it exact
+
+
+def _tighten(path: Path) -> None:
+    """A file made by something else (an older copy, a restore) with group/other bits loses them."""
+    with contextlib.suppress(OSError):
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+def _migrate_to_1(db: sqlite3.Connection, fts: bool) -> None:
+    db.execute("""
+        CREATE TABLE conversations (
+            id       TEXT PRIMARY KEY,
+            title    TEXT NOT NULL,
+            profile  TEXT,
+            provider TEXT,
+            model    TEXT,
+            system   TEXT,
+            created  TEXT NOT NULL,
+            updated  TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX conversations_updated ON conversations (updated)")
+    db.execute("""
+        CREATE TABLE messages (
+            id                INTEGER PRIMARY KEY,
+            conversation      TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position          INTEGER NOT NULL,
+            role              TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content           TEXT NOT NULL,
+            reasoning         TEXT,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            total_tokens      INTEGER,
+            reasoning_tokens  INTEGER,
+            cached_tokens     INTEGER,
+            eval_s            REAL,
+            ttft_s            REAL,
+            total_s           REAL,
+            thinking_s        REAL,
+            tokens_per_s      REAL,
+            finish_reason     TEXT,
+            interrupted       INTEGER NOT NULL DEFAULT 0,
+            created           TEXT NOT NULL,
+            UNIQUE (conversation, position)
+        )""")
+    if fts:
+        _create_fts(db)
+
+
+def _create_fts(db: sqlite3.Connection) -> None:
+    """The trigram index and the triggers that keep it in step; skipped when this SQLite lacks them."""
+    db.execute("SAVEPOINT fts")
+    try:
+        db.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
+                   "content, content='messages', content_rowid='id', tokenize='trigram')")
+    except sqlite3.OperationalError:  # no FTS5, or an FTS5 older than 3.34 without trigram
+        db.execute("ROLLBACK TO fts")
+        db.execute("RELEASE fts")
+        return
+    # REPLACE would skip delete triggers; the store never uses it, so these three cover every change.
+    db.execute("CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+               "INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END")
+    db.execute("CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+               "INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content); END")
+    db.execute("CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+               "INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content); "
+               "INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END")
+    db.execute("RELEASE fts")
+
+
+#: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
+MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One row of `history list`."""
+
+    id: str
+    title: str
+    profile: str | None
+    provider: str | None
+    model: str | None
+    system: str | None
+    created: str  # ISO 8601, UTC
+    updated: str
+    turns: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The `history list --json` shape (DESIGN §2)."""
+        return {"id": self.id, "title": self.title, "profile": self.profile, "model": self.model,
+                "turns": self.turns, "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as saved, with everything the turn reported; what `history show` draws."""
+
+    position: int
+    role: str
+    content: str
+    reasoning: str | None
+    model: str | None
+    usage: Usage | None
+    timing: Timing | None
+    finish_reason: str | None
+    interrupted: bool
+    created: str
+
+    def result(self) -> TurnResult:
+        """The turn as the renderers know it, so the usage line reads the same as it did live."""
+        return TurnResult(model=self.model or "", answer=self.content, reasoning=self.reasoning or "",
+                          finish_reason=self.finish_reason, usage=self.usage, timing=self.timing or Timing(),
+                          interrupted=self.interrupted)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What `import_record` did: the id it is saved under, and why that differs from the file's."""
+
+    id: str
+    original_id: str
+    duplicate: bool = False  # the same conversation was already saved: nothing written
+
+    @property
+    def renamed(self) -> bool:
+        return self.id != self.original_id and not self.duplicate
+
+
+def now() -> str:
+    """UTC, ISO 8601 with milliseconds: sorts as text, reads in a dump, round-trips through JSON."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def make_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """The first user message on one line, shortened: enough to recognise a conversation in a list."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+# ----------------------------------------------------------------------------------------- store
+
+
+class Store:
+    """The history database. Thread-safe (one connection behind a lock); use one per process.
+
+    Every method that takes `ref` accepts a conversation id, a unique prefix of one, or "last"
+    (the most recently updated conversation).
+    """
+
+    def __init__(self, path: Path, *, fts: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            _create_private(self.path)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the history database {self.path}: {exc.strerror}.",
+                             hint="Check the directory's permissions, or use --no-save.") from None
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:  # e.g. the path is a directory
+            raise self._error(exc) from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._retry_busy(lambda: (self._configure(), self._migrate(fts)))
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._error(exc) from None
+        except BaseException:
+            self._db.close()
+            raise
+        self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        db.execute("PRAGMA journal_mode = WAL")  # persistent: a no-op after the first open
+        db.execute("PRAGMA synchronous = FULL")  # a committed turn survives a power cut too, at 2 fsyncs/turn
+        db.execute("PRAGMA foreign_keys = ON")
+
+    def _retry_busy(self, action: Callable[[], object]) -> None:
+        """Run `action`, retrying while another process holds a lock SQLite will not wait for.
+
+        Two processes opening a brand-new file at once both try to switch it to WAL and migrate it;
+        SQLite answers one of them SQLITE_BUSY at once, without its busy handler, when waiting could
+        deadlock. Both steps are idempotent, so trying again (briefly, with jitter) is safe.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                action()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005 + random.random() * 0.02)
+
+    def _migrate(self, fts: bool) -> None:
+        if self._scalar("PRAGMA user_version") == SCHEMA_VERSION:
+            return
+        with self._write() as db:  # re-read inside the lock: another process may have just migrated
+            version = self._scalar("PRAGMA user_version")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer llmchat (schema {version}; this one knows {SCHEMA_VERSION}).",
+                    hint="Upgrade llmchat, or use --no-save.")
+            for step in MIGRATIONS[version:]:
+                step(db, fts)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if _is_busy(exc):
+            return StoreError(f"The history database {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f}s.",
+                              hint="Another llmchat is writing a lot; try again, or use --no-save.")
+        return StoreError(f"The history database {self.path} cannot be used: {text}.",
+                          hint="Move the file away to start a fresh history, or use --no-save.")
+
+    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock up front, waiting up to the busy timeout."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:  # an error can end the transaction itself (SQLITE_FULL…)
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for reads made of several statements."""
+        with self._lock:
+            if self._db.in_transaction:  # already inside a write: that is a snapshot too
+                yield self._db
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def recorder(self, profile: Profile, *, warn: Callable[[str], None] | None = None) -> Recorder:
+        """The `TurnRecorder` for `run_turn`; cheap, so make one per turn or whenever the profile changes."""
+        return Recorder(self, profile, warn=warn)
+
+    def truncate(self, conversation: Conversation) -> None:
+        """Forget saved exchanges the caller dropped from `conversation` (the REPL's /undo), so a resume
+        shows what the user last saw. (/retry needs nothing: re-asking replaces the dropped turn.)"""
+        if conversation.id is None:
+            return
+        with self._write() as db:
+            db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?",
+                       (conversation.id, 2 * len(conversation.exchanges)))
+
+    def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Profile, upto: int,
+                stamp: str) -> str:
+        """The conversation's row, created on its first question (or recreated if `history rm` removed it
+        while a chat was open, with the exchanges before `upto`, so nothing said is lost)."""
+        if conversation.id is not None and db.execute(
+                "SELECT 1 FROM conversations WHERE id = ?", (conversation.id,)).fetchone():
+            return conversation.id
+        cid = conversation.id or self._new_id(db)
+        first = conversation.exchanges[0].user if conversation.exchanges else ""
+        db.execute("INSERT INTO conversations (id, title, profile, provider, model, system, created, updated) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (cid, make_title(first), profile.name, profile.provider, profile.model, conversation.system,
+                    stamp, stamp))
+        for index, earlier in enumerate(conversation.exchanges[:upto]):
+            _insert(db, cid, _user_row(2 * index, earlier, stamp))
+            if earlier.answer or earlier.interrupted:
+                _insert(db, cid, _answer_row(2 * index + 1, earlier, None, stamp))
+        conversation.id = cid
+        return cid
+
+    def _new_id(self, db: sqlite3.Connection) -> str:
+        """8 hex digits: short enough to type, and 4 billion of them make a collision a rare retry."""
+        while True:
+            cid = secrets.token_hex(4)
+            if not db.execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone():
+                return cid
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> str:
+        """The id that `ref` names: "last", an exact id, or an unambiguous prefix of one."""
+        ref = ref.strip()
+        if ref == "last":
+            cid = self._scalar("SELECT id FROM conversations ORDER BY updated DESC, rowid DESC LIMIT 1")
+            if cid is None:
+                raise NotFound("There is no saved conversation yet.", hint="Chat first; every turn is saved.")
+            return cid
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM conversations WHERE id = ? OR substr(id, 1, ?) = ? "
+                                    "ORDER BY id = ? DESC, id LIMIT 6", (ref, len(ref), ref, ref)).fetchall()
+        if ref and rows and (rows[0]["id"] == ref or len(rows) == 1):
+            return rows[0]["id"]
+        if not rows or not ref:
+            raise NotFound(f"No saved conversation has the id '{ref}'.",
+                           hint="`llmchat history list` shows the ids; `last` names the latest.")
+        shown = ", ".join(r["id"] for r in rows[:5])
+        raise NotFound(f"'{ref}' matches several conversations ({shown}{', …' if len(rows) > 5 else ''}).",
+                       hint="Type more of the id.")
+
+    def summary(self, ref: str) -> Summary:
+        cid = self.resolve(ref)
+        with self._lock:
+            row = self._db.execute(_SUMMARY_SQL + " WHERE c.id = ?", (cid,)).fetchone()
+        if row is None:  # removed between resolve() and here, by another process
+            raise NotFound(f"No saved conversation has the id '{ref}'.")
+        return _summary(row)
+
+    def list_conversations(self, limit: int | None = 20, search: str | None = None) -> list[Summary]:
+        """Conversations, most recently updated first; `search` keeps those with a message containing
+        every word of it (case-insensitive substrings). `limit` None or <= 0: all of them."""
+        where, params = ("", []) if not (search and search.split()) else self._search_clause(search)
+        sql = _SUMMARY_SQL + where + " ORDER BY c.updated DESC, c.rowid DESC"
+        if limit and limit > 0:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            return [_summary(row) for row in self._db.execute(sql, params)]
+
+    def _search_clause(self, search: str) -> tuple[str, list[Any]]:
+        """Words of 3+ characters go through the trigram index; shorter ones (which a trigram index
+        cannot find) and every word without FTS5 use LIKE, so both paths mean the same."""
+        words = search.split()
+        indexed = [w for w in words if len(w) >= 3] if self.has_fts else []
+        scanned = [w for w in words if w not in indexed]
+        likes = " AND ".join("m.content LIKE ? ESCAPE '\\'" for _ in scanned)
+        params: list[Any] = [_like_pattern(w) for w in scanned]
+        if indexed:
+            inner = ("SELECT m.conversation FROM messages_fts f JOIN messages m ON m.id = f.rowid "
+                     "WHERE messages_fts MATCH ?" + (f" AND {likes}" if likes else ""))
+            params.insert(0, " ".join('"' + w.replace('"', '""') + '"' for w in indexed))
+        else:
+            inner = f"SELECT m.conversation FROM messages m WHERE {likes}"
+        return f" WHERE c.id IN ({inner})", params
+
+    def messages(self, ref: str) -> tuple[Summary, list[StoredMessage]]:
+        """The conversation's summary and every message in order."""
+        row, rows = self._snapshot(ref)
+        return _summary(row), [_message(r) for r in rows]
+
+    def _snapshot(self, ref: str) -> tuple[sqlite3.Row, list[sqlite3.Row]]:
+        """The conversation row and its message rows, read from one snapshot."""
+        cid = self.resolve(ref)
+        with self._read() as db:
+            row = db.execute(_SUMMARY_SQL + " WHERE c.id = ?", (cid,)).fetchone()
+            rows = db.execute(f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE conversation = ? "
+                              "ORDER BY position", (cid,)).fetchall()
+        if row is None:  # removed between resolve() and here, by another process
+            raise NotFound(f"No saved conversation has the id '{ref}'.")
+        return row, rows
+
+    def load_conversation(self, ref: str = "last") -> Conversation:
+        """The conversation ready to continue: its system prompt and exchanges, interrupted answers kept
+        and flagged, a question that never got an answer kept without one (so it is not resent)."""
+        summary, stored = self.messages(ref)
+        conversation = Conversation(system=summary.system, id=summary.id)
+        for message in stored:
+            if message.role == "user":
+                conversation.exchanges.append(Exchange(user=message.content, model=message.model))
+                continue
+            exchange = conversation.exchanges[message.position // 2]
+            exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
+            exchange.model = message.model or exchange.model
+            exchange.interrupted, exchange.usage = message.interrupted, message.usage
+        return conversation
+
+    # -- export, import, remove ---------------------------------------------------------------
+
+    def export_record(self, ref: str) -> dict[str, Any]:
+        """Everything saved about one conversation, as JSON-ready data that `import_record` restores."""
+        row, rows = self._snapshot(ref)
+        record: dict[str, Any] = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
+        record.update({name: row[name] for name in CONVERSATION_COLUMNS})
+        record["messages"] = [_export_message(row) for row in rows]
+        return record
+
+    def export_json(self, ref: str) -> str:
+        return json.dumps(self.export_record(ref), ensure_ascii=False, indent=2) + "\n"
+
+    def import_record(self, record: Any, source: str = "the file") -> Imported:
+        """Save an exported conversation under its own id; the same conversation already saved is left
+        alone, and a different one holding that id makes the import take a fresh id (reported)."""
+        conversation, messages = _validate(record, source)
+        original = conversation["id"]
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (original,)).fetchone():
+                if self._same(original, record):
+                    return Imported(original, original, duplicate=True)
+                conversation["id"] = self._new_id(db)
+            db.execute(f"INSERT INTO conversations ({', '.join(CONVERSATION_COLUMNS)}) "
+                       f"VALUES ({', '.join('?' * len(CONVERSATION_COLUMNS))})",
+                       [conversation[c] for c in CONVERSATION_COLUMNS])
+            for row in messages:
+                _insert(db, conversation["id"], row)
+        return Imported(conversation["id"], original)
+
+    def _same(self, cid: str, record: dict[str, Any]) -> bool:
+        return self.export_record(cid) == json.loads(json.dumps(record))
+
+    def remove(self, ref: str) -> Summary:
+        """Delete a conversation and its messages (and their index entries); returns what was deleted."""
+        summary = self.summary(ref)
+        with self._write() as db:
+            db.execute("DELETE FROM messages WHERE conversation = ?", (summary.id,))
+            db.execute("DELETE FROM conversations WHERE id = ?", (summary.id,))
+        return summary
+
+
+_SUMMARY_SQL = ("SELECT c.id, c.title, c.profile, c.provider, c.model, c.system, c.created, c.updated, "
+                "(SELECT count(*) FROM messages t WHERE t.conversation = c.id AND t.role = 'user') AS turns "
+                "FROM conversations c")
+
+
+def _summary(row: sqlite3.Row) -> Summary:
+    return Summary(**{name: row[name] for name in (*CONVERSATION_COLUMNS, "turns")})
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    usage = None
+    if any(row[c] is not None for c in USAGE_COLUMNS):
+        usage = Usage(**{field: row[column] for column, field in USAGE_COLUMNS.items()})
+    timing = None
+    if any(row[c] is not None for c in TIMING_COLUMNS):
+        timing = Timing(**{c: row[c] for c in TIMING_COLUMNS})
+    return StoredMessage(position=row["position"], role=row["role"], content=row["content"],
+                         reasoning=row["reasoning"], model=row["model"], usage=usage, timing=timing,
+                         finish_reason=row["finish_reason"], interrupted=bool(row["interrupted"]),
+                         created=row["created"])
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED, whatever the message says ("database is locked", "… busy")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _like_pattern(word: str) -> str:
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _insert(db: sqlite3.Connection, cid: str, row: dict[str, Any]) -> None:
+    columns = ["conversation", *row]
+    db.execute(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+               [cid, *row.values()])
+
+
+def _user_row(position: int, exchange: Exchange, stamp: str) -> dict[str, Any]:
+    return {"position": position, "role": "user", "content": exchange.user, "model": exchange.model,
+            "created": stamp}
+
+
+def _answer_row(position: int, exchange: Exchange, result: TurnResult | None, stamp: str) -> dict[str, Any]:
+    """The assistant row; an answer that failed before any text is saved empty, so the turn is on record."""
+    usage = result.usage if result is not None else exchange.usage
+    row: dict[str, Any] = {
+        "position": position, "role": "assistant", "content": exchange.answer,
+        "reasoning": exchange.reasoning or None, "model": result.model if result else exchange.model,
+    }
+    for column, field in USAGE_COLUMNS.items():
+        row[column] = getattr(usage, field) if usage is not None else None
+    for column in TIMING_COLUMNS:
+        row[column] = getattr(result.timing, column) if result is not None else None
+    row["finish_reason"] = result.finish_reason if result is not None else None
+    row["interrupted"] = int(exchange.interrupted)
+    row["created"] = stamp
+    return row
+
+
+# ------------------------------------------------------------------------------------- recorder
+
+
+def _index_of(conversation: Conversation, exchange: Exchange) -> int:
+    """Where `exchange` sits in the history (by identity: two turns may ask the same question)."""
+    for index in range(len(conversation.exchanges) - 1, -1, -1):
+        if conversation.exchanges[index] is exchange:
+            return index
+    raise ValueError("the exchange is not part of the conversation")
+
+
+class Recorder:
+    """`chat.TurnRecorder` for one store and profile: saves each question before the request and each
+    answer when the turn ends.
+
+    A question that cannot be saved raises `StoreError` (before anything is sent: the promise is that
+    what is asked is on record). An answer that cannot be saved is reported through `warn` instead,
+    since raising would skip closing the view after the user already has the answer on screen.
+    """
+
+    def __init__(self, store: Store, profile: Profile, *, warn: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.profile = profile
+        self.warn = warn or _warn
+
+    def question(self, conversation: Conversation, exchange: Exchange) -> None:
+        index = _index_of(conversation, exchange)
+        stamp = now()
+        try:
+            with self.store._write() as db:
+                cid = self.store._ensure(db, conversation, self.profile, index, stamp)
+                # A turn re-asked after /retry or /undo replaces what was saved from that point on.
+                db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?", (cid, 2 * index))
+                _insert(db, cid, _user_row(2 * index, exchange, stamp))
+                db.execute("UPDATE conversations SET updated = ?, profile = ?, provider = ?, model = ?, system = ?, "
+                           "title = CASE WHEN ? THEN ? ELSE title END WHERE id = ?",
+                           (stamp, self.profile.name, self.profile.provider, exchange.model or self.profile.model,
+                            conversation.system, index == 0, make_title(exchange.user), cid))
+        except sqlite3.Error as exc:
+            raise self.store._error(exc) from None
+
+    def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
+        try:
+            index = _index_of(conversation, exchange)
+            stamp = now()
+            with self.store._write() as db:
+                cid = self.store._ensure(db, conversation, self.profile, index, stamp)
+                if not db.execute("SELECT 1 FROM messages WHERE conversation = ? AND position = ?",
+                                  (cid, 2 * index)).fetchone():
+                    _insert(db, cid, _user_row(2 * index, exchange, stamp))  # removed mid-turn elsewhere
+                db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * index + 1))
+                _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp))
+                db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (stamp, cid))
+        except (sqlite3.Error, ValueError) as exc:
+            self.warn(f"The answer could not be saved to history: {exc}.")
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -------------------------------------------------------------------------------- export / import
+
+
+def _export_message(row: sqlite3.Row) -> dict[str, Any]:
+    """One message for the export: the same keys for every message, null where nothing is known."""
+    usage = {column: row[column] for column in USAGE_COLUMNS}
+    timing = {column: row[column] for column in TIMING_COLUMNS}
+    return {
+        "position": row["position"], "role": row["role"], "content": row["content"],
+        "reasoning": row["reasoning"], "model": row["model"],
+        "usage": usage if any(v is not None for v in usage.values()) else None,
+        "timing": timing if any(v is not None for v in timing.values()) else None,
+        "finish_reason": row["finish_reason"], "interrupted": bool(row["interrupted"]), "created": row["created"],
+    }
+
+
+def _validate(record: Any, source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Check an export and turn it into rows; errors say which field is wrong, since files get edited."""
+    def fail(what: str) -> ImportFormatError:
+        return ImportFormatError(f"{source}: {what}", hint="`history import` reads files written by "
+                                 "`llmchat history export ID --format json`.")
+
+    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
+        raise fail(f"not an llmchat conversation export (expected \"format\": \"{EXPORT_FORMAT}\").")
+    if record.get("version") != EXPORT_VERSION:
+        raise fail(f"export version {record.get('version')!r} is not one this llmchat reads ({EXPORT_VERSION}).")
+    conversation: dict[str, Any] = {}
+    for name in CONVERSATION_COLUMNS:
+        value = record.get(name)
+        required = name in ("id", "title", "created", "updated")
+        if not (isinstance(value, str) and (value or name == "title") or (value is None and not required)):
+            raise fail(f"\"{name}\" must be {'a string' if required else 'a string or null'}.")
+        conversation[name] = value
+    if not conversation["id"].strip() or len(conversation["id"]) > 64:
+        raise fail("\"id\" must be a short non-empty string.")
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        raise fail("\"messages\" must be a list.")
+    rows = [_message_row(message, n, fail) for n, message in enumerate(messages)]
+    _check_layout(rows, fail)
+    return conversation, rows
+
+
+def _message_row(message: Any, n: int, fail: Callable[[str], ImportFormatError]) -> dict[str, Any]:
+    where = f"messages[{n}]"
+    if not isinstance(message, dict):
+        raise fail(f"{where} must be an object.")
+
+    def get(key: str, kinds: tuple[type, ...], nullable: bool = True) -> Any:
+        value = message.get(key)
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise fail(f"{where}.{key} has the wrong type ({type(value).__name__}).")
+        return value
+
+    row: dict[str, Any] = {"position": get("position", (int,), False), "role": get("role", (str,), False),
+                           "content": get("content", (str,), False), "reasoning": get("reasoning", (str,)),
+                           "model": get("model", (str,))}
+    if row["role"] not in ("user", "assistant"):
+        raise fail(f"{where}.role must be \"user\" or \"assistant\".")
+    for group, columns, kinds in (("usage", tuple(USAGE_COLUMNS), (int,)), ("timing", TIMING_COLUMNS, (int, float))):
+        values = get(group, (dict,)) or {}
+        for column in columns:
+            allowed = (int, float) if column == "eval_s" else kinds
+            value = values.get(column)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+                raise fail(f"{where}.{group}.{column} must be a number or null.")
+            row[column] = value
+    row["finish_reason"] = get("finish_reason", (str,))
+    row["interrupted"] = int(get("interrupted", (bool,), False))
+    row["created"] = get("created", (str,), False)
+    return row
+
+
+def _check_layout(rows: list[dict[str, Any]], fail: Callable[[str], ImportFormatError]) -> None:
+    """The store's invariant: user k at 2k, its answer (if any) at 2k + 1, in order, without gaps."""
+    expected_user = 0
+    for n, row in enumerate(rows):
+        position = row["position"]
+        if row["role"] == "user" and position == expected_user:
+            expected_user += 2
+        elif not (row["role"] == "assistant" and position == expected_user - 1 and n
+                  and rows[n - 1]["position"] == position - 1):
+            raise fail(f"messages[{n}] is out of place (position {position}, role {row['role']}): expected the "
+                       "user's message k at position 2k, followed by its answer at 2k + 1.")
