@@ -80,6 +80,7 @@ def root(
     show_thinking: ThinkingOpt = None,
     plain: PlainOpt = False,
     search: SearchOpt = None,
+    no_save: NoSaveOpt = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     if version:
@@ -92,11 +93,12 @@ def root(
     ctx.obj = flags
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain
+        ctx.meta["no_save"] = no_save
         return
     if not _stdin_is_terminal():
-        _ask(flags, [], plain=plain, as_json=False, usage=None, stream=True)
+        _ask(flags, [], plain=plain, as_json=False, usage=None, stream=True, save=not no_save)
         return
-    _chat(flags, plain=plain)
+    _chat(flags, plain=plain, save=not no_save)
 
 
 @app.command()
@@ -130,8 +132,8 @@ def ask(
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
-    _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream, save=not no_save,
-         resume="last" if continue_ else None)
+    _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
+         save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None)
 
 
 @app.command()
@@ -146,11 +148,17 @@ def chat(
     show_thinking: ThinkingOpt = None,
     plain: PlainOpt = False,
     search: SearchOpt = None,
+    no_save: NoSaveOpt = False,
+    continue_: Annotated[bool, typer.Option(
+        "--continue", "-c", help="Continue the latest saved conversation.")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="Continue the saved conversation ID (see `llmchat history`).")] = None,
 ) -> None:
     """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
-    _chat(flags, plain=plain or bool(ctx.meta.get("plain")))
+    _chat(flags, plain=plain or bool(ctx.meta.get("plain")), save=not (no_save or ctx.meta.get("no_save")),
+          resume=resume or ("last" if continue_ else None))
 
 
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=0, help="How many to list (0: all).")]
@@ -300,10 +308,10 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
         raise typer.Exit(code)
 
 
-def _chat(flags: Overrides, *, plain: bool) -> None:
+def _chat(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> None:
     from llmchat.repl import run_repl
 
-    raise typer.Exit(run_repl(flags, plain=plain))
+    raise typer.Exit(run_repl(flags, plain=plain, save=save, resume=resume))
 
 
 # ------------------------------------------------------------------------------------------- entry point

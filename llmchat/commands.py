@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from llmchat.chat import Conversation, Exchange
 from llmchat.config import Config, Profile
@@ -26,6 +26,11 @@ from llmchat.events import TurnResult, Usage
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Provider, connect
 from llmchat.session import Overrides, with_flags
+from llmchat.tokens import estimate_messages
+
+if TYPE_CHECKING:
+    from llmchat.chat import TurnRecorder
+    from llmchat.store import Store
 
 QUIT_HINT = "(Ctrl-D or /exit to quit)"
 KEYS_HELP = """Keys:
@@ -107,6 +112,7 @@ class ReplState:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     report: Report = _print_error
     connector: Callable[[Profile], Provider] = connect
+    store: Store | None = None  # None: this chat is not saved (--no-save)
     _models: list[str] | None = None
 
     @classmethod
@@ -119,6 +125,12 @@ class ReplState:
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def recorder(self) -> TurnRecorder | None:
+        """Where this turn is saved: nowhere under --no-save or for a profile with save = false."""
+        if self.store is None or not self.profile.save:
+            return None
+        return self.store.recorder(self.profile, warn=self.say)
 
     def record(self, result: TurnResult) -> None:
         self.totals.add(result.usage, self.profile.price)
@@ -152,8 +164,7 @@ class ReplState:
         usage = exchanges[-1].usage if exchanges else None
         if usage is not None and usage.prompt is not None and usage.completion is not None:
             return usage.prompt + usage.completion, False
-        chars = sum(len(str(m["content"])) for m in self.conversation.messages())
-        return (chars + 3) // 4, True
+        return estimate_messages(self.conversation.messages()), True
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -285,6 +296,17 @@ def cmd_clear(state: ReplState, args: str) -> None:
     _no_args(args)
     state.conversation = Conversation(system=state.conversation.system)
     state.say("Started a new conversation (same system prompt).")
+
+
+def cmd_resume(state: ReplState, args: str) -> None:
+    if not args:
+        raise UsageError("Give a conversation id (see `llmchat history`), or `last`.")
+    if state.store is None:
+        raise UsageError("History is off in this chat (--no-save), so there is nothing to resume.")
+    state.conversation = state.store.load_conversation(args)
+    turns = len(state.conversation.exchanges)
+    state.say(f"Resumed conversation {state.conversation.id} ({turns} turn{'s' if turns != 1 else ''}); "
+              "/history shows it.")
 
 
 def cmd_profile(state: ReplState, args: str) -> None:
@@ -495,6 +517,8 @@ def cmd_undo(state: ReplState, args: str) -> None:
         state.say("Nothing to undo.")
         return
     exchange = state.conversation.exchanges.pop()
+    if state.store is not None:
+        state.store.truncate(state.conversation)  # the saved copy forgets it too
     state.say(f"Removed the last exchange: {_short(exchange.user, 60)}")
 
 
@@ -639,6 +663,7 @@ COMMANDS = Registry([
     Command("help", cmd_help, "Show the commands, or one command's help", "[COMMAND]", ("?",), _complete_help),
     Command("exit", cmd_exit, "Leave the chat", aliases=("quit", "bye")),
     Command("clear", cmd_clear, "Start a new conversation with the same system prompt", aliases=("new",)),
+    Command("resume", cmd_resume, "Continue a saved conversation (see `llmchat history`)", "ID|last"),
     Command("profile", cmd_profile, "Switch provider and model, keeping the conversation (alone: list them)", "[NAME]",
             complete=_complete_profiles),
     Command("model", cmd_model, "Switch model (alone: list the server's models)", "[NAME]",

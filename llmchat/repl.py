@@ -7,6 +7,7 @@ own beyond the banner and the toolbar, so what an answer looks like is decided i
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,15 +34,24 @@ FENCE = '"""'
 _BLOCK_START = re.compile(r'(/\S+[ \t]+)?"""')
 
 
-def run_repl(flags: Overrides, *, plain: bool) -> int:
+def run_repl(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> int:
     """Chat until Ctrl-D or /exit; returns the exit status. Config and connection errors propagate.
 
     Nothing after start-up ends the session except the user: a failed turn is reported and the
-    prompt comes back, with the conversation as it was.
+    prompt comes back, with the conversation as it was. Every turn is saved as it happens unless
+    `save` is off; `resume` ("last" or an id) continues a saved conversation.
     """
     config, profile = resolve(flags)
     state = ReplState.start(config, profile, flags=flags)
-    session = make_session(state)
+    if save or resume:
+        from llmchat.store import open_store
+
+        state.store = open_store()
+    if resume:
+        state.conversation = state.store.load_conversation(resume)
+    if not save:
+        state.store = None
+    session = make_session(state, remember=save and profile.save)
     state.say(banner(state))
     return chat_loop(state, session, plain=plain)
 
@@ -85,7 +95,8 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
     """One turn; a provider error is printed and the REPL carries on (run_turn never raises for it)."""
     view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
     result, error = run_turn(
-        state.conversation, question, state.provider, state.options, view, retries=state.profile.retries
+        state.conversation, question, state.provider, state.options, view, retries=state.profile.retries,
+        recorder=state.recorder(),
     )
     state.record(result)
     if error is not None:
@@ -166,24 +177,36 @@ def history_path() -> Path:
     return user_data_path("llmchat", appauthor=False) / "input_history"
 
 
-def input_history() -> History:
-    """Input lines persist across runs; a data dir we cannot create costs the history, not the chat."""
+class RecallOnlyHistory(FileHistory):
+    """Earlier runs' input can be recalled, but nothing typed now is written (--no-save)."""
+
+    def store_string(self, string: str) -> None:
+        pass
+
+
+def input_history(remember: bool = True) -> History:
+    """Input lines persist across runs, in an owner-only file (it holds what you asked).
+
+    A data dir we cannot create costs the history, not the chat.
+    """
     path = history_path()
+    if not remember:
+        return RecallOnlyHistory(str(path)) if path.exists() else InMemoryHistory()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
     except OSError:
         return InMemoryHistory()
     return FileHistory(str(path))
 
 
-def make_session(state: ReplState) -> PromptSession[str]:
+def make_session(state: ReplState, *, remember: bool = True) -> PromptSession[str]:
     return PromptSession(
         PROMPT,
         multiline=True,  # Enter is ours (key_bindings): it sends, except inside a """ block
         prompt_continuation=CONTINUATION,
         key_bindings=key_bindings(),
-        history=input_history(),
+        history=input_history(remember),
         auto_suggest=AutoSuggestFromHistory(),
         completer=SlashCompleter(state),
         complete_while_typing=True,
@@ -203,5 +226,8 @@ def toolbar(state: ReplState) -> str:
 
 def banner(state: ReplState) -> str:
     profile = state.profile
+    resumed = state.conversation.exchanges
+    where = (f"\nContinuing conversation {state.conversation.id} ({len(resumed)} turns); /history shows it."
+             if resumed else "")
     return (f"llmchat {__version__} · profile {profile.name} · {profile.provider} · {state.options.model} · "
-            f"{profile.endpoint}\n/help for commands, Ctrl-D to quit")
+            f"{profile.endpoint}\n/help for commands, Ctrl-D to quit{where}")

@@ -7,6 +7,7 @@ told) and on the screen (what the person sees). Fixtures live in `conftest_repl.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def test_second_turn_carries_the_first_exchange(repl, fake_server) -> None:
     banner = chat.display()
     assert f"profile local · ollama · qwen3:0.6b · {fake_server.url}" in banner
     assert "/help for commands, Ctrl-D to quit" in banner
-    assert chat.toolbar() == "local · qwen3:0.6b · thinking auto · ~4 tokens in context"  # estimated
+    assert chat.toolbar() == "local · qwen3:0.6b · thinking auto · ~8 tokens in context"  # estimated: prompt + framing
     first = chat.ask("hello there")
     assert first.body["messages"] == [PERSONA, user("hello there")]
     second = chat.ask("and again")
@@ -309,6 +310,7 @@ def test_tab_completes_commands_and_profiles(repl) -> None:
     assert "Profile bailian" in chat.command("")
     chat.send("/model qwen3:0")
     chat.wait_for(lambda: "qwen3:0.6b" in chat.display(), "the model menu (from the server's list)")
+    time.sleep(0.5)  # let the threaded completer settle, as a person's pause before Tab does
     chat.send("\t")
     chat.wait_for(lambda: ">>> /model qwen3:0.6b" in chat.display(), "the completed model")
 
@@ -329,3 +331,68 @@ def test_unwrap_block() -> None:
     assert unwrap_block('"""inline"""') == "inline"
     assert unwrap_block('/system """\nbe brief\n"""') == "/system be brief"
     assert unwrap_block('x = """doc"""') == 'x = """doc"""'
+
+
+# ------------------------------------------------------------------------------------ saved conversations
+
+
+def test_chat_continue_resumes_the_saved_conversation(repl, llmchat) -> None:
+    first = repl()
+    first.ask("my name is Ada")
+    first.press(CTRL_D)
+    assert first.wait_exit() == 0
+    listed = json.loads(llmchat("history", "--json").stdout)
+    assert [c["turns"] for c in listed] == [1]
+    again = repl("chat", "-c")
+    assert "Continuing conversation" in again.text()
+    request = again.ask("what is my name?")
+    assert [m["content"] for m in request.body["messages"] if m["role"] != "system"] == [
+        "my name is Ada", "You said: my name is Ada", "what is my name?"]
+    again.press(CTRL_D)
+    again.wait_exit()
+    assert [c["turns"] for c in json.loads(llmchat("history", "--json").stdout)] == [2]
+
+
+def test_resume_and_new_inside_the_chat(repl, llmchat) -> None:
+    chat = repl()
+    chat.ask("first topic")
+    saved = json.loads(llmchat("history", "--json").stdout)[0]["id"]
+    chat.command("/new")
+    chat.ask("second topic")
+    assert "Resumed conversation" in chat.command(f"/resume {saved}")
+    request = chat.ask("back to it")
+    contents = [m["content"] for m in request.body["messages"]]
+    assert "first topic" in contents and "second topic" not in contents
+    assert len(json.loads(llmchat("history", "--json").stdout)) == 2
+
+
+def test_undo_removes_the_exchange_from_the_saved_copy_too(repl, llmchat) -> None:
+    chat = repl()
+    chat.ask("keep me")
+    chat.ask("drop me")
+    chat.command("/undo")
+    chat.press(CTRL_D)
+    chat.wait_exit()
+    exported = json.loads(llmchat("history", "export", "last", "--format", "json").stdout)
+    assert "drop me" not in json.dumps(exported) and "keep me" in json.dumps(exported)
+
+
+def test_no_save_leaves_no_trace(repl, llmchat, env) -> None:
+    chat = repl("--no-save")
+    chat.ask("a secret question")
+    assert "History is off" in chat.command("/resume last")
+    chat.press(CTRL_D)
+    assert chat.wait_exit() == 0
+    assert json.loads(llmchat("history", "--json").stdout) == []
+    data = Path(env["XDG_DATA_HOME"]) / "llmchat"
+    assert not (data / "history.db").exists()
+    assert "a secret question" not in "".join(p.read_text() for p in data.glob("*")) if data.exists() else True
+
+
+def test_input_history_file_is_private(repl, env) -> None:
+    chat = repl()
+    chat.ask("private words")
+    chat.press(CTRL_D)
+    chat.wait_exit()
+    path = Path(env["XDG_DATA_HOME"]) / "llmchat" / "input_history"
+    assert "private words" in path.read_text() and path.stat().st_mode & 0o777 == 0o600
