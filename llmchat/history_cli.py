@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from llmchat.errors import ConfigError
 from llmchat.render import wants_plain
-from llmchat.render.usage import SEPARATOR, format_usage, usage_parts
+from llmchat.render.usage import format_usage, usage_parts, wrap_fields
 from llmchat.store import (
     ImportFormatError,
     NotFound,
@@ -151,19 +151,6 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
         if parts:
             console.print()
             console.print(Text(wrap_fields(parts, console.width), style="dim"))
-
-
-def wrap_fields(parts: list[str], width: int) -> str:
-    """The usage line as the live view wraps it: only between fields, so "48.3 tok/s" stays whole."""
-    from rich.cells import cell_len
-
-    lines: list[str] = []
-    for part in parts:
-        if lines and cell_len(lines[-1] + SEPARATOR + part) <= width:
-            lines[-1] += SEPARATOR + part
-        else:
-            lines.append(part)
-    return "\n".join(lines)
 
 
 def _prompt_text(question: str) -> Any:

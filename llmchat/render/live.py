@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich import box
-from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.control import Control
 from rich.live import Live
@@ -32,7 +31,7 @@ from rich.text import Text
 from llmchat.events import TurnResult
 from llmchat.pricing import Price
 from llmchat.render.markdown_stream import MarkdownStream
-from llmchat.render.usage import SEPARATOR, format_seconds, usage_parts
+from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType, RenderResult
@@ -186,17 +185,6 @@ def _recent(text: str, rows: int, width: int) -> str:
     return text[max(cut + 1, len(text) - rows * width * 2) :]
 
 
-def _wrap(parts: list[str], width: int) -> str:
-    """Join fields with separators, breaking lines only between fields ("48.3 tok/s" stays whole)."""
-    lines: list[str] = []
-    for part in parts:
-        if lines and cell_len(lines[-1] + SEPARATOR + part) <= width:
-            lines[-1] += SEPARATOR + part
-        else:
-            lines.append(part)
-    return "\n".join(lines)
-
-
 class LiveView:
     """The terminal `TurnView`: thinking panel, streamed Markdown answer, usage line.
 
@@ -302,7 +290,7 @@ class LiveView:
                     if parts:
                         if self._printed:
                             self._print(Text())
-                        self._print(Text(_wrap(parts, self.console.width), style="dim"))
+                        self._print(Text(wrap_fields(parts, self.console.width), style="dim"))
             finally:
                 self._phase = "closed"
                 self.console.show_cursor(True)
