@@ -468,6 +468,7 @@ class FakeServer:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # real servers queue far more than socketserver's 5; batch opens 16 at once
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeServer):
         self.fake = fake

@@ -7,7 +7,7 @@ it, so `llmchat --help` and the REPL's startup never pay for `openai`, `ollama` 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,6 +36,8 @@ class ChatOptions:
     stop: tuple[str, ...] | None = None
     context_window: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: "json" asks for a JSON answer (Ollama `format`, OpenAI `response_format` json_object); None: free text.
+    format: str | None = None
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ChatOptions:
@@ -63,6 +65,10 @@ class ModelInfo:
 class Provider(Protocol):
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
         """Send the conversation; yield events as the server streams. Raises ProviderError."""
+        ...
+
+    def astream(self, messages: Sequence[Message], options: ChatOptions) -> AsyncIterator[Event]:
+        """`stream` for asyncio (batch): the same request, events and errors, without blocking the loop."""
         ...
 
     def list_models(self) -> list[ModelInfo]: ...

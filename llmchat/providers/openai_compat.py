@@ -2,11 +2,14 @@
 
 The SDK's own retries are turned off (max_retries=0): a silent 1.3 s of retrying hides what is going
 on, so retrying is the turn loop's job, where it can be shown to the user.
+
+`stream` (blocking: `ask`, the REPL) and `astream` (asyncio: batch) share the request body, the
+per-chunk event extraction and the error mapping, so both fail with the same messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import openai
@@ -23,7 +26,7 @@ from llmchat.errors import (
     Timeout,
     Unreachable,
 )
-from llmchat.events import Event, Finish, Reasoning, Usage
+from llmchat.events import Answer, Event, Finish, Reasoning, Usage
 from llmchat.providers import ChatOptions, Message, ModelInfo
 from llmchat.providers.thinktags import ThinkTagSplitter
 
@@ -41,10 +44,25 @@ class OpenAICompatProvider:
         self._read_timeout = read_timeout
         self._server = "Bailian" if bailian else base_url
         # Servers without keys (vLLM, LM Studio) accept any bearer token; the SDK insists on one.
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key or "EMPTY", max_retries=0,
-            timeout=openai.Timeout(read_timeout, connect=5.0),
-        )
+        self._client = openai.OpenAI(**self._client_settings())
+        self._async_client: openai.AsyncOpenAI | None = None  # built on first `astream`
+
+    def _client_settings(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url, "api_key": self._key or "EMPTY", "max_retries": 0,
+            "timeout": openai.Timeout(self._read_timeout, connect=5.0),
+        }
+
+    def _aclient(self) -> openai.AsyncOpenAI:
+        if self._async_client is None:
+            self._async_client = openai.AsyncOpenAI(**self._client_settings())
+        return self._async_client
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections while its event loop still runs; the next use reopens."""
+        client, self._async_client = self._async_client, None
+        if client is not None:
+            await client.close()
 
     def _body(self, messages: Sequence[Message], options: ChatOptions) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -71,64 +89,80 @@ class OpenAICompatProvider:
         extra.update(options.extra)
         if extra:
             body["extra_body"] = extra
+        if options.format == "json":
+            body["response_format"] = {"type": "json_object"}
+            body["messages"] = _mention_json(body["messages"])
         return body
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
-        splitter = ThinkTagSplitter()
-        output = False
-        finished: str | None = None
+        reader = _DeltaReader()
         try:
             with self._client.chat.completions.create(**self._body(messages, options)) as chunks:
                 for chunk in chunks:
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        # Not part of the OpenAI schema: DashScope says reasoning_content, Ollama's /v1
-                        # says reasoning, and servers that think not at all send neither.
-                        reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
-                        if reasoning:
-                            output = True
-                            yield Reasoning(reasoning)
-                        if delta.content:
-                            for event in splitter.feed(delta.content):
-                                output = True
-                                yield event
-                        if choice.finish_reason:
-                            finished = choice.finish_reason
-                    if chunk.usage:
-                        yield _usage(chunk.usage)
-            yield from splitter.flush()
-        except ProviderError:
-            raise
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc, options.model) from None
-        except openai.APITimeoutError:
-            raise Timeout(
-                f"{self._server} sent nothing for {self._read_timeout:g} s.",
-                hint="Retry, or raise the profile's timeout (or LLMCHAT_TIMEOUT).",
-            ) from None
-        except openai.APIConnectionError:
-            if output:
-                raise StreamBroken(
-                    f"The connection to {self._server} broke mid-answer.", hint="Retry the question."
-                ) from None
-            raise Unreachable(
-                f"Cannot reach {self._server} at {self.base_url}.",
-                hint="Check your network, proxy and the profile's base_url / region.",
-            ) from None
-        except openai.APIError as exc:  # an error event inside the stream
-            raise StreamBroken(
-                f"{self._server} stopped mid-answer: {self._redact(exc.message)}", hint="Retry the question."
-            ) from None
-        except ValueError:  # a data line that is not JSON
-            raise StreamBroken(
-                f"{self._server} sent a malformed stream (a chunk that is not JSON).",
-                hint="Retry; if it keeps happening, the endpoint may not be OpenAI-compatible.",
-            ) from None
-        if finished is None:
+                    yield from reader.feed(chunk)
+            yield from reader.flush()
+        except Exception as exc:
+            if (error := self._translate(exc, options.model, reader.output)) is None:
+                raise
+            raise error from None
+        yield self._finish(reader)
+
+    async def astream(self, messages: Sequence[Message], options: ChatOptions) -> AsyncIterator[Event]:
+        """`stream` for asyncio: same body, events and errors, many turns in flight on one loop."""
+        reader = _DeltaReader()
+        try:
+            async with await self._aclient().chat.completions.create(**self._body(messages, options)) as chunks:
+                async for chunk in chunks:
+                    for event in reader.feed(chunk):
+                        yield event
+            for event in reader.flush():
+                yield event
+        except Exception as exc:
+            if (error := self._translate(exc, options.model, reader.output)) is None:
+                raise
+            raise error from None
+        yield self._finish(reader)
+
+    def _finish(self, reader: _DeltaReader) -> Finish:
+        """The closing event, or StreamBroken when the stream ended without a finish_reason."""
+        if reader.finished is None:
             raise StreamBroken(
                 f"{self._server} ended the stream before the answer was complete.", hint="Retry the question."
             )
-        yield Finish(finished)
+        return Finish(reader.finished)
+
+    def _translate(self, exc: Exception, model: str, output: bool) -> ProviderError | None:
+        """The error to raise for `exc`, or None to let it through unchanged (ours already, or a bug).
+
+        The order matters: APITimeoutError is an APIConnectionError, and both (like APIStatusError)
+        are APIError, which alone means an error event inside an otherwise good stream.
+        """
+        if isinstance(exc, ProviderError):
+            return None
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc, model)
+        if isinstance(exc, openai.APITimeoutError):
+            return Timeout(
+                f"{self._server} sent nothing for {self._read_timeout:g} s.",
+                hint="Retry, or raise the profile's timeout (or LLMCHAT_TIMEOUT).",
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            if output:
+                return StreamBroken(f"The connection to {self._server} broke mid-answer.", hint="Retry the question.")
+            return Unreachable(
+                f"Cannot reach {self._server} at {self.base_url}.",
+                hint="Check your network, proxy and the profile's base_url / region.",
+            )
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            return StreamBroken(
+                f"{self._server} stopped mid-answer: {self._redact(exc.message)}", hint="Retry the question."
+            )
+        if isinstance(exc, ValueError):  # a data line that is not JSON
+            return StreamBroken(
+                f"{self._server} sent a malformed stream (a chunk that is not JSON).",
+                hint="Retry; if it keeps happening, the endpoint may not be OpenAI-compatible.",
+            )
+        return None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -194,6 +228,56 @@ class OpenAICompatProvider:
                 f"Cannot reach {self._server} at {self.base_url}.",
                 hint="Check your network, proxy and the profile's base_url / region.",
             ) from None
+
+
+class _DeltaReader:
+    """Turns stream chunks into events; one per request, for either path.
+
+    Returns lists rather than yielding, so the sync and async loops share it unchanged. `output`
+    says whether any text was produced yet; `finished` holds the finish_reason once one arrives.
+    """
+
+    def __init__(self) -> None:
+        self._splitter = ThinkTagSplitter()
+        self.output = False
+        self.finished: str | None = None
+
+    def feed(self, chunk: Any) -> list[Event]:
+        events: list[Event] = []
+        for choice in chunk.choices:
+            delta = choice.delta
+            # Not part of the OpenAI schema: DashScope says reasoning_content, Ollama's /v1
+            # says reasoning, and servers that think not at all send neither.
+            reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+            if reasoning:
+                events.append(Reasoning(reasoning))
+            if delta.content:
+                events.extend(self._splitter.feed(delta.content))
+            if choice.finish_reason:
+                self.finished = choice.finish_reason
+        self.output = self.output or any(isinstance(e, (Reasoning, Answer)) for e in events)
+        if chunk.usage:
+            events.append(_usage(chunk.usage))
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of the stream: the text the inline-<think> splitter was still holding back."""
+        return list(self._splitter.flush())
+
+
+def _mention_json(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages, with a short instruction to answer in JSON unless one of them already says "JSON".
+
+    DashScope (and OpenAI) refuse `response_format: json_object` with a 400 unless the word appears
+    in the messages; saying it is also what makes the model comply rather than merely be constrained.
+    """
+    if any("json" in str(m.get("content", "")).lower() for m in messages):
+        return messages
+    instruction = "Answer with a single JSON object."
+    if messages and messages[0].get("role") == "system":
+        first = dict(messages[0], content=f"{messages[0].get('content', '')}\n\n{instruction}".lstrip())
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
 
 
 def _usage(usage: Any) -> Usage:
