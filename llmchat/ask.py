@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from llmchat.chat import Conversation, TurnView, run_turn
+from llmchat.chat import ContextSummary, Conversation, TurnView, run_turn
 from llmchat.config import Profile
+from llmchat.context import manager_for, request_options
+from llmchat.errors import LlmchatError
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
 
@@ -30,17 +32,6 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
     return view
 
 
-def warn_if_too_long(messages: list, profile: Profile) -> None:
-    """Say so before sending when the input clearly will not fit: Ollama would drop its start silently."""
-    from llmchat.tokens import context_window, estimate_messages
-
-    window, source = context_window(profile.model, profile.context_window, profile.provider)
-    tokens = estimate_messages(messages)
-    if window and tokens > window:
-        print(f"Warning: the input is about {tokens:,} tokens, more than {window:,} ({source}); "
-              "the server may reject it or ignore its beginning.", file=sys.stderr)
-
-
 def open_saved_store() -> Store:
     """The history store, imported only when a turn is saved or resumed (sqlite3 is not free at startup)."""
     from llmchat.store import open_store
@@ -50,17 +41,30 @@ def open_saved_store() -> Store:
 
 def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
             save: bool = True, resume: str | None = None) -> int:
-    """Run the turn; returns the exit code (errors are raised for `main` to report)."""
-    _, profile = resolve(flags)
+    """Run the turn; returns the exit code (errors are raised for `main` to report).
+
+    With `-c` the saved history is sent, fitted to the window by the profile's `history` strategy
+    exactly as in the REPL (a summary made here is saved with the conversation).
+    """
+    config, profile = resolve(flags)
     provider = connect(profile)
     view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
     store = open_saved_store() if (save and profile.save) or resume else None
     conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
     recorder = store.recorder(profile) if store and save and profile.save else None
-    warn_if_too_long(conversation.messages(question), profile)
+    options = ChatOptions.from_profile(profile)
+
+    def keep_summary(conversation: Conversation, summary: ContextSummary) -> None:
+        if store is not None and recorder is not None:
+            try:
+                store.save_summary(conversation, summary)
+            except LlmchatError as exc:
+                view.notice(f"The summary could not be saved to history: {exc.message}")
+
+    context = manager_for(profile, options, config, connect, provider=provider, on_summary=keep_summary)
     result, error = run_turn(
-        conversation, question, provider, ChatOptions.from_profile(profile), view, retries=profile.retries,
-        recorder=recorder,
+        conversation, question, provider, request_options(options, profile.provider), view,
+        retries=profile.retries, recorder=recorder, context=context,
     )
     if error is not None:
         raise error

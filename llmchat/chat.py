@@ -2,6 +2,9 @@
 
 The APIs are stateless, so the history is resent every turn: the system prompt, then alternating
 user and assistant messages. Reasoning is kept for display and storage but never sent back.
+When the history outgrows the model's window, a `ContextPolicy` (context.py) replaces its oldest
+exchanges with a summary or stops sending them; the exchanges themselves are never deleted, so the
+transcript, `/history` and the store keep everything that was said.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from llmchat.errors import ProviderError
+from llmchat.errors import ContextTooLong, ProviderError
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.tokens import TokenLedger
 
 if TYPE_CHECKING:
     from llmchat.events import Event
@@ -52,26 +56,95 @@ class Exchange:
     usage: Usage | None = None
 
 
+#: How a summary is introduced to the model, after the system prompt.
+SUMMARY_HEADING = "Summary of the earlier conversation (condensed to fit the context window):"
+
+
+@dataclass
+class ContextSummary:
+    """What stands in for the conversation's first `covers` exchanges once they no longer fit.
+
+    It also says who wrote it and what it cost: a summary is a model call the user pays for, so the
+    store counts it in `llmchat usage` like any turn.
+    """
+
+    text: str
+    covers: int
+    profile: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    currency: str | None = None
+
+
 @dataclass
 class Conversation:
     system: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
     id: str | None = None  # set by the store once the conversation is saved
+    summary: ContextSummary | None = None
+    #: Exchanges before this index are not sent (summarised, or dropped to fit the window).
+    start: int = 0
+    tokens: TokenLedger = field(default_factory=TokenLedger)
+
+    def active_summary(self) -> ContextSummary | None:
+        """The summary, unless /undo went back past what it covers (then it describes turns that are gone)."""
+        summary = self.summary
+        return summary if summary is not None and summary.covers <= len(self.exchanges) else None
+
+    def first_sent(self) -> int:
+        """Index of the oldest exchange that is still sent verbatim."""
+        summary = self.active_summary()
+        start = max(self.start, summary.covers if summary else 0)
+        return min(start, len(self.exchanges))
+
+    def system_content(self) -> str | None:
+        """The system message: the persona, then the summary of the older turns when there is one."""
+        summary = self.active_summary()
+        if summary is None:
+            return self.system
+        block = f"{SUMMARY_HEADING}\n{summary.text}"
+        return f"{self.system}\n\n{block}" if self.system else block
+
+    def pop(self) -> Exchange:
+        """Drop the last exchange (/undo, /retry), and any summary or cut that reached past it."""
+        exchange = self.exchanges.pop()
+        self.start = min(self.start, len(self.exchanges))
+        if self.summary is not None and self.summary.covers > len(self.exchanges):
+            self.summary = None
+        return exchange
 
     def messages(self, question: str | None = None) -> list[Message]:
-        """What to send: system, then every answered exchange, then the new question.
+        """What to send: system (with the summary), every answered exchange still sent, the new question.
 
         An exchange that produced no answer (it failed before the first token) is left out, so the
         roles still alternate as the APIs require.
         """
-        sent: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
-        for exchange in self.exchanges:
+        system = self.system_content()
+        sent: list[Message] = [{"role": "system", "content": system}] if system else []
+        for exchange in self.exchanges[self.first_sent():]:
             if exchange.answer:
                 sent.append({"role": "user", "content": exchange.user})
                 sent.append({"role": "assistant", "content": exchange.answer})
         if question is not None:
             sent.append({"role": "user", "content": question})
         return sent
+
+
+Notify = Callable[[str], None]
+
+
+class ContextPolicy(Protocol):
+    """Keeps the request within the model's window (context.py). Both calls run with the question
+    being asked already appended, as the last exchange, without an answer yet."""
+
+    def prepare(self, conversation: Conversation, notice: Notify) -> None:
+        """Before the request: summarise or drop older exchanges if the strategy says so."""
+        ...
+
+    def shrink(self, conversation: Conversation, notice: Notify) -> bool:
+        """The server said the request is too long: compact now; False when nothing can be dropped."""
+        ...
 
 
 Sleep = Callable[[float], None]
@@ -87,28 +160,41 @@ def run_turn(
     retries: int = 2,
     sleep: Sleep = time.sleep,
     recorder: TurnRecorder | None = None,
+    context: ContextPolicy | None = None,
 ) -> tuple[TurnResult, ProviderError | None]:
     """Ask `question` in `conversation`, streaming into `view`; the exchange is appended to the history.
 
     Never raises for a failed call or Ctrl-C: both end the turn with the partial answer kept (and
     `result.interrupted` set), the view closed, and the error returned, so that every caller (a
     one-shot `ask`, the REPL that must survive) decides what to do without duplicating cleanup.
-    A rate limit or server error before any output is retried with backoff, visibly.
+    A rate limit or server error before any output is retried with backoff, visibly. With a
+    `context` policy the history is fitted to the window first, and a "too long" answer from the
+    server makes it compact once and try again.
     """
     result = TurnResult(model=options.model)
     exchange = Exchange(user=question, model=options.model)
-    messages = conversation.messages(question)
     error: ProviderError | None = None
-    started = time.monotonic()
     first_reasoning: float | None = None
     first_answer: float | None = None
     answer_parts: list[str] = []
     reasoning_parts: list[str] = []
     attempt = 0
+    shrunk = False
     conversation.exchanges.append(exchange)
     if recorder is not None:
         recorder.question(conversation, exchange)
+
+    def notice(text: str) -> None:
+        result.notices.append(text)
+        view.notice(text)
+
+    messages = conversation.messages(question)  # the new exchange has no answer yet: sent as `question`
+    started = time.monotonic()
     try:
+        if context is not None:
+            context.prepare(conversation, notice)  # may make a summary call: not part of this turn's timing
+            messages = conversation.messages(question)
+            started = time.monotonic()
         while True:
             events: Iterator[Event] = provider.stream(messages, options)
             try:
@@ -131,7 +217,13 @@ def run_turn(
                         view.notice(event.text)
                 break
             except ProviderError as exc:
-                if not exc.retryable or attempt >= retries or answer_parts or reasoning_parts:
+                output = bool(answer_parts or reasoning_parts)
+                if isinstance(exc, ContextTooLong) and context is not None and not shrunk and not output:
+                    shrunk = True  # once: a second "too long" means the question itself does not fit
+                    if context.shrink(conversation, notice):
+                        messages = conversation.messages(question)
+                        continue
+                if not exc.retryable or attempt >= retries or output:
                     raise
                 attempt += 1
                 delay = _backoff(attempt, exc.retry_after)
@@ -150,6 +242,8 @@ def run_turn(
     result.answer = "".join(answer_parts)
     result.reasoning = "".join(reasoning_parts)
     _measure(result, started, first_reasoning, first_answer, finished)
+    if result.usage is not None and result.usage.prompt:
+        conversation.tokens.observe(messages, result.usage.prompt)
     exchange.answer, exchange.reasoning = result.answer, result.reasoning
     exchange.interrupted, exchange.usage = result.interrupted, result.usage
     if recorder is not None:

@@ -224,6 +224,21 @@ def history_rm_cmd(ref: RefArg) -> None:
     history_rm(ref)
 
 
+@app.command("usage")
+def usage_cmd(
+    ctx: typer.Context,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", metavar="DATE", help="Only calls on or after DATE (YYYY-MM-DD, local; or ISO 8601).")] = None,
+    by: Annotated[str, typer.Option("--by", metavar="profile|model|day", help="How to group the totals.")] = "profile",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    plain: PlainOpt = False,
+) -> None:
+    """Token and cost totals from saved conversations (each turn priced when it was made)."""
+    from llmchat.usage_report import print_usage
+
+    print_usage(since, by, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")))
+
+
 @app.command()
 def profiles(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """List the profiles: name, provider, model and where it points; the default is marked."""

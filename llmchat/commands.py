@@ -19,14 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-from llmchat.chat import Conversation, Exchange
+from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.config import Config, Profile
+from llmchat.context import ContextManager, describe, manager_for, request_options
 from llmchat.errors import LlmchatError
 from llmchat.events import TurnResult, Usage
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Provider, connect
 from llmchat.session import Overrides, with_flags
-from llmchat.tokens import estimate_messages
+from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
     from llmchat.chat import TurnRecorder
@@ -66,27 +67,20 @@ class Suggestion(NamedTuple):
 
 
 @dataclass
-class Totals:
-    """Token counts (and money) since the REPL started, whatever profile each turn used."""
+class Totals(Tally):
+    """Token counts (and money) since the REPL started, whatever profile each turn used.
 
-    turns: int = 0
-    prompt: int = 0
-    completion: int = 0
-    reasoning: int = 0
-    unreported: int = 0  # turns whose server reported no usage: the totals are a lower bound then
-    costs: dict[str, float] = field(default_factory=dict)  # currency -> amount
+    The same `Tally` as `llmchat usage`, priced the same way (`Price.cost`), so the two agree.
+    """
 
     def add(self, usage: Usage | None, price: Price | None) -> None:
-        self.turns += 1
-        if usage is None or (usage.prompt is None and usage.completion is None):
-            self.unreported += 1
-            return
-        self.prompt += usage.prompt or 0
-        self.completion += usage.completion or 0
-        self.reasoning += usage.reasoning or 0
-        cost = price.cost(usage) if price else None
-        if price is not None and cost is not None:
-            self.costs[price.currency] = self.costs.get(price.currency, 0.0) + cost
+        """One turn, priced with the profile it was asked with."""
+        cost = price.cost(usage) if price is not None and usage is not None else None
+        self.count(usage, cost, price.currency if price is not None else None)
+
+    def add_summary(self, summary: ContextSummary) -> None:
+        """A summary call: billed like a turn, counted apart."""
+        self.count(summary.usage, summary.cost, summary.currency, summary=True)
 
 
 Report = Callable[[LlmchatError], None]
@@ -113,6 +107,7 @@ class ReplState:
     report: Report = _print_error
     connector: Callable[[Profile], Provider] = connect
     store: Store | None = None  # None: this chat is not saved (--no-save)
+    compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
     _models: list[str] | None = None
 
     @classmethod
@@ -134,6 +129,25 @@ class ReplState:
 
     def record(self, result: TurnResult) -> None:
         self.totals.add(result.usage, self.profile.price)
+        self.compacted = False
+
+    def request_options(self) -> ChatOptions:
+        """The options as sent: the effective context window filled in (Ollama's num_ctx)."""
+        return request_options(self.options, self.profile.provider)
+
+    def context(self) -> ContextManager:
+        """The history strategy for the next request, as the profile, /model and /set now say."""
+        return manager_for(self.profile, self.options, self.config, self.connector, provider=self.provider,
+                           on_summary=self.summarised)
+
+    def summarised(self, conversation: Conversation, summary: ContextSummary) -> None:
+        """A summary was made: count what it cost, and save it so a resumed conversation keeps it."""
+        self.totals.add_summary(summary)
+        if self.store is not None and self.profile.save:
+            try:
+                self.store.save_summary(conversation, summary)
+            except LlmchatError as exc:
+                self.say(f"The summary could not be saved to history: {exc.message}")
 
     def model_names(self) -> list[str]:
         """The server's models, fetched once per provider; a failure means "no suggestions", not an error."""
@@ -159,12 +173,14 @@ class ReplState:
         return "on" if think else "off"
 
     def context_tokens(self) -> tuple[int, bool]:
-        """Tokens the next request starts from: the last reported count, or an estimate (True) without one."""
-        exchanges = self.conversation.exchanges
+        """Tokens the next request starts from: the last reported count, or an estimate (True) without one
+        (or once the history was compacted after that report)."""
+        conversation = self.conversation
+        exchanges = conversation.exchanges
         usage = exchanges[-1].usage if exchanges else None
-        if usage is not None and usage.prompt is not None and usage.completion is not None:
+        if usage is not None and usage.prompt is not None and usage.completion is not None and not self.compacted:
             return usage.prompt + usage.completion, False
-        return estimate_messages(self.conversation.messages()), True
+        return conversation.tokens.estimate(conversation.messages()), True
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -507,7 +523,7 @@ def cmd_retry(state: ReplState, args: str) -> Action | None:
     if not state.conversation.exchanges:
         state.say("Nothing to retry yet.")
         return None
-    exchange = state.conversation.exchanges.pop()
+    exchange = state.conversation.pop()
     return Action(ask=exchange.user)
 
 
@@ -516,7 +532,7 @@ def cmd_undo(state: ReplState, args: str) -> None:
     if not state.conversation.exchanges:
         state.say("Nothing to undo.")
         return
-    exchange = state.conversation.exchanges.pop()
+    exchange = state.conversation.pop()
     if state.store is not None:
         state.store.truncate(state.conversation)  # the saved copy forgets it too
     state.say(f"Removed the last exchange: {_short(exchange.user, 60)}")
@@ -529,6 +545,12 @@ def cmd_history(state: ReplState, args: str) -> None:
         state.say("No turns yet in this conversation.")
         return
     lines = [f"System: {_short(state.conversation.system, 70)}"] if state.conversation.system else []
+    first = state.conversation.first_sent()
+    if first:
+        summary = state.conversation.active_summary()
+        how = "no longer sent" if summary is None else (
+            "summarised" if summary.covers >= first else "summarised or no longer sent")
+        lines.append(f"(turns 1-{first} are {how} to fit the context window; /context shows what is sent)")
     for number, exchange in enumerate(exchanges, 1):
         lines.append(f"{number:>3}. you: {_short(exchange.user, 70)}")
         lines.append(f"     {exchange.model or 'model'}: {_short(exchange.answer, 70)}{_status(exchange)}")
@@ -552,16 +574,36 @@ def cmd_usage(state: ReplState, args: str) -> None:
     if not t.turns:
         state.say("No turns yet.")
         return
-    parts = [f"{t.turns} turn{'s' * (t.turns != 1)}", f"prompt {t.prompt:,}", f"completion {t.completion:,}"]
+    calls = f"{t.turns} turn{'s' * (t.turns != 1)}"
+    if t.summaries:
+        calls += f" + {t.summaries} summary call{'s' * (t.summaries != 1)}"
+    parts = [calls, f"prompt {t.prompt:,}", f"completion {t.completion:,}"]
     if t.reasoning:
         parts[-1] += f" (reasoning {t.reasoning:,})"
     parts.append(f"total {t.prompt + t.completion:,} tokens")
     if t.costs:
-        parts.append("cost " + " + ".join(Price(0, 0, currency=c).format(v) for c, v in t.costs.items()))
+        parts.append("cost " + t.cost_text())
     line = "Since start: " + " · ".join(parts)
     if t.unreported:
         line += f"\n({t.unreported} turn{'s' * (t.unreported != 1)} without a usage report not counted)"
     state.say(line)
+
+
+def cmd_context(state: ReplState, args: str) -> None:
+    _no_args(args)
+    state.say(describe(state.context(), state.conversation))
+
+
+def cmd_compact(state: ReplState, args: str) -> None:
+    _no_args(args)
+    conversation = state.conversation
+    if not any(e.answer for e in conversation.exchanges[conversation.first_sent():]):
+        state.say("Nothing to compact: no earlier exchange is sent verbatim.")
+        return
+    if state.context().compact(conversation, state.say):
+        state.compacted = True
+    else:
+        state.say("The conversation was not compacted; it is sent as before.")
 
 
 def cmd_save(state: ReplState, args: str) -> None:
@@ -677,5 +719,7 @@ COMMANDS = Registry([
     Command("undo", cmd_undo, "Drop the last question and its answer"),
     Command("history", cmd_history, "Show this conversation's turns, shortened"),
     Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),
+    Command("context", cmd_context, "Tokens used of the context window, and how the history is kept in it"),
+    Command("compact", cmd_compact, "Summarise (or, with history = truncate, drop) the older half of the history now"),
     Command("save", cmd_save, "Write the conversation to FILE (.md or .json)", "FILE"),
 ])

@@ -22,9 +22,11 @@ from llmchat.pricing import Price
 
 ProviderName = Literal["ollama", "bailian", "openai"]
 ThinkingDisplay = Literal["collapse", "show", "hide"]
+HistoryStrategy = Literal["keep", "truncate", "summarize"]
 
 PROVIDERS: tuple[str, ...] = ("ollama", "bailian", "openai")
 THINKING_DISPLAYS: tuple[str, ...] = ("collapse", "show", "hide")
+HISTORY_STRATEGIES: tuple[str, ...] = ("keep", "truncate", "summarize")  # context.py implements them
 REGIONS: dict[str, str] = {
     "beijing": "https://dashscope.aliyuncs.com/compatible-mode/v1",
     "singapore": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
@@ -54,7 +56,9 @@ class Profile:
     max_tokens: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] | None = None
-    context_window: int | None = None
+    context_window: int | None = None  # None: the model's known window (tokens.KNOWN_WINDOWS), if any
+    history: HistoryStrategy = "summarize"  # what to do when the conversation outgrows the window
+    summary_profile: str | None = None  # another profile to write summaries with (None: this one)
     timeout: float | None = None
     retries: int = 2
     thinking: ThinkingDisplay = "collapse"
@@ -228,6 +232,14 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
         if not isinstance(table, dict):
             raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
         profiles[name] = _build_profile(name, table, locate)
+    for name, profile in profiles.items():
+        wanted = profile.summary_profile
+        if wanted is not None and wanted not in profiles:
+            raise locate.error(
+                name, "summary_profile",
+                f"profiles.{name}.summary_profile = '{wanted}' names no profile.{_did_you_mean(wanted, profiles)}",
+                f"Known profiles: {', '.join(sorted(profiles))}.",
+            )
     default = data.get("default_profile", DEFAULT_PROFILE)
     if not isinstance(default, str):
         raise locate.error(None, "default_profile", "default_profile must be a string naming a profile.")
@@ -259,6 +271,8 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int,), "an integer"),
     "stop": ((list, str), "a string or a list of strings"),
     "context_window": ((int,), "a positive integer (tokens)"),
+    "history": ((str,), "one of " + ", ".join(f'"{h}"' for h in HISTORY_STRATEGIES)),
+    "summary_profile": ((str,), "the name of another profile, to write summaries with"),
     "timeout": ((int, float), "seconds, a positive number"),
     "retries": ((int,), "an integer >= 0"),
     "thinking": ((str,), "one of " + ", ".join(f'"{t}"' for t in THINKING_DISPLAYS)),
@@ -320,6 +334,11 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     if thinking not in THINKING_DISPLAYS:
         raise locate.error(name, "thinking", f"profiles.{name}.thinking = '{thinking}' is unknown.",
                            f"Allowed: {', '.join(THINKING_DISPLAYS)}.")
+    history = values.get("history", "summarize")
+    if history not in HISTORY_STRATEGIES:
+        near = _did_you_mean(history, HISTORY_STRATEGIES)
+        raise locate.error(name, "history", f"profiles.{name}.history = '{history}' is unknown.{near}",
+                           f"Allowed: {', '.join(HISTORY_STRATEGIES)}.")
     for key in ("thinking_budget", "max_tokens", "context_window", "top_k"):
         if key in values and values[key] <= 0:
             raise locate.error(name, key, f"profiles.{name}.{key} must be a positive integer.")
@@ -337,10 +356,10 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     numbers = {k: float(values[k]) for k in ("temperature", "top_p", "timeout") if k in values}
     copied = {k: values[k] for k in ("api_key_env", "system", "think", "thinking_budget", "search", "top_k",
                                      "max_tokens", "seed", "context_window", "retries", "api_key",
-                                     "save") if k in values}
+                                     "save", "summary_profile") if k in values}
     return Profile(
         name=name, provider=provider, model=model, base_url=base_url,
-        region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking,
+        region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking, history=history,
         options=dict(values.get("options", {})), origin=str(locate.path), **numbers, **copied,
     )
 

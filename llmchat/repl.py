@@ -92,11 +92,15 @@ def respond(state: ReplState, text: str, *, plain: bool) -> Action:
 
 
 def ask(state: ReplState, question: str, *, plain: bool) -> None:
-    """One turn; a provider error is printed and the REPL carries on (run_turn never raises for it)."""
+    """One turn; a provider error is printed and the REPL carries on (run_turn never raises for it).
+
+    The history is fitted to the window first (the profile's `history` strategy), with a one-line
+    notice when older turns are summarised or no longer sent.
+    """
     view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
     result, error = run_turn(
-        state.conversation, question, state.provider, state.options, view, retries=state.profile.retries,
-        recorder=state.recorder(),
+        state.conversation, question, state.provider, state.request_options(), view,
+        retries=state.profile.retries, recorder=state.recorder(), context=state.context(),
     )
     state.record(result)
     if error is not None:

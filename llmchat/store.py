@@ -15,6 +15,11 @@ Why it is built the way it is:
 - **Searchable.** Message text is indexed with FTS5's trigram tokenizer when this SQLite has it, which
   gives case-insensitive substring search (CJK included) with the same meaning as the LIKE fallback.
 
+Money: each answer row stores its cost, computed at write time from the profile's price, with the
+currency and the profile's name, so `llmchat usage` reports what the turn cost when it was made even
+after the price list changes. Summaries that replaced old turns (context.py) are rows of their own,
+with their cost too: a resumed conversation keeps its summary, and `usage` counts what it cost.
+
 Layout invariant: exchange k of a conversation is the user message at position 2k and, once the turn
 has ended, the assistant message at 2k + 1. A question whose answer never came (the process died) is a
 user row without its partner, and resumes as an exchange with no answer (so it is not resent).
@@ -37,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmchat.chat import Conversation, Exchange
+from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.events import Timing, TurnResult, Usage
 
@@ -54,8 +59,11 @@ TITLE_CHARS = 80
 USAGE_COLUMNS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "total_tokens": "total",
                  "reasoning_tokens": "reasoning", "cached_tokens": "cached", "eval_s": "eval_seconds"}
 TIMING_COLUMNS = ("ttft_s", "total_s", "thinking_s", "tokens_per_s")
+COST_COLUMNS = ("profile", "cost", "currency")  # schema 2: who answered, and what it cost then
 MESSAGE_COLUMNS = ("position", "role", "content", "reasoning", "model", *USAGE_COLUMNS, *TIMING_COLUMNS,
-                   "finish_reason", "interrupted", "created")
+                   "finish_reason", "interrupted", "created", *COST_COLUMNS)
+SUMMARY_COLUMNS = ("covers", "content", "profile", "model", "prompt_tokens", "completion_tokens", "total_tokens",
+                   "reasoning_tokens", "cached_tokens", "cost", "currency", "created")
 CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system", "created", "updated")
 
 
@@ -183,8 +191,39 @@ def _create_fts(db: sqlite3.Connection) -> None:
     db.execute("RELEASE fts")
 
 
+def _migrate_to_2(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 6: the cost and profile of each answer, and the summaries that stand in for old turns.
+
+    Answers saved before this have no cost (the price then is unknown); their profile is the
+    conversation's, the best guess there is.
+    """
+    for column, kind in (("profile", "TEXT"), ("cost", "REAL"), ("currency", "TEXT")):
+        db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    db.execute("UPDATE messages SET profile = (SELECT c.profile FROM conversations c "
+               "WHERE c.id = messages.conversation) WHERE role = 'assistant'")
+    db.execute("""
+        CREATE TABLE summaries (
+            id                INTEGER PRIMARY KEY,
+            conversation      TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            covers            INTEGER NOT NULL,  -- it replaces exchanges 0 .. covers - 1
+            content           TEXT NOT NULL,
+            profile           TEXT,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            total_tokens      INTEGER,
+            reasoning_tokens  INTEGER,
+            cached_tokens     INTEGER,
+            cost              REAL,
+            currency          TEXT,
+            created           TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX summaries_conversation ON summaries (conversation, id)")
+    db.execute("CREATE INDEX messages_created ON messages (created)")
+
+
 #: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -225,12 +264,28 @@ class StoredMessage:
     finish_reason: str | None
     interrupted: bool
     created: str
+    profile: str | None = None
+    cost: float | None = None
+    currency: str | None = None
 
     def result(self) -> TurnResult:
         """The turn as the renderers know it, so the usage line reads the same as it did live."""
         return TurnResult(model=self.model or "", answer=self.content, reasoning=self.reasoning or "",
                           finish_reason=self.finish_reason, usage=self.usage, timing=self.timing or Timing(),
                           interrupted=self.interrupted)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One billed call, as `llmchat usage` adds them up: a turn's answer, or a summary call."""
+
+    kind: str  # "turn" | "summary"
+    created: str
+    profile: str | None
+    model: str | None
+    usage: Usage | None
+    cost: float | None
+    currency: str | None
 
 
 @dataclass(frozen=True)
@@ -507,7 +562,57 @@ class Store:
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
             exchange.model = message.model or exchange.model
             exchange.interrupted, exchange.usage = message.interrupted, message.usage
+        conversation.summary = self.latest_summary(conversation.id or "", len(conversation.exchanges))
+        if conversation.summary is not None:
+            conversation.start = conversation.summary.covers
         return conversation
+
+    # -- summaries and usage ------------------------------------------------------------------
+
+    def save_summary(self, conversation: Conversation, summary: ContextSummary) -> None:
+        """Keep the summary with its conversation (a resume sends it again) and what it cost."""
+        if conversation.id is None:
+            return
+        usage = summary.usage
+        values = {"covers": summary.covers, "content": summary.text, "profile": summary.profile,
+                  "model": summary.model, "cost": summary.cost, "currency": summary.currency, "created": now()}
+        for column, field in USAGE_COLUMNS.items():
+            if column in SUMMARY_COLUMNS:
+                values[column] = getattr(usage, field) if usage is not None else None
+        try:
+            with self._write() as db:
+                db.execute(f"INSERT INTO summaries (conversation, {', '.join(values)}) "
+                           f"VALUES (?, {', '.join('?' * len(values))})", [conversation.id, *values.values()])
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def latest_summary(self, cid: str, exchanges: int) -> ContextSummary | None:
+        """The newest summary of `cid` that covers no more than its `exchanges` (after /undo, fewer)."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM summaries WHERE conversation = ? "
+                                   "AND covers <= ? ORDER BY id DESC LIMIT 1", (cid, exchanges)).fetchone()
+        if row is None:
+            return None
+        return ContextSummary(text=row["content"], covers=row["covers"], profile=row["profile"], model=row["model"],
+                              usage=_usage(row), cost=row["cost"], currency=row["currency"])
+
+    def usage_rows(self, since: str | None = None) -> list[UsageRow]:
+        """Every answer and every summary call, with the tokens and cost saved with it, oldest first.
+
+        `since` is an ISO 8601 UTC time as the store writes them (they compare as text).
+        """
+        where = " AND m.created >= ?" if since else ""
+        sql = ("SELECT 'turn' AS kind, m.created, COALESCE(m.profile, c.profile) AS profile, "
+               "COALESCE(m.model, c.model) AS model, " + ", ".join(f"m.{c}" for c in USAGE_COLUMNS) + ", "
+               "m.cost, m.currency FROM messages m JOIN conversations c ON c.id = m.conversation "
+               "WHERE m.role = 'assistant'" + where + " UNION ALL "
+               "SELECT 'summary', s.created, s.profile, s.model, s.prompt_tokens, s.completion_tokens, "
+               "s.total_tokens, s.reasoning_tokens, s.cached_tokens, NULL, s.cost, s.currency "
+               "FROM summaries s" + (" WHERE s.created >= ?" if since else "") + " ORDER BY 2")
+        with self._read() as db:
+            rows = db.execute(sql, (since, since) if since else ()).fetchall()
+        return [UsageRow(kind=r["kind"], created=r["created"], profile=r["profile"], model=r["model"],
+                         usage=_usage(r), cost=r["cost"], currency=r["currency"]) for r in rows]
 
     # -- export, import, remove ---------------------------------------------------------------
 
@@ -540,13 +645,16 @@ class Store:
         return Imported(conversation["id"], original)
 
     def _same(self, cid: str, record: dict[str, Any]) -> bool:
-        return self.export_record(cid) == json.loads(json.dumps(record))
+        """Whether `record` is what is saved as `cid`, compared as validated rows so that a file written
+        before a field existed (e.g. costs) still matches the conversation it came from."""
+        return _validate(self.export_record(cid), "") == _validate(json.loads(json.dumps(record)), "")
 
     def remove(self, ref: str) -> Summary:
         """Delete a conversation and its messages (and their index entries); returns what was deleted."""
         summary = self.summary(ref)
         with self._write() as db:
             db.execute("DELETE FROM messages WHERE conversation = ?", (summary.id,))
+            db.execute("DELETE FROM summaries WHERE conversation = ?", (summary.id,))
             db.execute("DELETE FROM conversations WHERE id = ?", (summary.id,))
         return summary
 
@@ -560,17 +668,23 @@ def _summary(row: sqlite3.Row) -> Summary:
     return Summary(**{name: row[name] for name in (*CONVERSATION_COLUMNS, "turns")})
 
 
+def _usage(row: sqlite3.Row) -> Usage | None:
+    """The usage columns of a row (those it has), or None when the server reported none of them."""
+    present = {column: row[column] for column in USAGE_COLUMNS if column in row.keys()}  # noqa: SIM118
+    if all(value is None for value in present.values()):
+        return None
+    return Usage(**{USAGE_COLUMNS[column]: value for column, value in present.items()})
+
+
 def _message(row: sqlite3.Row) -> StoredMessage:
-    usage = None
-    if any(row[c] is not None for c in USAGE_COLUMNS):
-        usage = Usage(**{field: row[column] for column, field in USAGE_COLUMNS.items()})
+    usage = _usage(row)
     timing = None
     if any(row[c] is not None for c in TIMING_COLUMNS):
         timing = Timing(**{c: row[c] for c in TIMING_COLUMNS})
     return StoredMessage(position=row["position"], role=row["role"], content=row["content"],
                          reasoning=row["reasoning"], model=row["model"], usage=usage, timing=timing,
                          finish_reason=row["finish_reason"], interrupted=bool(row["interrupted"]),
-                         created=row["created"])
+                         created=row["created"], profile=row["profile"], cost=row["cost"], currency=row["currency"])
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -597,8 +711,12 @@ def _user_row(position: int, exchange: Exchange, stamp: str) -> dict[str, Any]:
             "created": stamp}
 
 
-def _answer_row(position: int, exchange: Exchange, result: TurnResult | None, stamp: str) -> dict[str, Any]:
-    """The assistant row; an answer that failed before any text is saved empty, so the turn is on record."""
+def _answer_row(position: int, exchange: Exchange, result: TurnResult | None, stamp: str,
+                profile: Profile | None = None) -> dict[str, Any]:
+    """The assistant row; an answer that failed before any text is saved empty, so the turn is on record.
+
+    Its cost is computed now, from the price the profile has now: that is what the turn cost.
+    """
     usage = result.usage if result is not None else exchange.usage
     row: dict[str, Any] = {
         "position": position, "role": "assistant", "content": exchange.answer,
@@ -611,6 +729,10 @@ def _answer_row(position: int, exchange: Exchange, result: TurnResult | None, st
     row["finish_reason"] = result.finish_reason if result is not None else None
     row["interrupted"] = int(exchange.interrupted)
     row["created"] = stamp
+    price = profile.price if profile is not None else None
+    cost = price.cost(usage) if price is not None and usage is not None and result is not None else None
+    row["profile"] = profile.name if profile is not None else None
+    row["cost"], row["currency"] = cost, (price.currency if price is not None and cost is not None else None)
     return row
 
 
@@ -665,7 +787,7 @@ class Recorder:
                                   (cid, 2 * index)).fetchone():
                     _insert(db, cid, _user_row(2 * index, exchange, stamp))  # removed mid-turn elsewhere
                 db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * index + 1))
-                _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp))
+                _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp, self.profile))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (stamp, cid))
         except (sqlite3.Error, ValueError) as exc:
             self.warn(f"The answer could not be saved to history: {exc}.")
@@ -688,6 +810,7 @@ def _export_message(row: sqlite3.Row) -> dict[str, Any]:
         "usage": usage if any(v is not None for v in usage.values()) else None,
         "timing": timing if any(v is not None for v in timing.values()) else None,
         "finish_reason": row["finish_reason"], "interrupted": bool(row["interrupted"]), "created": row["created"],
+        **{column: row[column] for column in COST_COLUMNS},
     }
 
 
@@ -747,6 +870,8 @@ def _message_row(message: Any, n: int, fail: Callable[[str], ImportFormatError])
     row["finish_reason"] = get("finish_reason", (str,))
     row["interrupted"] = int(get("interrupted", (bool,), False))
     row["created"] = get("created", (str,), False)
+    row["profile"], row["currency"] = get("profile", (str,)), get("currency", (str,))
+    row["cost"] = get("cost", (int, float))  # absent in files exported before costs were saved
     return row
 
 

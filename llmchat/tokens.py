@@ -1,27 +1,35 @@
-"""Cheap token estimates and context-window sizes, for warnings before a request is sent.
+"""Cheap token estimates, context-window sizes, and per-conversation token accounting.
 
-No tokenizer is shipped (they are large and model-specific); the estimate errs on the high side:
+No tokenizer is shipped (they are large and model-specific); the base estimate errs on the high side:
 about 4 characters a token for Latin text, one token per CJK character (Bailian's docs give 1-2
-tokens per Chinese character), plus a few tokens of framing per message.
+tokens per Chinese character), plus a few tokens of framing per message. A `TokenLedger` then
+calibrates it against what the server reported for the conversation's last request, so decisions
+about the window (context.py's strategies) follow the real tokenizer within a few percent.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 MESSAGE_OVERHEAD = 4  # role and separators, per message
 
 #: Context windows (tokens) of models the source docs name; a profile's context_window wins.
+#: A key matches the model exactly, its family before ":" (qwen3:0.6b), or a dated/"-latest" variant.
 KNOWN_WINDOWS: dict[str, int] = {
-    "qwen-plus": 131_072,
-    "qwen3": 40_960,  # Ollama's qwen3 family, as trained; the server's num_ctx may be smaller
+    "qwen-plus": 131_072,  # also qwen-plus-latest and the dated snapshots (Bailian: 128K)
+    "qwen3": 40_960,  # Ollama's qwen3 tags, as trained (the Ollama library page: 40K)
 }
-#: Ollama's default num_ctx on versions 0.6-0.15.4 when neither the profile nor the server sets one.
+#: Ollama's default num_ctx on versions 0.6-0.15.4, for models whose window nobody knows.
 OLLAMA_DEFAULT_NUM_CTX = 4096
+#: A reported/estimated ratio outside this range is not a tokenizer difference but something else
+#: (Ollama counting only the uncached part of a prompt, or truncating it), so it is not trusted.
+CALIBRATION_RANGE = (0.5, 2.0)
 
 
 def estimate_tokens(text: str) -> int:
@@ -34,14 +42,79 @@ def estimate_messages(messages: Iterable[Mapping[str, Any]]) -> int:
 
 
 def context_window(model: str, configured: int | None, provider: str) -> tuple[int | None, str]:
-    """The window to check against and where that number comes from (for the warning's wording)."""
+    """The window to manage and where that number comes from (for notices and `/context`).
+
+    None when nobody knows it (a cloud model the docs give no size for): the history is then sent
+    whole, and only the server's "too long" answer makes it shrink.
+    """
     if configured:
-        return configured, "the profile's context_window"
-    family = model.split(":", 1)[0]
-    if model in KNOWN_WINDOWS:
-        return KNOWN_WINDOWS[model], f"{model}'s context window"
+        return configured, "context_window"
+    known = _known_window(model)
+    if known is not None:
+        return known, f"{model}'s context window"
     if provider == "ollama":
         return OLLAMA_DEFAULT_NUM_CTX, "Ollama's default num_ctx (set context_window in the profile to raise it)"
-    if family in KNOWN_WINDOWS:
-        return KNOWN_WINDOWS[family], f"{family}'s context window"
     return None, ""
+
+
+def _known_window(model: str) -> int | None:
+    family = model.split(":", 1)[0]
+    for name in (model, family):
+        if name in KNOWN_WINDOWS:
+            return KNOWN_WINDOWS[name]
+    for name, window in KNOWN_WINDOWS.items():
+        if "-" in name and family.startswith(name + "-"):  # qwen-plus-latest, qwen-plus-2025-04-28
+            return window
+    return None
+
+
+@dataclass
+class TokenLedger:
+    """One conversation's token accounting: what the server counted for the last request, and how to
+    predict its count for the next one.
+
+    The next request is mostly the last one again (plus an answer and a question, minus what was
+    summarised or dropped), so the prediction starts from the server's own count and estimates only
+    the difference, scaled by the reported/estimated ratio. A request that shares nothing with the
+    last one (or a conversation with no trusted report) gets the scaled estimate of the whole.
+    """
+
+    ratio: float = 1.0
+    reported: int | None = None  # prompt tokens the server reported for the last request
+    estimated: int | None = None  # the uncalibrated estimate of that same request
+    _basis: Counter[tuple[str, str]] | None = field(default=None, repr=False)  # its messages, if trusted
+
+    def observe(self, messages: Iterable[Mapping[str, Any]], reported: int | None) -> None:
+        """Learn from one request: what was sent, and the prompt tokens the server counted for it."""
+        sent = [_key(m) for m in messages]
+        estimated = sum(_tokens(k) for k in sent)
+        self.reported, self.estimated, self._basis = reported, estimated, None
+        if reported and estimated:
+            ratio = reported / estimated
+            low, high = CALIBRATION_RANGE
+            if low <= ratio <= high:
+                self.ratio, self._basis = ratio, Counter(sent)
+
+    def scaled(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """The estimate of `messages` scaled by the last ratio, for a request unlike the last one."""
+        return math.ceil(estimate_messages(messages) * self.ratio)
+
+    def estimate(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """The server's likely prompt count for `messages`."""
+        keys = [_key(m) for m in messages]
+        if self._basis is None or self.reported is None:
+            return math.ceil(sum(_tokens(k) for k in keys) * self.ratio)
+        now = Counter(keys)
+        added = sum(_tokens(k) * n for k, n in (now - self._basis).items())
+        removed = sum(_tokens(k) * n for k, n in (self._basis - now).items())
+        if added + removed >= sum(_tokens(k) for k in keys):  # little in common: start from scratch
+            return math.ceil(sum(_tokens(k) for k in keys) * self.ratio)
+        return max(0, math.ceil(self.reported + (added - removed) * self.ratio))
+
+
+def _key(message: Mapping[str, Any]) -> tuple[str, str]:
+    return str(message.get("role") or ""), str(message.get("content") or "")
+
+
+def _tokens(key: tuple[str, str]) -> int:
+    return estimate_tokens(key[1]) + MESSAGE_OVERHEAD

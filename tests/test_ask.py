@@ -29,7 +29,7 @@ def test_flags_reach_the_ollama_request(fake_server, config_file, llmchat) -> No
     body = fake_server.last("/api/chat").body
     assert body["model"] == "qwen3:8b" and body["think"] is True
     assert body["messages"][0] == {"role": "system", "content": "Be terse."}
-    assert body["options"] == {"temperature": 0.2}
+    assert body["options"] == {"temperature": 0.2, "num_ctx": 40960}  # qwen3's window, so Ollama cuts nothing
     assert run.stdout == "You said: hi\n"  # reasoning never reaches stdout
     assert llmchat("ask", "--no-think", "hi").code == 0
     assert fake_server.last("/api/chat").body["think"] is False
@@ -195,12 +195,14 @@ def test_legacy_think_unsupported_text_is_recognised(fake_server, config_file, l
 
 
 def test_very_large_stdin_warns_that_it_will_not_fit(fake_server, config_file, llmchat) -> None:
-    big = "word " * 6000  # ~7,500 tokens: over Ollama's default num_ctx of 4,096
-    run = llmchat("ask", "summarise", input=big)
+    big = "word " * 6000  # ~7,500 tokens: over Ollama's default num_ctx of 4,096 (a model of unknown window)
+    run = llmchat("ask", "-m", "llama3.2", "summarise", input=big)
     assert run.code == 0
     assert "Warning: the input is about" in run.stderr and "4,096" in run.stderr and "num_ctx" in run.stderr
-    assert fake_server.last("/api/chat").body["messages"][-1]["content"].endswith(big)
-    small = llmchat("ask", "summarise", input="word " * 100)
+    body = fake_server.last("/api/chat").body
+    assert body["messages"][-1]["content"].endswith(big)  # the question itself is never cut
+    assert body["options"] == {"num_ctx": 4096}  # the window managed is the window the server uses
+    small = llmchat("ask", "-m", "llama3.2", "summarise", input="word " * 100)
     assert "Warning" not in small.stderr
 
 
