@@ -409,6 +409,17 @@ def cmd_think(state: ReplState, args: str) -> None:
     state.say(f"Thinking: {state.thinking_label()}{budget}")
 
 
+def cmd_search(state: ReplState, args: str) -> None:
+    word = args.lower()
+    labels = {True: "on", False: "off", None: "auto (the profile's, else the server's default)"}
+    if word:
+        if word not in ("on", "off", "auto"):
+            raise UsageError(f"'{args}' is not on, off or auto.")
+        state.options = replace(state.options, search={"on": True, "off": False, "auto": None}[word])
+    note = "" if state.profile.provider == "bailian" else " (web search applies to Bailian profiles only)"
+    state.say(f"Web search: {labels[state.options.search]}{note}")
+
+
 # /set: each key's parser turns the typed text into the ChatOptions value or raises UsageError.
 
 
@@ -683,6 +694,12 @@ def _complete_models(state: ReplState, before: Sequence[str]) -> Iterable[str]:
     return [] if before else state.model_names()
 
 
+def _complete_search(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    if before:
+        return []
+    return [("on", "let Bailian search the web"), ("off", "no web search"), ("auto", "the profile's setting")]
+
+
 def _complete_think(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
     if before:
         return []
@@ -713,6 +730,8 @@ COMMANDS = Registry([
     Command("system", cmd_system, "Replace the system prompt (alone: show it; --clear removes it)", "[TEXT]"),
     Command("think", cmd_think, "Ask for reasoning: on, off, auto, or a token budget", "[on|off|auto|BUDGET]",
             complete=_complete_think),
+    Command("search", cmd_search, "Bailian web search: on, off or auto (alone: show it)", "[on|off|auto]",
+            complete=_complete_search),
     Command("set", cmd_set, "Set a sampling option (alone: show them all)", "[KEY VALUE|default]",
             complete=_complete_set),
     Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),

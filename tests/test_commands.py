@@ -408,3 +408,13 @@ def test_save_argument_errors(h: Harness, args: str, message: str) -> None:
 def test_save_unwritable_path_is_reported(h: Harness, tmp_path: Path) -> None:
     out = h.say(f"/save {tmp_path / 'missing' / 'chat.md'}")
     assert out.startswith("Cannot write ") and "No such file or directory" in out
+
+
+def test_search_switches_web_search(h: Harness) -> None:
+    assert h.say("/search").strip().startswith("Web search: auto")
+    assert "Bailian profiles only" in h.say("/search on")
+    assert h.state.options.search is True
+    h.say("/search off")
+    assert h.state.options.search is False
+    assert h.say("/search maybe").strip() == "'maybe' is not on, off or auto. Usage: /search [on|off|auto]"
+    assert h.state.options.search is False

@@ -396,3 +396,11 @@ def test_input_history_file_is_private(repl, env) -> None:
     chat.wait_exit()
     path = Path(env["XDG_DATA_HOME"]) / "llmchat" / "input_history"
     assert "private words" in path.read_text() and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_search_command_reaches_bailian(repl) -> None:
+    chat = repl("-p", "bailian")
+    chat.command("/search on")
+    assert chat.ask("news?").body["enable_search"] is True
+    chat.command("/search off")
+    assert chat.ask("again").body["enable_search"] is False
