@@ -235,3 +235,8 @@ api_key = "{TEST_KEY}"
     refused = llmchat("ask", "-p", "inline", "hi")
     assert_clean_failure(refused, 2, "can be read by other users", "chmod 600")
     config_file.write_text(config_file.read_text().replace(TEST_KEY, "sk-gone"))  # the scan must not find it
+
+
+def test_unreadable_config_path(config_file, llmchat) -> None:
+    run = llmchat("ask", "hi", LLMCHAT_CONFIG=str(config_file.parent))
+    assert_clean_failure(run, 2, "is a directory, not a TOML file")

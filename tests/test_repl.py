@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakeserver import Stream
+from fakeserver import Raw, Stream
 
 from llmchat.repl import block_is_open, unwrap_block
 
@@ -404,3 +404,43 @@ def test_search_command_reaches_bailian(repl) -> None:
     assert chat.ask("news?").body["enable_search"] is True
     chat.command("/search off")
     assert chat.ask("again").body["enable_search"] is False
+
+
+# ------------------------------------------------------------------------------------------ failure matrix
+
+FAULTS = {
+    "rate limit": (lambda: Raw.fixture("openai_error_rate_limit.json", status=429), "rate-limiting", ""),
+    "server error": (lambda: Raw(status=503, body='{"error":{"message":"Model is unavailable","code":"x"}}'),
+                     "failed (503", ""),
+    "bad key": (lambda: Raw.fixture("openai_error_invalid_key.json", status=401), "rejected the API key", ""),
+    "cut stream": (lambda: Stream(answer="Half an answer that stops", piece_size=5, cut_after=2),
+                   "broke mid-answer", "Half an an"),
+    "stall": (lambda: Stream(answer="Some words then silence", piece_size=5, stall_after=2, stall_seconds=10),
+              "sent nothing for 1 s", "Some words"),
+    "in-band error": (lambda: Stream(answer="Partly there", piece_size=4, error_after=2), "stopped mid-answer",
+                      "Partly t"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_failure_is_reported_the_repl_goes_on_and_the_store_keeps_it(repl, llmchat, fault: str) -> None:
+    reply, message, partial = FAULTS[fault]
+    chat = repl("-p", "bailian", LLMCHAT_TIMEOUT="1")
+    chat.server.enqueue(reply())
+    chat.ask("first question")
+    shown = chat.since()
+    assert message in shown and "Traceback" not in shown
+    if partial:
+        assert partial in shown and "[interrupted]" in shown
+    after = chat.ask("second question")  # the REPL is alive and the next turn works
+    assert after.body["messages"][-1]["content"] == "second question"
+    chat.press(CTRL_D)
+    assert chat.wait_exit() == 0
+    saved = json.loads(llmchat("history", "export", "last", "--format", "json").stdout)["messages"]
+    first_answer = saved[1]
+    assert saved[0]["content"] == "first question" and first_answer["interrupted"] is bool(partial)
+    if partial:  # what arrived is kept, flagged
+        assert first_answer["content"].startswith(partial)
+    else:  # failed before any text: the question is kept, the answer is empty
+        assert first_answer["content"] == ""
+    assert saved[-1]["content"] == "You said: second question"
