@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING
 from llmchat.chat import ContextSummary, Conversation, TurnView, run_turn
 from llmchat.config import Profile
 from llmchat.context import manager_for, request_options
-from llmchat.errors import LlmchatError
+from llmchat.errors import LlmchatError, ModelNotFound
 from llmchat.providers import ChatOptions, connect
+from llmchat.pull import offer_pull
 from llmchat.session import Overrides, resolve
 
 if TYPE_CHECKING:
+    from llmchat.ask_extras import AskExtras
+    from llmchat.errors import ProviderError
+    from llmchat.events import TurnResult
     from llmchat.store import Store
 
 
@@ -40,7 +44,7 @@ def open_saved_store() -> Store:
 
 
 def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
-            save: bool = True, resume: str | None = None) -> int:
+            save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> int:
     """Run the turn; returns the exit code (errors are raised for `main` to report).
 
     With `-c` the saved history is sent, fitted to the window by the profile's `history` strategy
@@ -48,11 +52,17 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
     """
     config, profile = resolve(flags)
     provider = connect(profile)
-    view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
+    options = ChatOptions.from_profile(profile)
+    sent = extras.options(options, provider) if extras else options  # images, --format: checked before the turn
+
+    def new_view() -> TurnView:
+        view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
+        return extras.view(view, as_json=as_json, plain=plain) if extras else view
+
+    view = new_view()
     store = open_saved_store() if (save and profile.save) or resume else None
     conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
     recorder = store.recorder(profile) if store and save and profile.save else None
-    options = ChatOptions.from_profile(profile)
 
     def keep_summary(conversation: Conversation, summary: ContextSummary) -> None:
         if store is not None and recorder is not None:
@@ -62,12 +72,18 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
                 view.notice(f"The summary could not be saved to history: {exc.message}")
 
     context = manager_for(profile, options, config, connect, provider=provider, on_summary=keep_summary)
-    result, error = run_turn(
-        conversation, question, provider, request_options(options, profile.provider), view,
-        retries=profile.retries, recorder=recorder, context=context,
-    )
+
+    def turn(view: TurnView) -> tuple[TurnResult, ProviderError | None]:
+        return run_turn(conversation, question, provider, request_options(sent, profile.provider), view,
+                        retries=profile.retries, recorder=recorder, context=context)
+
+    result, error = turn(view)
+    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
+        conversation.exchanges.pop()  # asked again: the store replaces the failed turn (same position)
+        view = new_view()
+        result, error = turn(view)
     if error is not None:
         raise error
     if result.interrupted:
         return 130
-    return 0
+    return extras.finish(result) if extras else 0

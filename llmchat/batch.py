@@ -33,6 +33,7 @@ from llmchat.errors import ConfigError, ProviderError
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
+from llmchat.structured import check_format
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 ROW_KEYS = ("id", "prompt", "messages", "system", "model")
 ROLES = ("system", "user", "assistant")
-FORMATS = ("json",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 DEFAULT_CONCURRENCY = 4
 
@@ -610,8 +610,7 @@ def _check_arguments(output: str | None, concurrency: int, resume: bool, fmt: st
     if resume and not output:
         raise ConfigError("--resume needs -o OUTPUT: it continues the file an earlier run wrote.",
                           hint="Run e.g. `llmchat batch prompts.txt -o answers.jsonl --resume`.")
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not supported.", hint="Use --format json, or leave it out.")
+    check_format(fmt)
 
 
 def summary(totals: Totals, profile: Profile, *, skipped: int, seconds: float, output: str | None) -> str:

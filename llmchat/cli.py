@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.session import Overrides
+
+if TYPE_CHECKING:
+    from llmchat.ask_extras import AskExtras
 
 app = typer.Typer(
     name="llmchat",
@@ -123,17 +126,28 @@ def ask(
     no_save: NoSaveOpt = False,
     continue_: Annotated[bool, typer.Option(
         "--continue", "-c", help="Add this turn to the latest saved conversation (its history is sent).")] = False,
+    image: Annotated[Optional[list[str]], typer.Option(
+        "--image", "-i", metavar="PATH|URL", help="Attach an image (PNG, JPEG, WebP, GIF); repeatable. "
+        "URLs only for OpenAI-compatible servers (Ollama needs a file).", show_default=False)] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", metavar="json", help="Ask for a JSON answer; it is checked and printed as JSON.")] = None,
+    schema: Annotated[Optional[Path], typer.Option(
+        "--schema", metavar="FILE", help="Ask for JSON following this JSON Schema; the answer is checked "
+        "against it (exit 1 if it does not match).", dir_okay=False)] = None,
 ) -> None:
     """Ask one question and print the answer.
 
     `cat notes.md | llmchat ask "summarise"` sends the prompt, a blank line, then the piped text.
     When stdout is not a terminal, it receives the answer text only, exactly as streamed.
     """
+    from llmchat.ask_extras import AskExtras
+
+    extras = AskExtras.from_flags(image or [], fmt, schema)  # bad images or schema: exit 2 before anything
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
     _ask(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
-         save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None)
+         save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None, extras=extras)
 
 
 @app.command()
@@ -257,6 +271,39 @@ def models(ctx: typer.Context, profile: ProfileOpt = None, config: ConfigOpt = N
 
 
 @app.command()
+def pull(
+    ctx: typer.Context,
+    model_name: Annotated[Optional[str], typer.Argument(
+        metavar="MODEL", help="The model to download, e.g. qwen3:8b (default: the profile's model).",
+        show_default=False)] = None,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download a model into the profile's Ollama server, with progress."""
+    from llmchat.pull import run_pull
+
+    raise typer.Exit(run_pull(_flags(ctx, profile=profile, config=config), model_name))
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Also time a one-token request (a real, tiny, model call).")] = False,
+) -> None:
+    """Check each profile (or -p NAME): config, key, server, model, thinking and vision; ✓/✗ with the fix.
+
+    Exit 0 when every check passed, 1 otherwise.
+    """
+    from llmchat.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(_flags(ctx, profile=profile, config=config, model=model), probe=probe))
+
+
+@app.command()
 def batch(
     ctx: typer.Context,
     input_path: Annotated[str, typer.Argument(
@@ -343,7 +390,7 @@ def _read_stdin() -> str | None:
 
 
 def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
-         save: bool = True, resume: str | None = None) -> None:
+         save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> None:
     from llmchat.ask import run_ask
 
     question = " ".join(words).strip()
@@ -355,7 +402,9 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
             "Nothing to ask: the prompt is empty.",
             hint='Give a question (`llmchat ask "…"`) or pipe text in (`cat file | llmchat ask "summarise"`).',
         )
-    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream, save=save, resume=resume)
+    more = {"extras": extras} if extras else {}  # images / --format / --schema: run_ask's `extras`
+    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream, save=save, resume=resume,
+                   **more)
     if code:
         raise typer.Exit(code)
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from llmchat.config import Config, config_path, load_config, profile_as_table
-from llmchat.errors import ConfigError
+from llmchat.errors import ConfigError, LlmchatError
 from llmchat.session import Overrides, resolve
 
+if TYPE_CHECKING:
+    from llmchat.providers import ModelInfo, Provider
 
-def _console():
+
+def table_console():
     """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it."""
     import sys
 
@@ -38,21 +43,25 @@ def print_profiles(config_file: str | None) -> None:
             key += " ✓" if os.environ.get(profile.key_variable) else " (unset)"
         origin = "built-in" if profile.origin == "built-in" else "config"
         table.add_row("*" if name == active else "", name, profile.provider, profile.model, endpoint, key, origin)
-    _console().print(table)
+    table_console().print(table)
 
 
 def print_models(flags: Overrides, *, as_json: bool) -> None:
+    """The server's models with size, family and what each can do (thinking, vision, …) where it says."""
     from llmchat.providers import connect
 
     _, profile = resolve(flags)
-    listing = connect(profile).list_models()
+    provider = connect(profile)
+    listing = with_capabilities(provider, provider.list_models())
     if as_json:
-        print(json.dumps([m.__dict__ for m in listing], ensure_ascii=False, indent=2))
+        print(json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2))
         return
     from rich.table import Table
 
+    from llmchat.pull import format_bytes
+
     table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ["name", "size", "family", "parameters", "quantization", "modified", "owner"]
+    columns = ["name", "size", "family", "parameters", "quantization", "capabilities", "modified", "owner"]
     shown = [c for c in columns if c == "name" or any(getattr(m, c) for m in listing)]
     for column in shown:
         table.add_column(column, justify="right" if column == "size" else "left")
@@ -60,21 +69,59 @@ def print_models(flags: Overrides, *, as_json: bool) -> None:
         cells = []
         for column in shown:
             value = getattr(model, column)
-            cells.append(_size(value) if column == "size" and value else str(value or ""))
+            if column == "size" and value:
+                cells.append(format_bytes(value))
+            elif column == "capabilities":
+                cells.append(", ".join(c for c in value or () if c != "completion"))  # every chat model has it
+            else:
+                cells.append(str(value or ""))
         table.add_row(*cells)
-    console = _console()
+    console = table_console()
     console.print(table)
     if not listing:
         console.print(f"{profile.endpoint} offers no models.", style="dim")
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+def with_capabilities(provider: Provider, listing: list[ModelInfo]) -> list[ModelInfo]:
+    """Fill in capabilities the listing lacks by asking per model (Ollama before 0.30: `/api/show`).
+
+    Servers that never say (OpenAI-compatible: `capabilities()` is None) cost no extra request; Ollama's
+    are asked a few at a time, since each `/api/show` also reads the model's tensor list.
+    """
+    missing = [m for m in listing if m.capabilities is None]
+    if not missing:
+        return listing
+
+    def ask(model: ModelInfo) -> ModelInfo:
+        if model.capabilities is not None:
+            return model
+        try:
+            capabilities = provider.capabilities(model.name)
+        except LlmchatError:
+            return model  # removed meanwhile, or a broken manifest: the listing still shows it
+        return model if capabilities is None else replace(model, capabilities=_ordered(capabilities))
+
+    first = ask(missing[0])
+    if first.capabilities is None:  # this server does not say: no request per model
+        return listing
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(ask, listing))
+
+
+_ORDER = ("completion", "tools", "insert", "vision", "embedding", "thinking")  # Ollama's own order
+
+
+def _ordered(capabilities: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(capabilities, key=lambda c: (_ORDER.index(c) if c in _ORDER else len(_ORDER), c)))
+
+
+def _as_dict(model: ModelInfo) -> dict[str, object]:
+    data = dict(model.__dict__)
+    if model.capabilities is not None:
+        data["capabilities"] = list(model.capabilities)
+    return data
 
 
 def config_template() -> str:

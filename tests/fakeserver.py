@@ -337,6 +337,16 @@ class FakeServer:
         self.models: list[str] = list(DEFAULT_MODELS)
         self.non_thinking_models: set[str] = {"llama3.2:latest"}
         self.vision_models: set[str] = set()
+        self.version: str | None = None
+        """``/api/version``'s answer; None replays the recorded ``ollama_version.json`` (0.13.5)."""
+        self.tags_capabilities: bool = False
+        """Ollama >= 0.30 shape for ``/api/tags``: ``details.context_length`` and per-model ``capabilities``."""
+        self.registry: dict[str, list[int]] = {"qwen3:14b": [9_276_198_565, 11_338, 487], "llava:7b": [4_113_289_216]}
+        """Models ``/api/pull`` can download: name -> layer sizes in bytes. A pulled model joins ``models``."""
+        self.pull_steps: int = 4
+        """Progress lines per layer after its first (``completed`` omitted), the last one complete."""
+        self.pull_delay: float = 0.0
+        """Seconds between pull progress lines."""
         self.api_key: str | None = None
         self.think_by_default: bool = False
         """Ollama >= 0.12.4 thinks when ``think`` is unset; off by default so tests opt in explicitly."""
@@ -824,8 +834,9 @@ def _capabilities(fake: FakeServer, name: str) -> list[str]:
 
 
 def _tags_body(fake: FakeServer) -> bytes:
-    models = [
-        {
+    models = []
+    for m in fake.models:
+        entry: dict[str, Any] = {
             "name": m,
             "model": m,
             "modified_at": "2026-03-02T18:11:40.412736152+08:00",
@@ -833,9 +844,30 @@ def _tags_body(fake: FakeServer) -> bytes:
             "digest": _digest(m),
             "details": _details(m),
         }
-        for m in fake.models
-    ]
+        if fake.tags_capabilities:  # >= 0.30 (ollama_tags_v030.json): two more details, then capabilities
+            family = entry["details"]["family"]
+            entry["details"]["context_length"] = {"qwen3": 40960, "llama": 131072}.get(family, 32768)
+            entry["details"]["embedding_length"] = 4096
+            entry["capabilities"] = _capabilities(fake, m)
+        models.append(entry)
     return go_json({"models": models}).encode()
+
+
+def _pull_lines(layers: list[int] | None, steps: int) -> list[dict[str, Any]]:
+    """``api.ProgressResponse`` objects (status, digest, total, completed; zero values omitted) as
+    ``ollama pull`` receives them; an unknown model fails at the manifest with the registry's text."""
+    lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+    if layers is None:
+        lines.append({"error": "pull model manifest: file does not exist"})
+        return lines
+    for n, total in enumerate(layers):
+        digest = _digest(f"layer-{n}-{total}")
+        head = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": total}
+        lines.append(dict(head))
+        for step in range(1, max(steps, 1) + 1):
+            lines.append({**head, "completed": total * step // max(steps, 1)})
+    lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
+    return lines
 
 
 def _show_body(fake: FakeServer, name: str) -> bytes:
@@ -1021,7 +1053,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/" and method in ("GET", "HEAD"):
             self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
         elif path == "/api/version" and method == "GET":
-            self._send(200, load_fixture("ollama_version.json"), OLLAMA_JSON)
+            if fake.version is None:
+                self._send(200, load_fixture("ollama_version.json"), OLLAMA_JSON)
+            else:
+                self._send(200, go_json({"version": fake.version}).encode(), OLLAMA_JSON)
+        elif path == "/api/pull" and method == "POST":
+            self._ollama_pull(rec)
         elif path == "/api/tags" and method == "GET":
             self._send(200, _tags_body(fake), OLLAMA_JSON)
         elif path == "/api/show" and method == "POST":
@@ -1123,6 +1160,40 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Abort
 
     # -- Ollama -----------------------------------------------------------------------------------------
+
+    def _ollama_pull(self, rec: Recorded) -> None:
+        """``server/routes.go`` PullHandler: progress lines through ``streamResponse``; a failure after the
+        stream began (an unknown model: the manifest fetch) is an in-band ``{"error":…}`` line, status 200."""
+        fake = self.server.fake
+        body = rec.body if isinstance(rec.body, dict) else {}
+        name = body.get("model") or body.get("name") or ""
+        if not isinstance(name, str) or not name:
+            self._ollama_error(400, "model is required")
+            return
+        full = name if ":" in name else name + ":latest"
+        layers = fake.registry.get(name, fake.registry.get(full))
+        lines = _pull_lines(layers, fake.pull_steps)
+
+        def install() -> None:  # before "success" goes out: a client may use the model at once
+            with fake._lock:
+                if fake._resolve_ollama(name) is None:
+                    fake.models.append(full)
+
+        if body.get("stream") is False:
+            final = lines[-1]
+            if layers is not None:
+                install()
+            self._send(500 if "error" in final else 200, go_json(final).encode(), OLLAMA_JSON)
+            return
+        writer = _ChunkedWriter(self, batch=False)
+        writer.start(200, OLLAMA_NDJSON)
+        for i, line in enumerate(lines):
+            if i and fake.pull_delay > 0:
+                fake._sleep(fake.pull_delay)
+            if line.get("status") == "success":
+                install()
+            writer.chunk((go_json(line) + "\n").encode())
+        writer.end()
 
     def _ollama_show(self, rec: Recorded) -> None:
         fake = self.server.fake

@@ -76,7 +76,27 @@ def test_show_thinking_keeps_the_reasoning_on_screen(fake_server, config_file, e
     assert sum("Short answer." in line for line in lines) == 1
 
 
-def test_error_in_a_terminal_is_one_paragraph(fake_server, config_file, env) -> None:
-    code, lines = run_in_terminal(env, "-m", "qwen3:14b", "q")
-    text = "\n".join(lines)
-    assert code == 1 and "Error:" in text and "ollama pull qwen3:14b" in text and "Traceback" not in text
+def test_unknown_ollama_model_offers_a_pull_and_declining_is_one_paragraph(fake_server, config_file, env) -> None:
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "-m", "qwen3:14b", "q"], env=env,
+                          encoding="utf-8", dimensions=(30, 90), timeout=30)
+    child.expect_exact("Pull it now? [y/N]")
+    child.sendline("n")
+    raw = child.read()
+    child.close()
+    text = "\n".join(screen_lines(raw))
+    assert child.exitstatus == 1 and "Error:" in text and "pull qwen3:14b" in text and "Traceback" not in text
+    assert not any(r.path == "/api/pull" for r in fake_server.requests)
+
+
+def test_accepting_the_pull_offer_downloads_and_answers(fake_server, config_file, env) -> None:
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "-m", "qwen3:14b", "q"], env=env,
+                          encoding="utf-8", dimensions=(30, 90), timeout=30)
+    child.expect_exact("Pull it now? [y/N]")
+    child.sendline("y")
+    raw = child.read()
+    child.close()
+    assert child.exitstatus == 0, raw
+    assert "You said: q" in "\n".join(screen_lines(raw))
+    assert "qwen3:14b" in fake_server.models

@@ -153,3 +153,16 @@ def test_inline_key_in_a_private_file_is_used_with_a_warning(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="chmod 600") as info:
         load_config(path)
     assert "sk-inline-123" not in str(info.value)
+
+
+def test_the_example_profiles_for_other_services_load_when_uncommented(tmp_path: Path) -> None:
+    import re
+
+    root = Path(__file__).parent.parent
+    text = (root / "config.example.toml").read_text(encoding="utf-8")
+    uncommented = re.sub(r"(?m)^# (\[profiles\.|provider =|base_url =|model =|api_key_env =)", r"\1", text)
+    profiles = load_config(write(tmp_path, uncommented)).profiles
+    for name in ("deepseek", "siliconflow", "ark", "vllm", "lmstudio", "vision", "qwen-vl"):
+        assert name in profiles, name
+    assert profiles["deepseek"].endpoint == "https://api.deepseek.com/v1"
+    assert profiles["ark"].key_variable == "ARK_API_KEY" and profiles["lmstudio"].key_variable is None

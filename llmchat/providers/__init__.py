@@ -16,8 +16,11 @@ from llmchat.errors import MissingApiKey
 if TYPE_CHECKING:
     from llmchat.config import Profile
     from llmchat.events import Event
+    from llmchat.images import Image
 
-Message = Mapping[str, Any]  # {"role": "system" | "user" | "assistant", "content": str}
+#: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
+#: "images": a tuple of `llmchat.images.Image`, which each provider turns into its own wire form.
+Message = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,12 @@ class ChatOptions:
     stop: tuple[str, ...] | None = None
     context_window: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
-    #: "json" asks for a JSON answer (Ollama `format`, OpenAI `response_format` json_object); None: free text.
-    format: str | None = None
+    #: "json" asks for a JSON answer (Ollama `format`, OpenAI `response_format` json_object); a JSON Schema
+    #: (a mapping) asks for JSON that follows it (Ollama `format`, OpenAI json_schema); None: free text.
+    format: str | Mapping[str, Any] | None = None
+    #: Images for this request's question: added to the LAST user message by the provider. They ride on
+    #: the options rather than the message list because the turn loop builds the messages from text.
+    images: tuple[Image, ...] = ()
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ChatOptions:
@@ -60,6 +67,18 @@ class ModelInfo:
     quantization: str | None = None
     modified: str | None = None
     owner: str | None = None
+    #: What the server says the model can do ("completion", "tools", "vision", "thinking", …); None: not said.
+    capabilities: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One line of Ollama's streamed `/api/pull`: a phase ("pulling manifest", "success"), or a layer's bytes."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
 
 
 class Provider(Protocol):
@@ -72,6 +91,10 @@ class Provider(Protocol):
         ...
 
     def list_models(self) -> list[ModelInfo]: ...
+
+    def capabilities(self, model: str) -> frozenset[str] | None:
+        """What the server says `model` can do, or None when this kind of server does not say."""
+        ...
 
 
 def api_key_for(profile: Profile) -> str | None:
@@ -91,16 +114,26 @@ def api_key_for(profile: Profile) -> str | None:
     return key
 
 
-def connect(profile: Profile) -> Provider:
-    """A provider for the profile; imports the matching client library on first use."""
+def connect(profile: Profile, *, require_key: bool = True) -> Provider:
+    """A provider for the profile; imports the matching client library on first use.
+
+    `require_key=False` (doctor) connects even when the key variable is unset, to see whether the
+    server answers at all; any request that needs the key then fails with the server's 401.
+    """
     if profile.provider == "ollama":
         from llmchat.providers.ollama import OllamaProvider
 
         return OllamaProvider(host=profile.endpoint, read_timeout=profile.read_timeout())
     from llmchat.providers.openai_compat import OpenAICompatProvider
 
+    try:
+        key = api_key_for(profile)
+    except MissingApiKey:
+        if require_key:
+            raise
+        key = None
     return OpenAICompatProvider(
-        base_url=profile.endpoint, api_key=api_key_for(profile), read_timeout=profile.read_timeout(),
+        base_url=profile.endpoint, api_key=key, read_timeout=profile.read_timeout(),
         bailian=profile.provider == "bailian", key_variable=profile.key_variable,
         region=profile.region if profile.provider == "bailian" else None,
     )

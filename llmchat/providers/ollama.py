@@ -10,7 +10,7 @@ exception into an `llmchat.errors` error are shared, so both report failures in 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -28,17 +28,22 @@ from llmchat.errors import (
     Unreachable,
 )
 from llmchat.events import Answer, Event, Finish, Notice, Reasoning, Usage
-from llmchat.providers import ChatOptions, Message, ModelInfo
+from llmchat.images import attach, for_ollama
+from llmchat.providers import ChatOptions, Message, ModelInfo, PullProgress
 from llmchat.providers.thinktags import ThinkTagSplitter
 
 
 class OllamaProvider:
+    #: Ollama takes image bytes (base64) only; it never fetches a URL.
+    image_urls = False
+
     def __init__(self, host: str, read_timeout: float) -> None:
         self.host = host
         self._read_timeout = read_timeout
         self._timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=30.0, pool=5.0)
         self._client = ollama.Client(host=host, timeout=self._timeout)
         self._async_client: ollama.AsyncClient | None = None  # built on first `astream`
+        self._capabilities: dict[str, frozenset[str] | None] = {}
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
         request = self._request(messages, options)
@@ -74,14 +79,14 @@ class OllamaProvider:
         }
         request: dict[str, Any] = {
             "model": options.model,
-            "messages": [dict(m) for m in messages],
+            "messages": for_ollama(attach(messages, options.images)),
             "stream": True,
             "options": {**{k: v for k, v in sampling.items() if v is not None}, **options.extra} or None,
         }
         if options.think is not None:  # unset: leave it to the server's default for the model
             request["think"] = options.think
-        if options.format is not None:
-            request["format"] = options.format
+        if options.format is not None:  # "json" or a JSON Schema object, as Ollama spells both
+            request["format"] = dict(options.format) if isinstance(options.format, Mapping) else options.format
         return request
 
     def _stream(self, request: dict[str, Any], model: str) -> Iterator[Event]:
@@ -180,7 +185,8 @@ class OllamaProvider:
         if status == 404:
             return ModelNotFound(
                 f"Ollama at {self.host} does not have the model '{model}'.",
-                hint=f"Download it with `ollama pull {model}`, or list what you have with `llmchat models`.",
+                hint=f"Download it with `llmchat pull {model}` (or `ollama pull {model}`), "
+                "or list what you have with `llmchat models`.",
             )
         if status == 400 and "does not support thinking" in text:
             return ThinkingUnsupported(f"{model} does not support thinking.", hint="Use --no-think.")
@@ -190,27 +196,90 @@ class OllamaProvider:
             return ServerError(f"Ollama failed ({status}): {text}", hint="Retry; if it persists, check its logs.")
         return BadRequest(f"Ollama refused the request ({status}): {text}", hint="Check the profile's options.")
 
+    # -- metadata and model management: the same error mapping as the chat calls ----------------
+
     def list_models(self) -> list[ModelInfo]:
+        """`/api/tags`, read raw: the client's ListResponse drops v0.30's per-model `capabilities`."""
+        data = self._get_json("/api/tags", "")
+        return [_model_info(entry) for entry in data.get("models") or [] if isinstance(entry, dict)]
+
+    def version(self) -> str:
+        """The server's version (`/api/version`; the client has no method for it)."""
+        return str(self._get_json("/api/version", "").get("version") or "unknown")
+
+    def show(self, model: str) -> ModelInfo:
+        """One model's details and capabilities (`/api/show`); ModelNotFound when the server lacks it."""
         try:
-            listing = self._client.list()
+            shown = self._client.show(model)
+        except Exception as exc:
+            if (error := self._translate(exc, model, False)) is None:
+                raise
+            raise error from None
+        details = shown.details
+        capabilities = tuple(shown.capabilities) if shown.capabilities is not None else None
+        self._capabilities[model] = frozenset(capabilities) if capabilities is not None else None
+        return ModelInfo(
+            name=model, family=details.family if details else None,
+            parameters=details.parameter_size if details else None,
+            quantization=details.quantization_level if details else None,
+            modified=shown.modified_at.strftime("%Y-%m-%d") if shown.modified_at else None,
+            capabilities=capabilities,
+        )
+
+    def capabilities(self, model: str) -> frozenset[str] | None:
+        """From `/api/show` (once per model and provider); None from servers older than 0.9 that do not say."""
+        if model not in self._capabilities:
+            self.show(model)
+        return self._capabilities[model]
+
+    def pull(self, model: str) -> Iterator[PullProgress]:
+        """Download `model` into the server, yielding its streamed progress lines until "success"."""
+        try:
+            for part in self._client.pull(model, stream=True):
+                yield PullProgress(status=part.status or "", digest=part.digest or None,
+                                   total=part.total or None, completed=part.completed or None)
         except ollama.ResponseError as exc:
-            raise self._response_error(exc, "") from None
-        except (ConnectionError, httpx.TransportError):
-            raise Unreachable(
-                f"Cannot reach Ollama at {self.host}.",
-                hint="Start it with `ollama serve`, or point the profile's base_url (or OLLAMA_HOST) at your server.",
-            ) from None
-        models = []
-        for entry in listing.models:
-            details = entry.details
-            models.append(ModelInfo(
-                name=entry.model or "", size=entry.size,
-                family=details.family if details else None,
-                parameters=details.parameter_size if details else None,
-                quantization=details.quantization_level if details else None,
-                modified=entry.modified_at.strftime("%Y-%m-%d") if entry.modified_at else None,
-            ))
-        return models
+            raise self._pull_error(exc, model) from None
+        except Exception as exc:
+            if (error := self._translate(exc, model, False)) is None:
+                raise
+            raise error from None
+        self._capabilities.pop(model, None)
+
+    def _pull_error(self, exc: ollama.ResponseError, model: str) -> ProviderError:
+        """Pull failures arrive in-band (status 200, an {"error": …} line), so the text tells them apart."""
+        text = str(exc.error)
+        if exc.status_code != -1:  # refused before streaming: an HTTP status like any other call's
+            return self._response_error(exc, model)
+        if "does not exist" in text or "not found" in text:
+            return ModelNotFound(f"The Ollama registry has no model '{model}' ({text}).",
+                                 hint="Check the name and tag at https://ollama.com/search, e.g. qwen3:8b.")
+        return ProviderError(f"Ollama could not pull '{model}': {text}",
+                             hint="Check the server's network and disk space (its logs say more), then retry.")
+
+    def _get_json(self, path: str, model: str) -> dict[str, Any]:
+        # `_request_raw` is the client's own request-and-raise (ollama 0.6.x, pinned in pyproject).
+        try:
+            data = self._client._request_raw("GET", path).json()
+        except Exception as exc:
+            if (error := self._translate(exc, model, False)) is None:
+                raise
+            raise error from None
+        return data if isinstance(data, dict) else {}
+
+
+def _model_info(entry: dict[str, Any]) -> ModelInfo:
+    """A `/api/tags` entry; `capabilities` only from servers >= 0.30, which list them per model."""
+    details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+    capabilities = entry.get("capabilities")
+    modified = entry.get("modified_at")
+    return ModelInfo(
+        name=entry.get("model") or entry.get("name") or "", size=entry.get("size"),
+        family=details.get("family") or None, parameters=details.get("parameter_size") or None,
+        quantization=details.get("quantization_level") or None,
+        modified=modified[:10] if isinstance(modified, str) and modified else None,
+        capabilities=tuple(capabilities) if isinstance(capabilities, list) else None,
+    )
 
 
 class _ChunkReader:

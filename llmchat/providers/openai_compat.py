@@ -27,11 +27,16 @@ from llmchat.errors import (
     Unreachable,
 )
 from llmchat.events import Answer, Event, Finish, Reasoning, Usage
+from llmchat.images import attach, for_openai
 from llmchat.providers import ChatOptions, Message, ModelInfo
 from llmchat.providers.thinktags import ThinkTagSplitter
+from llmchat.structured import mention_json, response_format
 
 
 class OpenAICompatProvider:
+    #: The server fetches `image_url` URLs itself (Qwen-VL on Bailian documents only URLs).
+    image_urls = True
+
     def __init__(
         self, base_url: str, api_key: str | None, read_timeout: float, *, bailian: bool,
         key_variable: str | None, region: str | None,
@@ -67,7 +72,7 @@ class OpenAICompatProvider:
     def _body(self, messages: Sequence[Message], options: ChatOptions) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": options.model,
-            "messages": [dict(m) for m in messages],
+            "messages": for_openai(attach(messages, options.images)),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -89,9 +94,9 @@ class OpenAICompatProvider:
         extra.update(options.extra)
         if extra:
             body["extra_body"] = extra
-        if options.format == "json":
-            body["response_format"] = {"type": "json_object"}
-            body["messages"] = _mention_json(body["messages"])
+        if options.format is not None:
+            body["response_format"] = response_format(options.format)
+            body["messages"] = mention_json(body["messages"], options.format)
         return body
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
@@ -217,6 +222,10 @@ class OpenAICompatProvider:
         error.retry_after = _retry_after(exc)
         return error
 
+    def capabilities(self, model: str) -> frozenset[str] | None:
+        """OpenAI-compatible servers do not say what a model can do: None, the server's answer decides."""
+        return None
+
     def list_models(self) -> list[ModelInfo]:
         try:
             page = self._client.models.list()
@@ -263,21 +272,6 @@ class _DeltaReader:
     def flush(self) -> list[Event]:
         """End of the stream: the text the inline-<think> splitter was still holding back."""
         return list(self._splitter.flush())
-
-
-def _mention_json(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages, with a short instruction to answer in JSON unless one of them already says "JSON".
-
-    DashScope (and OpenAI) refuse `response_format: json_object` with a 400 unless the word appears
-    in the messages; saying it is also what makes the model comply rather than merely be constrained.
-    """
-    if any("json" in str(m.get("content", "")).lower() for m in messages):
-        return messages
-    instruction = "Answer with a single JSON object."
-    if messages and messages[0].get("role") == "system":
-        first = dict(messages[0], content=f"{messages[0].get('content', '')}\n\n{instruction}".lstrip())
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": instruction}, *messages]
 
 
 def _usage(usage: Any) -> Usage:
