@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.chat import _backoff, _measure
+from llmchat.context import request_options
 from llmchat.errors import ConfigError, ProviderError
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
@@ -509,7 +510,10 @@ class Batch:
     totals: Totals = field(default_factory=Totals)
 
     def options_for(self, row: Row) -> ChatOptions:
-        return replace(self.options, model=row.model) if row.model else self.options
+        """The row's options as sent: its own model if it names one, and that model's window as the
+        Ollama num_ctx (as in ask and the chat), so a long prompt is not cut silently."""
+        options = replace(self.options, model=row.model) if row.model else self.options
+        return request_options(options, self.profile.provider)
 
     async def run_row(self, index: int, row: Row) -> None:
         """Run one row and hand its record to the writer; whatever happens, the row gets a record."""

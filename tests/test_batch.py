@@ -669,3 +669,13 @@ def test_cli_exit_1_when_a_row_failed(fake_server, config_file, llmchat, tmp_pat
     assert run.code == 1 and "Traceback" not in run.output
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert ids(rows) == [1, 2] and rows[1]["error"] and rows[0]["error"] is None
+
+
+def test_ollama_rows_send_the_models_window_as_num_ctx(fake_server, config_file, llmchat, tmp_path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b", "model": "llama3.2"}\n')
+    run = llmchat("batch", str(rows), "-p", "local")
+    assert run.code == 0, run.stderr
+    sent = {r.body["messages"][-1]["content"]: r.body["options"] for r in fake_server.requests
+            if r.path == "/api/chat"}
+    assert sent == {"a": {"num_ctx": 40960}, "b": {"num_ctx": 4096}}
