@@ -240,3 +240,30 @@ api_key = "{TEST_KEY}"
 def test_unreadable_config_path(config_file, llmchat) -> None:
     run = llmchat("ask", "hi", LLMCHAT_CONFIG=str(config_file.parent))
     assert_clean_failure(run, 2, "is a directory, not a TOML file")
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose listen queue is full: a connect to it hangs (a connect timeout), as behind a
+    firewall that drops packets, without sending anything beyond this machine."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+    yield port
+    filler.close()
+    server.close()
+
+
+@pytest.mark.parametrize("profile", ["local", "bailian"])
+def test_connect_timeout(config_file, llmchat, unanswered_port: int, profile: str) -> None:
+    text = config_file.read_text()
+    start = text.index("base_url", text.index(f"[profiles.{profile}]"))
+    end = text.index("\n", start)
+    path = "/compatible-mode/v1" if profile == "bailian" else ""
+    config_file.write_text(text[:start] + f'base_url = "http://127.0.0.1:{unanswered_port}{path}"' + text[end:])
+    started = time.monotonic()
+    run = llmchat("ask", "-p", profile, "hi", LLMCHAT_TIMEOUT="1")
+    assert_clean_failure(run, 1, "Cannot reach", "no connection within 1 s")
+    assert time.monotonic() - started < 10

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 
 #: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
 #: "images": a tuple of `llmchat.images.Image`, which each provider turns into its own wire form.
+CONNECT_TIMEOUT_S = 5.0  # a server that accepts no connection within this is treated as unreachable
+
+
+def connect_timeout(read_timeout: float) -> float:
+    """Seconds to wait for a connection: 5, or less when the read timeout is shorter (LLMCHAT_TIMEOUT=1)."""
+    return min(CONNECT_TIMEOUT_S, read_timeout)
+
+
 Message = Mapping[str, Any]
 
 

@@ -29,7 +29,7 @@ from llmchat.errors import (
 )
 from llmchat.events import Answer, Event, Finish, Notice, Reasoning, Usage
 from llmchat.images import attach, for_ollama
-from llmchat.providers import ChatOptions, Message, ModelInfo, PullProgress
+from llmchat.providers import ChatOptions, Message, ModelInfo, PullProgress, connect_timeout
 from llmchat.providers.thinktags import ThinkTagSplitter
 
 
@@ -40,7 +40,7 @@ class OllamaProvider:
     def __init__(self, host: str, read_timeout: float) -> None:
         self.host = host
         self._read_timeout = read_timeout
-        self._timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=30.0, pool=5.0)
+        self._timeout = httpx.Timeout(connect=connect_timeout(read_timeout), read=read_timeout, write=30.0, pool=5.0)
         self._client = ollama.Client(host=host, timeout=self._timeout)
         self._async_client: ollama.AsyncClient | None = None  # built on first `astream`
         self._capabilities: dict[str, frozenset[str] | None] = {}
@@ -151,8 +151,10 @@ class OllamaProvider:
         if isinstance(exc, ollama.ResponseError):
             return self._response_error(exc, model)
         if isinstance(exc, (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout)):
+            timed_out = isinstance(exc, httpx.ConnectTimeout)
+            waited = f" (no connection within {self._timeout.connect:g} s)" if timed_out else ""
             return Unreachable(
-                f"Cannot reach Ollama at {self.host}.",
+                f"Cannot reach Ollama at {self.host}{waited}.",
                 hint="Start it with `ollama serve`, or point the profile's base_url (or OLLAMA_HOST) at your server.",
             )
         if isinstance(exc, httpx.TimeoutException):

@@ -28,7 +28,7 @@ from llmchat.errors import (
 )
 from llmchat.events import Answer, Event, Finish, Reasoning, Usage
 from llmchat.images import attach, for_openai
-from llmchat.providers import ChatOptions, Message, ModelInfo
+from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout
 from llmchat.providers.thinktags import ThinkTagSplitter
 from llmchat.structured import mention_json, response_format
 
@@ -55,7 +55,7 @@ class OpenAICompatProvider:
     def _client_settings(self) -> dict[str, Any]:
         return {
             "base_url": self.base_url, "api_key": self._key or "EMPTY", "max_retries": 0,
-            "timeout": openai.Timeout(self._read_timeout, connect=5.0),
+            "timeout": openai.Timeout(self._read_timeout, connect=connect_timeout(self._read_timeout)),
         }
 
     def _aclient(self) -> openai.AsyncOpenAI:
@@ -146,6 +146,12 @@ class OpenAICompatProvider:
             return None
         if isinstance(exc, openai.APIStatusError):
             return self._status_error(exc, model)
+        if isinstance(exc, openai.APITimeoutError) and type(exc.__cause__).__name__ == "ConnectTimeout":
+            return Unreachable(  # httpx or httpx2, by name: the SDK's transport differs by major version
+                f"Cannot reach {self._server} at {self.base_url} "
+                f"(no connection within {connect_timeout(self._read_timeout):g} s).",
+                hint="Check your network, proxy and the profile's base_url / region.",
+            )
         if isinstance(exc, openai.APITimeoutError):
             return Timeout(
                 f"{self._server} sent nothing for {self._read_timeout:g} s.",
