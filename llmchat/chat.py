@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.errors import ContextTooLong, ProviderError
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
@@ -21,6 +21,7 @@ from llmchat.tokens import TokenLedger
 
 if TYPE_CHECKING:
     from llmchat.events import Event
+    from llmchat.images import Image
     from llmchat.providers import ChatOptions, Message, Provider
 
 
@@ -54,6 +55,8 @@ class Exchange:
     model: str | None = None
     interrupted: bool = False
     usage: Usage | None = None
+    #: Images attached to the question; resent with it on later turns, saved by hash in the store.
+    images: tuple[Image, ...] = ()
 
 
 #: How a summary is introduced to the model, after the system prompt.
@@ -124,7 +127,10 @@ class Conversation:
         sent: list[Message] = [{"role": "system", "content": system}] if system else []
         for exchange in self.exchanges[self.first_sent():]:
             if exchange.answer:
-                sent.append({"role": "user", "content": exchange.user})
+                user: dict[str, Any] = {"role": "user", "content": exchange.user}
+                if exchange.images:
+                    user["images"] = exchange.images
+                sent.append(user)
                 sent.append({"role": "assistant", "content": exchange.answer})
         if question is not None:
             sent.append({"role": "user", "content": question})
@@ -172,7 +178,8 @@ def run_turn(
     server makes it compact once and try again.
     """
     result = TurnResult(model=options.model)
-    exchange = Exchange(user=question, model=options.model)
+    # The turn's images (`options.images`, sent on the question) stay with the exchange for later turns.
+    exchange = Exchange(user=question, model=options.model, images=tuple(options.images))
     error: ProviderError | None = None
     first_reasoning: float | None = None
     first_answer: float | None = None

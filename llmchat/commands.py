@@ -24,6 +24,7 @@ from llmchat.config import Config, Profile
 from llmchat.context import ContextManager, describe, manager_for, request_options
 from llmchat.errors import LlmchatError
 from llmchat.events import TurnResult, Usage
+from llmchat.images import ImageError, PendingImages
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Provider, connect
 from llmchat.session import Overrides, with_flags
@@ -108,6 +109,7 @@ class ReplState:
     connector: Callable[[Profile], Provider] = connect
     store: Store | None = None  # None: this chat is not saved (--no-save)
     compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
+    pending_images: PendingImages = field(default_factory=PendingImages)  # /image: for the next question
     _models: list[str] | None = None
 
     @classmethod
@@ -535,7 +537,40 @@ def cmd_retry(state: ReplState, args: str) -> Action | None:
         state.say("Nothing to retry yet.")
         return None
     exchange = state.conversation.pop()
+    state.pending_images.restore(exchange.images)  # asked again with the same images
     return Action(ask=exchange.user)
+
+
+def cmd_image(state: ReplState, args: str) -> None:
+    pending = state.pending_images
+    if args.lower() == "clear":
+        count = len(pending)
+        pending.clear()
+        state.say(f"Dropped {_count_images(count)}." if count else "No images were attached.")
+        return
+    if not args:
+        if not pending:
+            state.say("No images attached; /image PATH|URL attaches one to the next question.")
+            return
+        lines = [f"Attached to the next question ({_count_images(len(pending))}):"]
+        lines += [f"  {image.source} ({image.mime or 'URL'}, {_size(image.data)})" for image in pending.images()]
+        state.say("\n".join(lines))
+        return
+    try:
+        image = pending.add(args)
+    except ImageError as exc:
+        raise UsageError(exc.message) from None
+    state.say(f"Attached {image.source} to the next question ({_count_images(len(pending))} in all).")
+
+
+def _count_images(count: int) -> str:
+    return f"{count} image{'s' if count != 1 else ''}"
+
+
+def _size(data: bytes | None) -> str:
+    if data is None:
+        return "fetched by the server"
+    return f"{len(data):,} bytes" if len(data) < 10_000 else f"{len(data) / 1024:,.0f} KB"
 
 
 def cmd_undo(state: ReplState, args: str) -> None:
@@ -735,6 +770,8 @@ COMMANDS = Registry([
     Command("set", cmd_set, "Set a sampling option (alone: show them all)", "[KEY VALUE|default]",
             complete=_complete_set),
     Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
+    Command("image", cmd_image, "Attach an image to the next question (alone: list them; clear drops them)",
+            "[PATH|URL|clear]"),
     Command("undo", cmd_undo, "Drop the last question and its answer"),
     Command("history", cmd_history, "Show this conversation's turns, shortened"),
     Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),

@@ -257,6 +257,16 @@ class PendingImages:
     def clear(self) -> None:
         self._images = []
 
+    def restore(self, images: Sequence[Image]) -> None:
+        """Put images back (a /retry asks its question again with the images it had)."""
+        for image in images:
+            if all(kept.sha256 != image.sha256 for kept in self._images):
+                self._images.append(image)
+
+    def images(self) -> tuple[Image, ...]:
+        """What is attached now, without taking it."""
+        return tuple(self._images)
+
     def __len__(self) -> int:
         return len(self._images)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -25,6 +26,8 @@ from llmchat import __version__
 from llmchat.ask import make_turn_view
 from llmchat.chat import run_turn
 from llmchat.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
+from llmchat.errors import LlmchatError
+from llmchat.images import check_images
 from llmchat.session import Overrides, resolve
 
 PROMPT = ">>> "
@@ -97,9 +100,20 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
     The history is fitted to the window first (the profile's `history` strategy), with a one-line
     notice when older turns are summarised or no longer sent.
     """
+    options = state.request_options()
+    if state.pending_images:
+        images = state.pending_images.images()
+        try:
+            check_images(state.provider, options.model, images)
+        except LlmchatError as exc:  # e.g. a model that cannot see: the images stay attached, nothing is sent
+            state.say(f"{exc.message} Nothing was sent; /image clear drops the images.")
+            if exc.hint:
+                state.say(exc.hint)
+            return
+        options = replace(options, images=state.pending_images.take())  # this turn only
     view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
     result, error = run_turn(
-        state.conversation, question, state.provider, state.request_options(), view,
+        state.conversation, question, state.provider, options, view,
         retries=state.profile.retries, recorder=state.recorder(), context=state.context(),
     )
     state.record(result)
@@ -224,8 +238,10 @@ def make_session(state: ReplState, *, remember: bool = True) -> PromptSession[st
 def toolbar(state: ReplState) -> str:
     tokens, estimated = state.context_tokens()
     count = f"~{tokens:,}" if estimated else f"{tokens:,}"
+    attached = len(state.pending_images)
+    images = f" · {attached} image{'s' if attached != 1 else ''} attached" if attached else ""
     return (f" {state.profile.name} · {state.options.model} · thinking {state.thinking_label()} · "
-            f"{count} tokens in context")
+            f"{count} tokens in context{images}")
 
 
 def banner(state: ReplState) -> str:

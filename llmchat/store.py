@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.events import Timing, TurnResult, Usage
+from llmchat.images import Image
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -222,8 +223,27 @@ def _migrate_to_2(db: sqlite3.Connection, fts: bool) -> None:
     db.execute("CREATE INDEX messages_created ON messages (created)")
 
 
+def _migrate_to_3(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 8: images attached to questions, each kept once by hash however often it is attached."""
+    db.execute("""
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY,
+            mime   TEXT,
+            data   BLOB,  -- NULL for a URL (never downloaded)
+            url    TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE message_images (
+            conversation TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position     INTEGER NOT NULL,  -- the user message's position
+            ord          INTEGER NOT NULL,
+            sha256       TEXT NOT NULL REFERENCES images (sha256),
+            PRIMARY KEY (conversation, position, ord)
+        )""")
+
+
 #: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -448,6 +468,8 @@ class Store:
         with self._write() as db:
             db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?",
                        (conversation.id, 2 * len(conversation.exchanges)))
+            db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?",
+                       (conversation.id, 2 * len(conversation.exchanges)))
 
     def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Profile, upto: int,
                 stamp: str) -> str:
@@ -464,6 +486,7 @@ class Store:
                     stamp, stamp))
         for index, earlier in enumerate(conversation.exchanges[:upto]):
             _insert(db, cid, _user_row(2 * index, earlier, stamp))
+            _save_images(db, cid, 2 * index, earlier.images)
             if earlier.answer or earlier.interrupted:
                 _insert(db, cid, _answer_row(2 * index + 1, earlier, None, stamp))
         conversation.id = cid
@@ -553,10 +576,12 @@ class Store:
         """The conversation ready to continue: its system prompt and exchanges, interrupted answers kept
         and flagged, a question that never got an answer kept without one (so it is not resent)."""
         summary, stored = self.messages(ref)
+        images = self._images(summary.id)
         conversation = Conversation(system=summary.system, id=summary.id)
         for message in stored:
             if message.role == "user":
-                conversation.exchanges.append(Exchange(user=message.content, model=message.model))
+                conversation.exchanges.append(Exchange(user=message.content, model=message.model,
+                                                       images=images.get(message.position, ())))
                 continue
             exchange = conversation.exchanges[message.position // 2]
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
@@ -566,6 +591,21 @@ class Store:
         if conversation.summary is not None:
             conversation.start = conversation.summary.covers
         return conversation
+
+    def _images(self, cid: str) -> dict[int, tuple[Image, ...]]:
+        """The images of each user message of `cid`, by position, in the order they were attached."""
+        with self._lock:
+            rows = self._db.execute("SELECT m.position, i.sha256, i.data, i.url FROM message_images m "
+                                    "JOIN images i ON i.sha256 = m.sha256 WHERE m.conversation = ? "
+                                    "ORDER BY m.position, m.ord", (cid,)).fetchall()
+        found: dict[int, list[Image]] = {}
+        for row in rows:
+            if row["data"] is not None:
+                image = Image.from_bytes(bytes(row["data"]), source=f"image {row['sha256'][:12]}")
+            else:
+                image = Image.from_url(row["url"])
+            found.setdefault(row["position"], []).append(image)
+        return {position: tuple(kept) for position, kept in found.items()}
 
     # -- summaries and usage ------------------------------------------------------------------
 
@@ -654,6 +694,7 @@ class Store:
         summary = self.summary(ref)
         with self._write() as db:
             db.execute("DELETE FROM messages WHERE conversation = ?", (summary.id,))
+            db.execute("DELETE FROM message_images WHERE conversation = ?", (summary.id,))
             db.execute("DELETE FROM summaries WHERE conversation = ?", (summary.id,))
             db.execute("DELETE FROM conversations WHERE id = ?", (summary.id,))
         return summary
@@ -704,6 +745,15 @@ def _insert(db: sqlite3.Connection, cid: str, row: dict[str, Any]) -> None:
     columns = ["conversation", *row]
     db.execute(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                [cid, *row.values()])
+
+
+def _save_images(db: sqlite3.Connection, cid: str, position: int, images: tuple[Image, ...]) -> None:
+    """Each image once by hash (INSERT OR IGNORE), and which message carries it, in order."""
+    for ord_, image in enumerate(images):
+        db.execute("INSERT OR IGNORE INTO images (sha256, mime, data, url) VALUES (?, ?, ?, ?)",
+                   (image.sha256, image.mime, image.data, image.url))
+        db.execute("INSERT OR REPLACE INTO message_images (conversation, position, ord, sha256) VALUES (?, ?, ?, ?)",
+                   (cid, position, ord_, image.sha256))
 
 
 def _user_row(position: int, exchange: Exchange, stamp: str) -> dict[str, Any]:
@@ -769,7 +819,9 @@ class Recorder:
                 cid = self.store._ensure(db, conversation, self.profile, index, stamp)
                 # A turn re-asked after /retry or /undo replaces what was saved from that point on.
                 db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?", (cid, 2 * index))
+                db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?", (cid, 2 * index))
                 _insert(db, cid, _user_row(2 * index, exchange, stamp))
+                _save_images(db, cid, 2 * index, exchange.images)
                 db.execute("UPDATE conversations SET updated = ?, profile = ?, provider = ?, model = ?, system = ?, "
                            "title = CASE WHEN ? THEN ? ELSE title END WHERE id = ?",
                            (stamp, self.profile.name, self.profile.provider, exchange.model or self.profile.model,
@@ -786,6 +838,7 @@ class Recorder:
                 if not db.execute("SELECT 1 FROM messages WHERE conversation = ? AND position = ?",
                                   (cid, 2 * index)).fetchone():
                     _insert(db, cid, _user_row(2 * index, exchange, stamp))  # removed mid-turn elsewhere
+                    _save_images(db, cid, 2 * index, exchange.images)
                 db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * index + 1))
                 _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp, self.profile))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (stamp, cid))
