@@ -140,9 +140,11 @@ def ask(
     `cat notes.md | llmchat ask "summarise"` sends the prompt, a blank line, then the piped text.
     When stdout is not a terminal, it receives the answer text only, exactly as streamed.
     """
-    from llmchat.ask_extras import AskExtras
+    extras = None
+    if image or fmt or schema:  # imported only when used: startup stays lean for plain questions
+        from llmchat.ask_extras import AskExtras
 
-    extras = AskExtras.from_flags(image or [], fmt, schema)  # bad images or schema: exit 2 before anything
+        extras = AskExtras.from_flags(image or [], fmt, schema)  # bad images or schema: exit 2 before anything
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
