@@ -220,8 +220,7 @@ def run_turn(
                     elif isinstance(event, Finish):
                         result.finish_reason = event.reason
                     elif isinstance(event, Notice):
-                        result.notices.append(event.text)
-                        view.notice(event.text)
+                        notice(event.text)
                 break
             except ProviderError as exc:
                 output = bool(answer_parts or reasoning_parts)
