@@ -40,10 +40,14 @@ def screen_lines(raw: str, columns: int = 90, rows: int = 30) -> list[str]:
     return [line for line in history + [line.rstrip() for line in screen.display] if line.strip()]
 
 
-def run_in_terminal(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
+def spawn_ask(env: dict[str, str], *args: str) -> pexpect.spawn:
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}  # the pty's own size rules
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", *args], env=env, encoding="utf-8",
-                          dimensions=(30, 90), timeout=30)
+    return pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", *args], env=env, encoding="utf-8",
+                         dimensions=(30, 90), timeout=30)
+
+
+def run_in_terminal(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
+    child = spawn_ask(env, *args)
     raw = child.read()
     child.close()
     return child.exitstatus, screen_lines(raw)
@@ -77,9 +81,7 @@ def test_show_thinking_keeps_the_reasoning_on_screen(fake_server, config_file, e
 
 
 def test_unknown_ollama_model_offers_a_pull_and_declining_is_one_paragraph(fake_server, config_file, env) -> None:
-    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "-m", "qwen3:14b", "q"], env=env,
-                          encoding="utf-8", dimensions=(30, 90), timeout=30)
+    child = spawn_ask(env, "-m", "qwen3:14b", "q")
     child.expect_exact("Pull it now? [y/N]")
     child.sendline("n")
     raw = child.read()
@@ -90,9 +92,7 @@ def test_unknown_ollama_model_offers_a_pull_and_declining_is_one_paragraph(fake_
 
 
 def test_accepting_the_pull_offer_downloads_and_answers(fake_server, config_file, env) -> None:
-    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "-m", "qwen3:14b", "q"], env=env,
-                          encoding="utf-8", dimensions=(30, 90), timeout=30)
+    child = spawn_ask(env, "-m", "qwen3:14b", "q")
     child.expect_exact("Pull it now? [y/N]")
     child.sendline("y")
     raw = child.read()
