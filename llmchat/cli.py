@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from llmchat.config import LIMITS, out_of_range
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.session import Overrides
 
@@ -52,8 +54,22 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model na
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (persona) for this run.")]
 ThinkOpt = Annotated[Optional[bool], typer.Option(
     "--think/--no-think", help="Ask the model to reason first, or not. Default: the profile's, else the model's.")]
+def _in_limits(key: str) -> Callable[[Optional[float]], Optional[float]]:
+    """A Typer callback checking a numeric flag against config.LIMITS, the table the config file uses.
+
+    Typer's min/max alone let `nan` through (every comparison with it is false)."""
+
+    def check(value: Optional[float]) -> Optional[float]:
+        if value is not None and (allowed := out_of_range(key, value)) is not None:
+            raise typer.BadParameter(f"{value} is out of range: expected {allowed}.")
+        return value
+
+    return check
+
+
 TemperatureOpt = Annotated[Optional[float], typer.Option(
-    "--temperature", "-t", min=0.0, max=2.0, help="Sampling temperature.")]
+    "--temperature", "-t", min=LIMITS["temperature"].low, max=LIMITS["temperature"].high,
+    callback=_in_limits("temperature"), help="Sampling temperature.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="Config file (default: LLMCHAT_CONFIG, else the user config dir).", dir_okay=False)]
 ThinkingOpt = Annotated[Optional[bool], typer.Option(

@@ -69,3 +69,72 @@ def test_repl_image_of_a_device_or_fifo_is_a_message_and_the_chat_goes_on(repl, 
     assert answer.body["messages"][-1] == {"role": "user", "content": "still there?"}
     chat.enter("/exit")
     assert chat.wait_exit() == 0
+
+
+# --------------------------------------------------------------------------------------------- numbers
+
+
+def write_profile(config_file: Path, line: str) -> None:
+    """Add `line` to the [profiles.local] table of the test config (right after its header)."""
+    text = config_file.read_text(encoding="utf-8")
+    config_file.write_text(text.replace("[profiles.local]\n", f"[profiles.local]\n{line}\n", 1), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("line", "allowed"), [
+    ("timeout = 1e300", "a number above 0, up to 86400"),
+    ("timeout = nan", "a number above 0, up to 86400"),
+    ("temperature = nan", "a number from 0 to 2"),
+    ("temperature = inf", "a number from 0 to 2"),
+    ("temperature = 5", "a number from 0 to 2"),
+    ("top_p = -0.5", "a number above 0, up to 1"),
+    ("top_k = 0", "an integer from 1 to 2147483647"),
+    ("max_tokens = -3", "an integer from 1 to 2147483647"),
+    ("thinking_budget = 0", "an integer from 1 to 2147483647"),
+    ("context_window = 9999999999", "an integer from 1 to 2147483647"),
+    ("retries = 1000000", "an integer from 0 to 100"),
+    ("retries = -1", "an integer from 0 to 100"),
+])
+def test_an_out_of_range_number_in_the_file_names_the_key_line_and_range(
+        llmchat, config_file, fake_server, line, allowed) -> None:
+    write_profile(config_file, line)
+    run = llmchat("ask", "hi")
+    key = line.split()[0]
+    assert run.code == 2, run.output
+    assert f"{config_file}, line 4: profiles.local.{key} = " in run.stderr  # the header is line 3
+    assert f"is out of range: expected {allowed}." in run.stderr
+    assert not fake_server.requests and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("line", ["price = { input = nan, output = 0.002 }",
+                                  "price = { input = 0.001, output = inf }",
+                                  "options = { num_ctx = 8192, mirostat_tau = nan }"])
+def test_nan_and_inf_are_refused_in_prices_and_passed_through_options(llmchat, config_file, line) -> None:
+    write_profile(config_file, line)
+    run = llmchat("ask", "hi")
+    assert run.code == 2 and "line 4: profiles.local." in run.stderr, run.output
+    assert "not valid" in run.stderr or "not a finite number" in run.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0", "1e300"])
+def test_llmchat_timeout_out_of_range_is_a_usage_error(llmchat, config_file, fake_server, value) -> None:
+    run = llmchat("ask", "hi", LLMCHAT_TIMEOUT=value)
+    assert run.code == 2, run.output
+    assert f"LLMCHAT_TIMEOUT='{value}' is out of range: expected seconds, a number above 0, up to 86400." in run.stderr
+    assert not fake_server.requests
+
+
+def test_the_temperature_flag_and_the_file_share_one_table(llmchat, config_file) -> None:
+    import typer.main
+
+    from llmchat.cli import app
+    from llmchat.config import BUILTIN_PROFILES, LIMITS, apply_overrides
+    from llmchat.errors import ConfigError
+
+    for command in ("ask", "chat", "batch"):
+        flag = next(p for p in typer.main.get_command(app).commands[command].params if p.name == "temperature")
+        assert (flag.min, flag.max) == (LIMITS["temperature"].low, LIMITS["temperature"].high)
+    for value in ("nan", "inf", "2.5", "-0.1"):
+        run = llmchat("ask", "-t", value, "hi")
+        assert run.code == 2 and "--temperature" in run.stderr, run.output
+    with pytest.raises(ConfigError, match="temperature = nan is out of range: expected a number from 0 to 2"):
+        apply_overrides(BUILTIN_PROFILES["local"], temperature=float("nan"))
