@@ -448,6 +448,27 @@ def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def refuse_undecodable_argv(args: list[str]) -> None:
+    """Arguments must be UTF-8 text, as piped stdin must (DESIGN §5): exit 2 before anything runs.
+
+    Python decodes argv with surrogateescape, so bytes that are not UTF-8 (a GBK or Latin-1
+    terminal, a script in another encoding) arrive as lone surrogates; left in, they fail much
+    later and far away (encoding the request, saving the history) with a misleading error.
+    """
+    for number, arg in enumerate(args, 1):
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            try:
+                shown = repr(os.fsencode(arg))[2:-1]
+            except UnicodeError:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii")
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise ConfigError(
+                f"Argument {number} of the command line is not UTF-8 text ('{shown}').",
+                hint="Give text in UTF-8 (check the terminal's or the script's encoding; convert with "
+                "`iconv -f GBK -t UTF-8`), or pipe the text in on stdin.",
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
 
@@ -457,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     debug = os.environ.get("LLMCHAT_DEBUG") == "1"
     try:
+        refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
         command.main(args=argv, prog_name="llmchat", standalone_mode=True)
     except SystemExit as exc:
         if exc.code == 130:

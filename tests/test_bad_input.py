@@ -138,3 +138,58 @@ def test_the_temperature_flag_and_the_file_share_one_table(llmchat, config_file)
         assert run.code == 2 and "--temperature" in run.stderr, run.output
     with pytest.raises(ConfigError, match="temperature = nan is out of range: expected a number from 0 to 2"):
         apply_overrides(BUILTIN_PROFILES["local"], temperature=float("nan"))
+
+
+# ------------------------------------------------------------------------------------ argv and schemas
+
+
+def test_argv_that_is_not_utf8_is_a_usage_error(env, config_file, fake_server, tmp_path) -> None:
+    # What a GBK or Latin-1 terminal passes for "café": the bytes reach Python as lone surrogates.
+    run = subprocess.run([sys.executable.encode(), b"-m", b"llmchat", b"ask", b"caf\xe9 au lait"],
+                         env={**env, "LLMCHAT_CONFIG": str(config_file)}, stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=30)
+    stderr = run.stderr.decode("utf-8", "replace")
+    assert run.returncode == 2, stderr
+    assert "Argument 2 of the command line is not UTF-8 text ('caf\\xe9 au lait')." in stderr
+    assert "Traceback" not in stderr and not fake_server.requests
+
+
+DEEP = '{"type": "array", "items": ' * 3000 + '{"type": "string"}' + "}" * 3000
+
+
+@pytest.mark.parametrize(("schema", "said"), [
+    ('{"$ref": "#"}', "$ leads back to itself through $ref"),
+    ('{"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/b"}, '
+     '"b": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/a"}]}}}', "(a $ref loop)"),
+    ('{"allOf": [{"$ref": "#"}]}', "(a $ref loop)"),
+    ('{"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}', 'points to nothing in the schema'),
+    (DEEP, "is nested more than 100 levels deep"),
+    ('{"type": "object", ' + '"properties": {"a": {"type": "object", ' * 60 + '"x": 1' + "}}" * 60 + "}",
+     "is nested more than 100 levels deep"),
+])
+def test_a_schema_that_never_ends_is_refused_before_any_request(
+        llmchat, config_file, fake_server, tmp_path, schema, said) -> None:
+    path = tmp_path / "schema.json"
+    path.write_text(schema, encoding="utf-8")
+    run = llmchat("ask", "--schema", str(path), "give me JSON")
+    assert run.code == 2, run.output
+    assert f"Schema file {path}" in run.stderr and said in run.stderr
+    assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
+    assert not fake_server.requests
+
+
+def test_a_recursive_schema_through_items_is_fine_and_a_too_deep_answer_is_exit_1(
+        llmchat, config_file, fake_server, tmp_path) -> None:
+    from fakeserver import Stream
+
+    tree = {"$defs": {"node": {"type": "object", "required": ["children"], "properties": {
+        "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}, "$ref": "#/$defs/node"}
+    path = tmp_path / "tree.json"
+    path.write_text(__import__("json").dumps(tree), encoding="utf-8")
+    fake_server.enqueue(Stream(answer='{"children": [{"children": []}]}'))
+    ok = llmchat("ask", "--schema", str(path), "a tree")
+    assert ok.code == 0 and '"children"' in ok.stdout, ok.output
+    fake_server.enqueue(Stream(answer='{"children": [' * 2000 + "]}" * 2000, piece_size=4000))
+    deep = llmchat("ask", "--schema", str(path), "a deep tree")
+    assert deep.code == 1 and "Traceback" not in deep.stderr and "internal error" not in deep.stderr, deep.output
+    assert "nested too deeply" in deep.stderr
