@@ -140,7 +140,7 @@ def _server(ctx: _Context, connect: Callable[..., Provider]) -> Check:
         ctx.key_ok = False
         return Check("server", "ok", f"answers at {_endpoint(profile)} (and refuses: {exc.message})")
     except ProviderError as exc:
-        if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)):
+        if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)) and not exc.not_the_api:
             ctx.reachable = True  # a server without GET /models (some proxies): reachable, list unknown
             return Check("server", "ok", f"answers at {profile.endpoint} (it lists no models: {exc.message})")
         return Check("server", "fail", exc.message, exc.hint or "")

@@ -193,3 +193,87 @@ def test_a_recursive_schema_through_items_is_fine_and_a_too_deep_answer_is_exit_
     deep = llmchat("ask", "--schema", str(path), "a deep tree")
     assert deep.code == 1 and "Traceback" not in deep.stderr and "internal error" not in deep.stderr, deep.output
     assert "nested too deeply" in deep.stderr
+
+
+# ------------------------------------------------------------------------ proxies and odd server bodies
+
+NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+             "</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n")
+
+
+@pytest.mark.parametrize("profile", ["local", "vllm"])
+def test_a_proxys_html_error_page_is_one_short_message_printed_once(
+        llmchat, config_file, fake_server, profile) -> None:
+    from fakeserver import Raw
+
+    for _ in range(3):  # the first try and both retries
+        fake_server.enqueue(Raw(502, NGINX_502, content_type="text/html", headers={"Retry-After": "0"}))
+    run = llmchat("-p", profile, "ask", "hi")
+    assert run.code == 1, run.output
+    assert "<html" not in run.output and "nginx" not in run.output and "Traceback" not in run.output
+    final = "answered 502 Bad Gateway with an HTML page: a proxy or gateway answered, not the model server."
+    assert run.stderr.count(final) == 1, run.stderr
+    assert run.stderr.count("502 Bad Gateway from a proxy or gateway. Retrying in 0.0s") == 2  # short notices
+    assert len(run.stderr.strip().splitlines()) == 4  # two notices, the error, what to do
+
+
+@pytest.mark.parametrize("profile", ["local", "vllm"])
+@pytest.mark.parametrize(("body", "content_type", "said"), [
+    (NGINX_502, "text/html", "with an HTML page"),
+    ("", "application/json", "with an empty body"),
+])
+def test_models_and_doctor_survive_an_html_or_empty_body(
+        llmchat, config_file, fake_server, profile, body, content_type, said) -> None:
+    from fakeserver import Raw
+
+    for path in ("/api/tags", "/api/version", "/v1/models"):
+        fake_server.overrides[path] = Raw(200, body, content_type=content_type)
+    models = llmchat("models", "-p", profile)
+    assert models.code == 1 and said in models.stderr, models.output
+    assert "Traceback" not in models.output and "internal error" not in models.output and "<html" not in models.output
+    doctor = llmchat("doctor", "-p", profile)
+    assert doctor.code == 1 and said in doctor.stdout and "1 check failed." in doctor.stdout, doctor.output
+    assert "Traceback" not in doctor.output and "<html" not in doctor.output
+
+
+# ------------------------------------------------------------------------------------------- Retry-After
+
+
+def test_retry_after_is_read_in_both_forms() -> None:
+    from email.utils import formatdate
+
+    from llmchat.providers import parse_retry_after
+
+    now = 1_800_000_000.0
+    assert parse_retry_after("7", now) == 7.0
+    assert parse_retry_after(" 1.5 ", now) == 1.5
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now) == 0.0  # already past: no wait
+    assert parse_retry_after("-4", now) == 0.0
+    for junk in (None, "", "soon", "inf", "nan", "Wed, 99 Foo 2026 25:00:00 GMT"):
+        assert parse_retry_after(junk, now) is None
+
+
+@pytest.mark.parametrize(("profile", "body"), [
+    ("local", '{"error":"server busy"}'),
+    ("vllm", '{"error":{"message":"Requests rate limit exceeded","type":"limit_requests",'
+             '"code":"limit_requests"},"request_id":"r-1"}'),
+])
+@pytest.mark.parametrize("form", ["seconds", "date"])
+def test_retry_after_is_honoured_by_both_providers(llmchat, config_file, fake_server, profile, body, form) -> None:
+    import time
+    from email.utils import formatdate
+
+    from fakeserver import Raw, Stream
+
+    value = "1" if form == "seconds" else formatdate(time.time() + 3, usegmt=True)
+    fake_server.enqueue(Raw(429, body, content_type="application/json", headers={"Retry-After": value}),
+                        Stream(answer="fine now"))
+    started = time.monotonic()
+    run = llmchat("-p", profile, "ask", "hi")
+    assert run.code == 0 and run.stdout.strip() == "fine now", run.output
+    if form == "seconds":
+        assert "Retrying in 1.0s (1/2)" in run.stderr, run.stderr
+    else:  # an HTTP-date 3 s ahead, sent a moment ago: 1.0-3.0 s are left by the time it is read
+        assert any(f"Retrying in {s / 10:.1f}s (1/2)" in run.stderr for s in range(10, 31)), run.stderr
+        assert time.monotonic() - started >= 1.0
