@@ -360,7 +360,7 @@ def _list_profiles(state: ReplState) -> None:
 
 def _endpoint(profile: Profile) -> str:
     try:
-        return profile.endpoint
+        return profile.shown_endpoint
     except LlmchatError:
         return "?"
 

@@ -140,6 +140,11 @@ class Profile:
         )
 
     @property
+    def shown_endpoint(self) -> str:
+        """`endpoint` as it may be printed: a password in it (http://user:pass@host) masked."""
+        return mask_url(self.endpoint)
+
+    @property
     def key_variable(self) -> str | None:
         """The environment variable holding the API key, or None when the server needs no key."""
         if self.api_key:
@@ -162,6 +167,21 @@ class Profile:
                                   hint="Use e.g. LLMCHAT_TIMEOUT=120.")
             return seconds
         return self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S
+
+
+def mask_url(url: str) -> str:
+    """The URL as it may be shown anywhere (messages, `config show`, `profiles`, exports): the password
+    of `http://user:pass@host` becomes `***`, and a lone `http://token@host` is masked whole, since
+    such a user part is often itself a token. Everything else is left exactly as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # "user:pass@host:11434", as OLLAMA_HOST may be written
+        scheme, rest = "", url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user + ':***' if colon else '***'}@{hostport}{rest[end:]}"
 
 
 def ollama_host_url(host: str | None) -> str:
@@ -340,7 +360,27 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "options": ((dict,), "a table of provider options passed through as they are"),
     "save": ((bool,), "true or false (false: never saved to the history)"),
 }
-_SECRET_KEYS = ("key", "token", "secret", "password")
+#: A key whose last word is one of these holds a secret (api_key, access_token, client_secret, X-Api-Key,
+#: Authorization …); "max_tokens" or "stop_token_ids" do not end in one, so they pass.
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "authorization", "auth",
+                           "bearer", "credential", "credentials", "cookie"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secret_looking(name: str) -> bool:
+    """True for a key name that says it holds a secret, whatever its case or separators."""
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return bool(words) and words[-1] in _SECRET_WORDS
+
+
+def _secret_in(table: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The dotted name of the first secret-looking key in a pass-through table (nested tables too)."""
+    for key, value in table.items():
+        if secret_looking(str(key)):
+            return f"{prefix}{key}"
+        if isinstance(value, Mapping) and (inner := _secret_in(value, f"{prefix}{key}.")) is not None:
+            return inner
+    return None
 
 
 def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profile:
@@ -349,7 +389,7 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         if key == "api_key":
             values[key] = _inline_key(name, value, locate)
             continue
-        if key in _SECRET_KEYS:
+        if secret_looking(key):
             raise locate.error(
                 name, key, f"profiles.{name}.{key}: API keys are not read from the config file.",
                 'Put the key in an environment variable and name it: api_key_env = "DASHSCOPE_API_KEY".',
@@ -386,7 +426,8 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         raise locate.error(name, "region", f"profiles.{name}.region only applies to provider \"bailian\".")
     base_url = values.get("base_url")
     if base_url is not None and not re.match(r"^https?://", base_url):
-        raise locate.error(name, "base_url", f"profiles.{name}.base_url = '{base_url}' is not an http(s) URL.")
+        shown = mask_url(base_url)
+        raise locate.error(name, "base_url", f"profiles.{name}.base_url = '{shown}' is not an http(s) URL.")
     if provider == "openai" and not base_url:
         raise locate.error(name, None, f"profiles.{name} (provider \"openai\") needs a base_url.",
                            'Add e.g. base_url = "http://localhost:8000/v1".')
@@ -402,6 +443,20 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     for key, value in values.items():
         if (allowed := out_of_range(key, value)) is not None:
             raise locate.error(name, key, f"profiles.{name}.{key} = {value!r} is out of range: expected {allowed}.")
+    if (secret := _secret_in(values.get("options", {}))) is not None:
+        raise locate.error(
+            name, "options", f"profiles.{name}.options.{secret}: secrets are not read from options (they would be "
+            "sent in every request body and shown by `config show`).",
+            'Put an API key in an environment variable and name it: api_key_env = "DASHSCOPE_API_KEY".',
+        )
+    env_name = values.get("api_key_env")
+    if env_name is not None and not _ENV_NAME.match(env_name):  # never echoed: it may be the key itself
+        raise locate.error(
+            name, "api_key_env", f"profiles.{name}.api_key_env must be the NAME of an environment variable "
+            "(letters, digits and _), not the key itself.",
+            f'e.g. api_key_env = "DASHSCOPE_API_KEY", then export DASHSCOPE_API_KEY=sk-…  If the key was written '
+            f"here, consider it exposed ({locate.path}) and rotate it.",
+        )
     if (where := _non_finite(values.get("options", {}))) is not None:
         raise locate.error(name, "options", f"profiles.{name}.options.{where} is not a finite number.",
                            "nan and inf mean nothing to a server; give a number.")
@@ -533,7 +588,7 @@ def profile_as_table(profile: Profile) -> dict[str, Any]:
     """The profile as TOML-ready data, for `config show`; the key itself is never included."""
     table: dict[str, Any] = {"provider": profile.provider, "model": profile.model}
     with contextlib.suppress(ConfigError):  # an openai profile without base_url: nothing to show
-        table["base_url"] = profile.endpoint
+        table["base_url"] = profile.shown_endpoint
     for f in fields(Profile):
         if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price", "api_key"):
             continue

@@ -277,3 +277,80 @@ def test_retry_after_is_honoured_by_both_providers(llmchat, config_file, fake_se
     else:  # an HTTP-date 3 s ahead, sent a moment ago: 1.0-3.0 s are left by the time it is read
         assert any(f"Retrying in {s / 10:.1f}s (1/2)" in run.stderr for s in range(10, 31)), run.stderr
         assert time.monotonic() - started >= 1.0
+
+
+# ------------------------------------------------------------------------------- secrets outside api_key_env
+
+URL_PASSWORD = "hunter2-url-secret"
+
+
+def test_a_password_in_base_url_is_masked_everywhere_it_is_shown(llmchat, env, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: the connection error names the URL
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "config.toml"
+    path.write_text(f'''default_profile = "proxied"
+[profiles.proxied]
+provider = "ollama"
+model = "qwen3:0.6b"
+base_url = "http://alice:{URL_PASSWORD}@127.0.0.1:{port}"
+retries = 0
+[profiles.cloud]
+provider = "openai"
+model = "qwen-plus"
+base_url = "http://bob:{URL_PASSWORD}@127.0.0.1:{port}/v1"
+retries = 0
+''', encoding="utf-8")
+    runs = {
+        "ask": llmchat("ask", "hi", "--no-save", LLMCHAT_CONFIG=str(path)),
+        "ask cloud": llmchat("-p", "cloud", "ask", "hi", "--no-save", LLMCHAT_CONFIG=str(path)),
+        "models": llmchat("models", "-p", "cloud", LLMCHAT_CONFIG=str(path)),
+        "doctor": llmchat("doctor", LLMCHAT_CONFIG=str(path)),
+        "config show": llmchat("config", "show", LLMCHAT_CONFIG=str(path)),
+        "profiles": llmchat("profiles", LLMCHAT_CONFIG=str(path)),
+        "OLLAMA_HOST": llmchat("-p", "local", "ask", "hi", "--no-save", LLMCHAT_CONFIG=str(path),
+                               OLLAMA_HOST=f"http://carol:{URL_PASSWORD}@127.0.0.1:{port}"),
+    }
+    for name, run in runs.items():
+        assert URL_PASSWORD not in run.output, (name, run.output)
+    assert f"Cannot reach Ollama at http://alice:***@127.0.0.1:{port}" in runs["ask"].stderr
+    assert f"at http://bob:***@127.0.0.1:{port}/v1" in runs["ask cloud"].stderr
+    assert f"http://carol:***@127.0.0.1:{port}" in runs["OLLAMA_HOST"].stderr
+    assert f'base_url = "http://alice:***@127.0.0.1:{port}"' in runs["config show"].stdout
+    assert f"http://bob:***@127.0.0.1:{port}/v1" in runs["profiles"].stdout
+    assert "alice:***@" in runs["doctor"].stdout
+
+
+@pytest.mark.parametrize("line", [
+    'options = { api_key = "sk-in-options-0000" }',
+    'options = { num_ctx = 4096, headers = { Authorization = "Bearer sk-in-options-0000" } }',
+    'options = { "X-Api-Key" = "sk-in-options-0000" }',
+    'access_token = "sk-in-options-0000"',
+    'password = "sk-in-options-0000"',
+])
+def test_secret_looking_keys_are_refused_and_never_echoed(llmchat, config_file, line) -> None:
+    write_profile(config_file, line)
+    for args in (("ask", "hi"), ("config", "show"), ("profiles",)):
+        run = llmchat(*args)
+        assert run.code == 2, run.output
+        assert "sk-in-options-0000" not in run.output
+        assert "api_key_env" in run.stderr and "line 4" in run.stderr
+
+
+def test_options_that_merely_mention_tokens_still_pass(llmchat, config_file, fake_server) -> None:
+    write_profile(config_file, "options = { num_keep = 4, stop_token_ids = [1, 2], keep_alive = \"5m\" }")
+    run = llmchat("ask", "hi")
+    assert run.code == 0, run.output
+    assert fake_server.last("/api/chat").body["options"]["num_keep"] == 4
+
+
+def test_a_key_written_as_api_key_env_is_refused_without_echoing_it(llmchat, config_file) -> None:
+    text = config_file.read_text(encoding="utf-8").replace('api_key_env = "DASHSCOPE_API_KEY"',
+                                                          'api_key_env = "sk-0123456789abcdef"')
+    config_file.write_text(text, encoding="utf-8")
+    for args in (("ask", "hi"), ("profiles",), ("config", "show")):
+        run = llmchat(*args)
+        assert run.code == 2 and "must be the NAME of an environment variable" in run.stderr, run.output
+        assert "sk-0123456789abcdef" not in run.output

@@ -120,7 +120,7 @@ def api_key_for(profile: Profile) -> str | None:
         where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
         raise MissingApiKey(
             f"Profile '{profile.name}' needs an API key in the environment variable {variable}, which is not set.",
-            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.endpoint}{where}).",
+            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.shown_endpoint}{where}).",
         )
     return key
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import ollama
 
+from llmchat.config import mask_url
 from llmchat.errors import (
     BadRequest,
     ModelNotFound,
@@ -47,7 +48,8 @@ class OllamaProvider:
     image_urls = False
 
     def __init__(self, host: str, read_timeout: float) -> None:
-        self.host = host
+        self.host = mask_url(host)  # what messages show: never a password in the URL
+        self._url = host
         self._read_timeout = read_timeout
         self._timeout = httpx.Timeout(connect=connect_timeout(read_timeout), read=read_timeout, write=30.0, pool=5.0)
         self._client = ollama.Client(host=host, timeout=self._timeout, event_hooks=_HOOKS)
@@ -140,7 +142,7 @@ class OllamaProvider:
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
-            self._async_client = ollama.AsyncClient(host=self.host, timeout=self._timeout, event_hooks=_ASYNC_HOOKS)
+            self._async_client = ollama.AsyncClient(host=self._url, timeout=self._timeout, event_hooks=_ASYNC_HOOKS)
         return self._async_client
 
     def _unfinished(self) -> StreamBroken:

@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 
+from llmchat.config import mask_url
 from llmchat.errors import (
     AuthFailed,
     BadRequest,
@@ -41,20 +42,21 @@ class OpenAICompatProvider:
         self, base_url: str, api_key: str | None, read_timeout: float, *, bailian: bool,
         key_variable: str | None, region: str | None,
     ) -> None:
-        self.base_url = base_url
+        self.base_url = mask_url(base_url)  # what messages show: never a password in the URL
+        self._url = base_url
         self.bailian = bailian
         self._key = api_key
         self._key_variable = key_variable
         self._region = region
         self._read_timeout = read_timeout
-        self._server = "Bailian" if bailian else base_url
+        self._server = "Bailian" if bailian else self.base_url
         # Servers without keys (vLLM, LM Studio) accept any bearer token; the SDK insists on one.
         self._client = openai.OpenAI(**self._client_settings())
         self._async_client: openai.AsyncOpenAI | None = None  # built on first `astream`
 
     def _client_settings(self) -> dict[str, Any]:
         return {
-            "base_url": self.base_url, "api_key": self._key or "EMPTY", "max_retries": 0,
+            "base_url": self._url, "api_key": self._key or "EMPTY", "max_retries": 0,
             "timeout": openai.Timeout(self._read_timeout, connect=connect_timeout(self._read_timeout)),
         }
 
