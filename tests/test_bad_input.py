@@ -354,3 +354,20 @@ def test_a_key_written_as_api_key_env_is_refused_without_echoing_it(llmchat, con
         run = llmchat(*args)
         assert run.code == 2 and "must be the NAME of an environment variable" in run.stderr, run.output
         assert "sk-0123456789abcdef" not in run.output
+
+
+def test_the_chat_banner_profile_and_save_mask_a_url_password(repl, repl_config, fake_server, tmp_path) -> None:
+    text = repl_config.read_text(encoding="utf-8")
+    masked_url = fake_server.url.replace("http://", f"http://alice:{URL_PASSWORD}@")
+    repl_config.write_text(text.replace(f'base_url = "{fake_server.url}"\n', f'base_url = "{masked_url}"\n', 1),
+                           encoding="utf-8")
+    chat = repl()
+    assert "alice:***@127.0.0.1" in chat.text()  # the banner names the endpoint
+    assert "alice:***@127.0.0.1" in chat.command("/profile")
+    chat.ask("hello")
+    export = tmp_path / "chat.json"
+    chat.command(f"/save {export}")
+    assert "alice:***@127.0.0.1" in export.read_text(encoding="utf-8")
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+    assert URL_PASSWORD not in chat.raw and URL_PASSWORD not in export.read_text(encoding="utf-8")
