@@ -476,7 +476,7 @@ async def ask_row(
                 return turn.close(exc), exc
             attempt += 1
             delay = _backoff(attempt, exc.retry_after)
-            notify(f"{label}: {exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
+            notify(f"{label}: {exc.brief or exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
             await asyncio.sleep(delay)
 
 

@@ -233,7 +233,7 @@ def run_turn(
                     raise
                 attempt += 1
                 delay = _backoff(attempt, exc.retry_after)
-                view.notice(f"{exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
+                view.notice(f"{exc.brief or exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
                 sleep(delay)
             finally:
                 close = getattr(events, "close", None)

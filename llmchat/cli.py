@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from llmchat.config import LIMITS, out_of_range
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.session import Overrides
 
@@ -52,8 +54,22 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model na
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (persona) for this run.")]
 ThinkOpt = Annotated[Optional[bool], typer.Option(
     "--think/--no-think", help="Ask the model to reason first, or not. Default: the profile's, else the model's.")]
+def _in_limits(key: str) -> Callable[[Optional[float]], Optional[float]]:
+    """A Typer callback checking a numeric flag against config.LIMITS, the table the config file uses.
+
+    Typer's min/max alone let `nan` through (every comparison with it is false)."""
+
+    def check(value: Optional[float]) -> Optional[float]:
+        if value is not None and (allowed := out_of_range(key, value)) is not None:
+            raise typer.BadParameter(f"{value} is out of range: expected {allowed}.")
+        return value
+
+    return check
+
+
 TemperatureOpt = Annotated[Optional[float], typer.Option(
-    "--temperature", "-t", min=0.0, max=2.0, help="Sampling temperature.")]
+    "--temperature", "-t", min=LIMITS["temperature"].low, max=LIMITS["temperature"].high,
+    callback=_in_limits("temperature"), help="Sampling temperature.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="Config file (default: LLMCHAT_CONFIG, else the user config dir).", dir_okay=False)]
 ThinkingOpt = Annotated[Optional[bool], typer.Option(
@@ -432,6 +448,27 @@ def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def refuse_undecodable_argv(args: list[str]) -> None:
+    """Arguments must be UTF-8 text, as piped stdin must (DESIGN §5): exit 2 before anything runs.
+
+    Python decodes argv with surrogateescape, so bytes that are not UTF-8 (a GBK or Latin-1
+    terminal, a script in another encoding) arrive as lone surrogates; left in, they fail much
+    later and far away (encoding the request, saving the history) with a misleading error.
+    """
+    for number, arg in enumerate(args, 1):
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            try:
+                shown = repr(os.fsencode(arg))[2:-1]
+            except UnicodeError:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii")
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise ConfigError(
+                f"Argument {number} of the command line is not UTF-8 text ('{shown}').",
+                hint="Give text in UTF-8 (check the terminal's or the script's encoding; convert with "
+                "`iconv -f GBK -t UTF-8`), or pipe the text in on stdin.",
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
 
@@ -441,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     debug = os.environ.get("LLMCHAT_DEBUG") == "1"
     try:
+        refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
         command.main(args=argv, prog_name="llmchat", standalone_mode=True)
     except SystemExit as exc:
         if exc.code == 130:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from llmchat.chat import ContextSummary, Conversation, Exchange
-from llmchat.config import Config, Profile
+from llmchat.config import LIMITS, Config, Profile, out_of_range
 from llmchat.context import ContextManager, describe, manager_for, request_options
 from llmchat.errors import LlmchatError
 from llmchat.events import TurnResult, Usage
@@ -360,7 +360,7 @@ def _list_profiles(state: ReplState) -> None:
 
 def _endpoint(profile: Profile) -> str:
     try:
-        return profile.endpoint
+        return profile.shown_endpoint
     except LlmchatError:
         return "?"
 
@@ -425,27 +425,17 @@ def cmd_search(state: ReplState, args: str) -> None:
 # /set: each key's parser turns the typed text into the ChatOptions value or raises UsageError.
 
 
-def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+def _limited(key: str) -> Callable[[str], float]:
+    """A number within config.LIMITS[key]: the same table the config file and the flags use."""
+    limit = LIMITS[key]
+
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value: float = int(text) if limit.integer else float(text)
         except ValueError:
-            value = float("nan")
-        if not (low < value <= high if low_open else low <= value <= high):
-            raise UsageError(f"expected a number {'above' if low_open else 'from'} {low:g} to {high:g}, got '{text}'.")
-        return value
-
-    return parse
-
-
-def _integer(minimum: int | None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"expected a whole number, got '{text}'.") from None
-        if minimum is not None and value < minimum:
-            raise UsageError(f"expected a whole number of at least {minimum}, got '{text}'.")
+            value = float("nan")  # refused just below, with the allowed range
+        if (allowed := out_of_range(key, value)) is not None:
+            raise UsageError(f"expected {allowed}, got '{text}'.")
         return value
 
     return parse
@@ -476,13 +466,13 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "temperature": Setting(_number(0, 2), "sampling temperature, 0-2"),
-    "top_p": Setting(_number(0, 1, low_open=True), "nucleus sampling, (0, 1]"),
-    "top_k": Setting(_integer(1), "sample from the k likeliest tokens"),
-    "max_tokens": Setting(_integer(1), "longest answer, in tokens"),
-    "seed": Setting(_integer(None), "random seed, for repeatable answers"),
+    "temperature": Setting(_limited("temperature"), "sampling temperature, 0-2"),
+    "top_p": Setting(_limited("top_p"), "nucleus sampling, (0, 1]"),
+    "top_k": Setting(_limited("top_k"), "sample from the k likeliest tokens"),
+    "max_tokens": Setting(_limited("max_tokens"), "longest answer, in tokens"),
+    "seed": Setting(_limited("seed"), "random seed, for repeatable answers"),
     "stop": Setting(_stops, "stop sequences (quote ones with spaces)"),
-    "context_window": Setting(_integer(1), "context size in tokens (Ollama num_ctx)"),
+    "context_window": Setting(_limited("context_window"), "context size in tokens (Ollama num_ctx)"),
     "search": Setting(_switch, "web search, on|off (Bailian)"),
 }
 DEFAULT_WORDS = ("default", "unset")

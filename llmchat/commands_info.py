@@ -35,7 +35,7 @@ def print_profiles(config_file: str | None) -> None:
         table.add_column(column, overflow="fold")  # never "…": scripts read this too
     for name, profile in config.profiles.items():
         try:
-            endpoint = profile.endpoint
+            endpoint = profile.shown_endpoint
         except ConfigError:
             endpoint = "?"
         key = profile.key_variable or "-"
@@ -79,7 +79,7 @@ def print_models(flags: Overrides, *, as_json: bool) -> None:
     console = table_console()
     console.print(table)
     if not listing:
-        console.print(f"{profile.endpoint} offers no models.", style="dim")
+        console.print(f"{profile.shown_endpoint} offers no models.", style="dim")
 
 
 def with_capabilities(provider: Provider, listing: list[ModelInfo]) -> list[ModelInfo]:

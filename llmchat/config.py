@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,61 @@ REGIONS: dict[str, str] = {
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 DEFAULT_TIMEOUT_S = 300.0
 CONFIG_FILENAME = "config.toml"
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one numeric setting may take. Finite always: TOML spells `nan` and `inf`, and
+    `float()` reads them from the environment, but no server means anything by them (an infinite
+    timeout overflows the socket layer, a NaN temperature becomes invalid JSON)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is not allowed: (low, high]
+    integer: bool = False
+
+    def allows(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        """"a number from 0 to 2", "an integer from 1 to 2147483647", "a number above 0, up to 86400"."""
+        kind = "an integer" if self.integer else "a number"
+        low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in (self.low, self.high))
+        if self.low is not None and self.high is not None:
+            return f"{kind} above {low}, up to {high}" if self.low_open else f"{kind} from {low} to {high}"
+        if self.low is not None:
+            return f"{kind} above {low}" if self.low_open else f"{kind} of at least {low}"
+        return kind
+
+
+#: The one table of numeric limits: the config file, LLMCHAT_TIMEOUT, the command-line flags (Typer's
+#: min/max come from here) and `apply_overrides` all check against it, so they cannot drift apart.
+LIMITS: dict[str, Range] = {
+    "temperature": Range(0.0, 2.0),
+    "top_p": Range(0.0, 1.0, low_open=True),
+    "top_k": Range(1, _INT32_MAX, integer=True),
+    "max_tokens": Range(1, _INT32_MAX, integer=True),
+    "seed": Range(integer=True),
+    "thinking_budget": Range(1, _INT32_MAX, integer=True),
+    "context_window": Range(1, _INT32_MAX, integer=True),
+    "timeout": Range(0.0, 86_400.0, low_open=True),  # seconds; a day is already longer than any answer
+    "retries": Range(0, 100, integer=True),
+}
+#: Each price (per 1,000 tokens): any finite amount, zero included.
+PRICE_RANGE = Range(0.0)
+
+
+def out_of_range(key: str, value: object) -> str | None:
+    """What is allowed for `key`, when `value` is not (None: fine, or not a numeric setting)."""
+    limit = LIMITS.get(key)
+    return None if limit is None or limit.allows(value) else limit.describe()
 
 
 @dataclass(frozen=True)
@@ -84,6 +140,11 @@ class Profile:
         )
 
     @property
+    def shown_endpoint(self) -> str:
+        """`endpoint` as it may be printed: a password in it (http://user:pass@host) masked."""
+        return mask_url(self.endpoint)
+
+    @property
     def key_variable(self) -> str | None:
         """The environment variable holding the API key, or None when the server needs no key."""
         if self.api_key:
@@ -96,12 +157,31 @@ class Profile:
         env = os.environ.get("LLMCHAT_TIMEOUT")
         if env:
             try:
-                return float(env)
+                seconds = float(env)
             except ValueError:
                 raise ConfigError(
                     f"LLMCHAT_TIMEOUT={env!r} is not a number of seconds.", hint="Use e.g. LLMCHAT_TIMEOUT=120."
                 ) from None
+            if (allowed := out_of_range("timeout", seconds)) is not None:
+                raise ConfigError(f"LLMCHAT_TIMEOUT={env!r} is out of range: expected seconds, {allowed}.",
+                                  hint="Use e.g. LLMCHAT_TIMEOUT=120.")
+            return seconds
         return self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S
+
+
+def mask_url(url: str) -> str:
+    """The URL as it may be shown anywhere (messages, `config show`, `profiles`, exports): the password
+    of `http://user:pass@host` becomes `***`, and a lone `http://token@host` is masked whole, since
+    such a user part is often itself a token. Everything else is left exactly as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # "user:pass@host:11434", as OLLAMA_HOST may be written
+        scheme, rest = "", url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user + ':***' if colon else '***'}@{hostport}{rest[end:]}"
 
 
 def ollama_host_url(host: str | None) -> str:
@@ -262,25 +342,45 @@ _PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "api_key_env": ((str,), "the NAME of an environment variable holding the key (never the key itself)"),
     "system": ((str,), "a string (the system prompt)"),
     "think": ((bool,), "true or false"),
-    "thinking_budget": ((int,), "a positive integer (tokens)"),
+    "thinking_budget": ((int,), LIMITS["thinking_budget"].describe()),
     "search": ((bool,), "true or false"),
-    "temperature": ((int, float), "a number, e.g. 0.7"),
-    "top_p": ((int, float), "a number in (0, 1]"),
-    "top_k": ((int,), "a positive integer"),
-    "max_tokens": ((int,), "a positive integer"),
-    "seed": ((int,), "an integer"),
+    "temperature": ((int, float), LIMITS["temperature"].describe()),
+    "top_p": ((int, float), LIMITS["top_p"].describe()),
+    "top_k": ((int,), LIMITS["top_k"].describe()),
+    "max_tokens": ((int,), LIMITS["max_tokens"].describe()),
+    "seed": ((int,), LIMITS["seed"].describe()),
     "stop": ((list, str), "a string or a list of strings"),
-    "context_window": ((int,), "a positive integer (tokens)"),
+    "context_window": ((int,), LIMITS["context_window"].describe()),
     "history": ((str,), "one of " + ", ".join(f'"{h}"' for h in HISTORY_STRATEGIES)),
     "summary_profile": ((str,), "the name of another profile, to write summaries with"),
-    "timeout": ((int, float), "seconds, a positive number"),
-    "retries": ((int,), "an integer >= 0"),
+    "timeout": ((int, float), LIMITS["timeout"].describe()),
+    "retries": ((int,), LIMITS["retries"].describe()),
     "thinking": ((str,), "one of " + ", ".join(f'"{t}"' for t in THINKING_DISPLAYS)),
     "price": ((dict,), "a table { input = 0.0008, output = 0.002, cached_input = 0.0002, currency = \"CNY\" }"),
     "options": ((dict,), "a table of provider options passed through as they are"),
     "save": ((bool,), "true or false (false: never saved to the history)"),
 }
-_SECRET_KEYS = ("key", "token", "secret", "password")
+#: A key whose last word is one of these holds a secret (api_key, access_token, client_secret, X-Api-Key,
+#: Authorization …); "max_tokens" or "stop_token_ids" do not end in one, so they pass.
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "authorization", "auth",
+                           "bearer", "credential", "credentials", "cookie"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secret_looking(name: str) -> bool:
+    """True for a key name that says it holds a secret, whatever its case or separators."""
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return bool(words) and words[-1] in _SECRET_WORDS
+
+
+def _secret_in(table: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The dotted name of the first secret-looking key in a pass-through table (nested tables too)."""
+    for key, value in table.items():
+        if secret_looking(str(key)):
+            return f"{prefix}{key}"
+        if isinstance(value, Mapping) and (inner := _secret_in(value, f"{prefix}{key}.")) is not None:
+            return inner
+    return None
 
 
 def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profile:
@@ -289,7 +389,7 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         if key == "api_key":
             values[key] = _inline_key(name, value, locate)
             continue
-        if key in _SECRET_KEYS:
+        if secret_looking(key):
             raise locate.error(
                 name, key, f"profiles.{name}.{key}: API keys are not read from the config file.",
                 'Put the key in an environment variable and name it: api_key_env = "DASHSCOPE_API_KEY".',
@@ -326,7 +426,8 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         raise locate.error(name, "region", f"profiles.{name}.region only applies to provider \"bailian\".")
     base_url = values.get("base_url")
     if base_url is not None and not re.match(r"^https?://", base_url):
-        raise locate.error(name, "base_url", f"profiles.{name}.base_url = '{base_url}' is not an http(s) URL.")
+        shown = mask_url(base_url)
+        raise locate.error(name, "base_url", f"profiles.{name}.base_url = '{shown}' is not an http(s) URL.")
     if provider == "openai" and not base_url:
         raise locate.error(name, None, f"profiles.{name} (provider \"openai\") needs a base_url.",
                            'Add e.g. base_url = "http://localhost:8000/v1".')
@@ -339,12 +440,26 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         near = _did_you_mean(history, HISTORY_STRATEGIES)
         raise locate.error(name, "history", f"profiles.{name}.history = '{history}' is unknown.{near}",
                            f"Allowed: {', '.join(HISTORY_STRATEGIES)}.")
-    for key in ("thinking_budget", "max_tokens", "context_window", "top_k"):
-        if key in values and values[key] <= 0:
-            raise locate.error(name, key, f"profiles.{name}.{key} must be a positive integer.")
-    if values.get("retries", 0) < 0 or values.get("timeout", 1) <= 0:
-        bad = "retries" if values.get("retries", 0) < 0 else "timeout"
-        raise locate.error(name, bad, f"profiles.{name}.{bad} is out of range: expected {_PROFILE_KEYS[bad][1]}.")
+    for key, value in values.items():
+        if (allowed := out_of_range(key, value)) is not None:
+            raise locate.error(name, key, f"profiles.{name}.{key} = {value!r} is out of range: expected {allowed}.")
+    if (secret := _secret_in(values.get("options", {}))) is not None:
+        raise locate.error(
+            name, "options", f"profiles.{name}.options.{secret}: secrets are not read from options (they would be "
+            "sent in every request body and shown by `config show`).",
+            'Put an API key in an environment variable and name it: api_key_env = "DASHSCOPE_API_KEY".',
+        )
+    env_name = values.get("api_key_env")
+    if env_name is not None and not _ENV_NAME.match(env_name):  # never echoed: it may be the key itself
+        raise locate.error(
+            name, "api_key_env", f"profiles.{name}.api_key_env must be the NAME of an environment variable "
+            "(letters, digits and _), not the key itself.",
+            f'e.g. api_key_env = "DASHSCOPE_API_KEY", then export DASHSCOPE_API_KEY=sk-…  If the key was written '
+            f"here, consider it exposed ({locate.path}) and rotate it.",
+        )
+    if (where := _non_finite(values.get("options", {}))) is not None:
+        raise locate.error(name, "options", f"profiles.{name}.options.{where} is not a finite number.",
+                           "nan and inf mean nothing to a server; give a number.")
     stop = values.get("stop")
     if isinstance(stop, str):
         stop = (stop,)
@@ -362,6 +477,19 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
         region=region if provider == "bailian" else None, stop=stop, price=price, thinking=thinking, history=history,
         options=dict(values.get("options", {})), origin=str(locate.path), **numbers, **copied,
     )
+
+
+def _non_finite(table: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The dotted name of the first nan/inf in a pass-through table (nested tables and lists too)."""
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                return name
+            if isinstance(item, Mapping) and (inner := _non_finite(item, f"{name}.")) is not None:
+                return inner
+    return None
 
 
 def _inline_key(name: str, value: Any, locate: _Locator) -> str:
@@ -388,11 +516,10 @@ def _build_price(name: str, table: dict[str, Any] | None, locate: _Locator) -> P
         if key not in allowed:
             raise locate.error(name, "price", f"Unknown key '{key}' in profiles.{name}.price.",
                                f"Allowed: {', '.join(allowed)}.")
-        ok = isinstance(value, str) if key == "currency" else (
-            isinstance(value, int | float) and not isinstance(value, bool) and value >= 0)
+        ok = isinstance(value, str) if key == "currency" else PRICE_RANGE.allows(value)
         if not ok:
             raise locate.error(name, "price", f"profiles.{name}.price.{key} = {value!r} is not valid.",
-                               "Prices are non-negative numbers per 1,000 tokens; currency is a string.")
+                               "Prices are finite non-negative numbers per 1,000 tokens; currency is a string.")
     if "input" not in table or "output" not in table:
         raise locate.error(name, "price", f"profiles.{name}.price needs both input and output prices.")
     return Price(
@@ -451,6 +578,9 @@ def apply_overrides(profile: Profile, **overrides: Any) -> Profile:
     unknown = set(given) - {f.name for f in fields(Profile)}
     if unknown:  # a programming error, not a user one
         raise TypeError(f"unknown profile fields: {sorted(unknown)}")
+    for key, value in given.items():
+        if (allowed := out_of_range(key, value)) is not None:
+            raise ConfigError(f"{key} = {value!r} is out of range: expected {allowed}.")
     return replace(profile, **given) if given else profile
 
 
@@ -458,7 +588,7 @@ def profile_as_table(profile: Profile) -> dict[str, Any]:
     """The profile as TOML-ready data, for `config show`; the key itself is never included."""
     table: dict[str, Any] = {"provider": profile.provider, "model": profile.model}
     with contextlib.suppress(ConfigError):  # an openai profile without base_url: nothing to show
-        table["base_url"] = profile.endpoint
+        table["base_url"] = profile.shown_endpoint
     for f in fields(Profile):
         if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price", "api_key"):
             continue

@@ -79,7 +79,7 @@ def diagnose(profile: Profile, warnings: tuple[str, ...] = (), *, probe: bool = 
 
 def _config(profile: Profile, warnings: tuple[str, ...]) -> Check:
     try:
-        endpoint = profile.endpoint
+        endpoint = profile.shown_endpoint
     except ConfigError as exc:
         return Check("config", "fail", exc.message, exc.hint or "")
     own = [w for w in warnings if w.startswith(f"profiles.{profile.name} ")]
@@ -119,7 +119,7 @@ def _key_fix(profile: Profile) -> str:
 
 def _endpoint(profile: Profile) -> str:
     try:
-        return profile.endpoint
+        return profile.shown_endpoint
     except ConfigError:
         return "?"
 
@@ -131,18 +131,18 @@ def _server(ctx: _Context, connect: Callable[..., Provider]) -> Check:
         if profile.provider == "ollama":
             version = provider.version()  # type: ignore[attr-defined]
             ctx.reachable = True
-            return Check("server", "ok", f"Ollama {version} at {profile.endpoint}")
+            return Check("server", "ok", f"Ollama {version} at {profile.shown_endpoint}")
         ctx.listing = provider.list_models()
         ctx.reachable = True
-        return Check("server", "ok", f"answers at {profile.endpoint} ({len(ctx.listing)} models listed)")
+        return Check("server", "ok", f"answers at {profile.shown_endpoint} ({len(ctx.listing)} models listed)")
     except AuthFailed as exc:
         ctx.reachable = True  # it answered: only the key is wrong (or missing)
         ctx.key_ok = False
         return Check("server", "ok", f"answers at {_endpoint(profile)} (and refuses: {exc.message})")
     except ProviderError as exc:
-        if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)):
+        if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)) and not exc.not_the_api:
             ctx.reachable = True  # a server without GET /models (some proxies): reachable, list unknown
-            return Check("server", "ok", f"answers at {profile.endpoint} (it lists no models: {exc.message})")
+            return Check("server", "ok", f"answers at {profile.shown_endpoint} (it lists no models: {exc.message})")
         return Check("server", "fail", exc.message, exc.hint or "")
     except LlmchatError as exc:
         return Check("server", "fail", exc.message, exc.hint or "")

@@ -38,6 +38,10 @@ class ProviderError(LlmchatError):
     retryable = False
     #: Seconds the server asked us to wait (Retry-After), if it said.
     retry_after: float | None = None
+    #: A few words for a retry notice when the message is long: the full message is printed once, at the end.
+    brief: str | None = None
+    #: The answer did not come from the API at all (a proxy's HTML page, an empty or non-JSON body).
+    not_the_api: bool = False
 
 
 class Unreachable(ProviderError):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,7 @@ class Image:
         if not data:
             raise ImageError(f"{source} is empty.", hint="Attach a PNG, JPEG, WebP or GIF image.")
         if len(data) > MAX_IMAGE_BYTES:
-            raise ImageError(
-                f"{source} is {len(data) / 1e6:.1f} MB; images are limited to {MAX_IMAGE_BYTES // 2**20} MB.",
-                hint="Scale it down or compress it first (e.g. save it as JPEG).",
-            )
+            raise _too_big(source, len(data))
         mime = sniff(data)
         if mime is None:
             raise ImageError(f"{source} is not a supported image ({_describe(data)}).",
@@ -104,9 +103,24 @@ def load(spec: str) -> Image:
         return Image.from_url(spec)
     if lowered.startswith("data:"):
         return _from_data_url(spec)
-    path = Path(spec).expanduser()
+    data = _read_file(Path(spec).expanduser(), spec)
+    return Image.from_bytes(data, source=spec)
+
+
+def _read_file(path: Path, spec: str) -> bytes:
+    """The file's bytes, read only after `stat` says it is a regular file within the size limit.
+
+    Why not just `read_bytes()`: `/dev/zero` never ends (the process was killed for memory), a FIFO
+    blocks until someone writes, and a 1 GB file is read whole only to be refused. So the path is
+    stat-ed first, opened without blocking, checked again on the open descriptor (it may have been
+    swapped meanwhile), and at most limit + 1 bytes are read whatever it claims to be.
+    """
     try:
-        data = path.read_bytes()
+        _check_stat(os.stat(path), spec)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as file:
+            _check_stat(os.fstat(file.fileno()), spec)
+            data = file.read(MAX_IMAGE_BYTES + 1)
     except FileNotFoundError:
         raise ImageError(f"Image {spec} does not exist.", hint="Check the path (relative paths start "
                          "in the current directory).") from None
@@ -117,7 +131,31 @@ def load(spec: str) -> Image:
                          hint="Check the file's permissions.") from None
     except OSError as exc:
         raise ImageError(f"Cannot read image {spec}: {exc.strerror or exc}.") from None
-    return Image.from_bytes(data, source=spec)
+    if len(data) > MAX_IMAGE_BYTES:  # it grew after the stat: refuse it as too big all the same
+        raise _too_big(spec, len(data), at_least=True)
+    return data
+
+
+def _check_stat(info: os.stat_result, spec: str) -> None:
+    """Only a regular file within the size limit may be read (not a device, FIFO, socket or directory)."""
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ImageError(f"Image {spec} is {kind}, not an image file.",
+                         hint="Save the image to a file first and attach that file.")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise _too_big(spec, info.st_size)
+
+
+def _too_big(source: str, size: int, *, at_least: bool = False) -> ImageError:
+    more = "more than " if at_least else ""
+    return ImageError(
+        f"{source} is {more}{size / 1e6:.1f} MB; images are limited to {MAX_IMAGE_BYTES // 2**20} MB.",
+        hint="Scale it down or compress it first (e.g. save it as JPEG).",
+    )
 
 
 def _from_data_url(spec: str) -> Image:

@@ -182,7 +182,7 @@ def run_pull(flags: Overrides, model: str | None) -> int:
     name = model or profile.model
     tracker = pull_model(connect(profile), name)
     size = f" ({format_bytes(tracker.total)})" if tracker.total else ""
-    print(f"Pulled {name}{size} into Ollama at {profile.endpoint}.", flush=True)
+    print(f"Pulled {name}{size} into Ollama at {profile.shown_endpoint}.", flush=True)
     return 0
 
 

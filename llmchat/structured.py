@@ -83,6 +83,17 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"Schema file {name} is not valid JSON: {exc}.",
                           hint='A JSON Schema is a JSON object, e.g. {"type": "object", "properties": …}.') from None
+    except RecursionError:
+        schema = None  # nested deeper than Python's parser goes: reported as too deep just below
+    if schema is None or _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise ConfigError(f"Schema file {name} is nested more than {MAX_SCHEMA_DEPTH} levels deep.",
+                          hint="Real schemas nest a few levels; for recursive data use a $ref to a $defs entry.")
+    if (problem := _ref_problem(schema)) is not None:
+        loop = "loop" in problem
+        raise ConfigError(f"Schema file {name} is not a usable JSON Schema: {problem}.",
+                          hint="A recursive schema must recurse through properties or items (e.g. a tree's "
+                          '"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}).' if loop else
+                          'Local references look like "#/$defs/NAME" and must name an entry of the schema.')
     if not isinstance(schema, dict):
         raise ConfigError(f"Schema file {name} must hold a JSON object (a JSON Schema).",
                           hint="e.g. {\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\"}}}")
@@ -90,6 +101,75 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     if problem:
         raise ConfigError(f"Schema file {name} is not a usable JSON Schema: {problem}.")
     return schema
+
+
+#: Deeper than any real schema (OpenAI accepts 10 levels of nesting), and far enough from Python's
+#: recursion limit that checking the schema and validating an answer against it cannot overflow.
+MAX_SCHEMA_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a JSON value (counted without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _ref_problem(root: dict[str, Any]) -> str | None:
+    """A local $ref that points nowhere, or a loop of $ref / allOf / anyOf / oneOf that comes back to
+    where it started without going into a property or an item: `{"$ref": "#"}`, or two $defs that
+    refer to each other. Checking a value against such a schema would never end, so it is refused up
+    front. Recursion through properties or items is fine: each step goes one level into the value.
+    """
+    nodes: dict[int, tuple[str, dict[str, Any]]] = {}
+    stack: list[tuple[Any, str, bool]] = [(root, "$", False)]
+    while stack:  # every schema object in the document, with where it is
+        node, where, named = stack.pop()
+        if isinstance(node, dict):
+            if not named:
+                nodes.setdefault(id(node), (where, node))
+            for key, value in node.items():
+                if named or key not in _DATA_KEYWORDS:
+                    stack.append((value, f"{where}.{key}", not named and key in ("properties", "$defs", "definitions")))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{n}]", False) for n, item in enumerate(node))
+
+    def same_level(node: dict[str, Any]) -> list[dict[str, Any]]:
+        """What `validate` checks the same value against next (a $ref replaces its siblings there)."""
+        if "$ref" in node:
+            target = _resolve(root, node["$ref"])
+            return [target] if isinstance(target, dict) else []
+        return [sub for key in ("allOf", "anyOf", "oneOf") if isinstance(node.get(key), list)
+                for sub in node[key] if isinstance(sub, dict)]
+
+    for where, node in nodes.values():
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#") and _resolve(root, ref) is None:
+            return f"{where}.$ref {json.dumps(ref)} points to nothing in the schema"
+    done: set[int] = set()
+    for start, (where, node) in nodes.items():
+        if start in done:
+            continue
+        path, on_path = [(node, iter(same_level(node)))], {start}
+        while path:
+            current, following = path[-1]
+            nxt = next(following, None)
+            if nxt is None:
+                done.add(id(current))
+                on_path.discard(id(current))
+                path.pop()
+            elif id(nxt) in on_path:
+                at, back = nodes.get(id(current), (where, None))[0], nodes.get(id(nxt), ("$", None))[0]
+                back = "itself" if back == at else back
+                return f"{at} leads back to {back} through $ref without going into a property or item (a $ref loop)"
+            elif id(nxt) not in done:
+                on_path.add(id(nxt))
+                path.append((nxt, iter(same_level(nxt))))
+    return None
 
 
 def _schema_problem(schema: Any, where: str) -> str | None:
@@ -205,8 +285,14 @@ def parse_answer(text: str, schema: Mapping[str, Any] | None = None) -> Any:
         raise StructuredOutputError(f"The model's answer is not valid JSON: {exc}.",
                                     hint="The raw answer is shown above; retry, or use a model that "
                                     "supports JSON output.") from None
+    except RecursionError:
+        raise StructuredOutputError("The model's answer is JSON nested too deeply to read.",
+                                    hint="The raw answer is shown above; retry.") from None
     if schema is not None:
-        errors = validate(value, schema)
+        try:
+            errors = validate(value, schema)
+        except RecursionError:  # a recursive schema and an answer nested hundreds of levels deep
+            errors = ["$: nested too deeply to check"]
         if errors:
             shown = "; ".join(errors[:SHOWN_ERRORS]) + (f"; and {len(errors) - SHOWN_ERRORS} more"
                                                          if len(errors) > SHOWN_ERRORS else "")

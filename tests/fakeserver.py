@@ -353,6 +353,9 @@ class FakeServer:
         self.default_reply: Stream = Stream()
         """Template for generated replies when the queue is empty (its ``answer``/``reasoning`` stay None)."""
         self.requests: list[Recorded] = []
+        self.overrides: dict[str, Raw | Stall | Drop] = {}
+        """Path -> the reply every request to it gets instead of the normal one (a proxy's HTML error page
+        for ``/api/tags`` or ``/v1/models``, an empty 200 body, …); chat paths still use the queue."""
         self._host = host
         self._port = port
         self._queue: deque[Reply] = deque()
@@ -1050,7 +1053,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, rec: Recorded) -> None:
         fake = self.server.fake
-        if path == "/" and method in ("GET", "HEAD"):
+        if path in fake.overrides:
+            self._send_other(fake.overrides[path])
+        elif path == "/" and method in ("GET", "HEAD"):
             self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
         elif path == "/api/version" and method == "GET":
             if fake.version is None:

@@ -91,7 +91,7 @@ def test_wrong_type_says_what_is_allowed(tmp_path: Path) -> None:
         ('provider = "ollama"\nmodel = "m"\napi_key = "sk-secret"', r"can be read by other users"),
         ('provider = "ollama"\nmodel = "m"\ntoken = "sk-secret"', r"API keys are not read from the config file"),
         ('provider = "ollama"\nmodel = "m"\nprice = { input = 1 }', r"needs both input and output"),
-        ('provider = "ollama"\nmodel = "m"\nmax_tokens = 0', r"must be a positive integer"),
+        ('provider = "ollama"\nmodel = "m"\nmax_tokens = 0', r"max_tokens = 0 is out of range: expected an integer"),
         ('provider = "ollama"\nmodel = "m"\nthinking = "loud"', r"thinking = 'loud' is unknown"),
     ],
 )

@@ -6,12 +6,15 @@ it, so `llmchat --help` and the REPL's startup never pay for `openai`, `ollama` 
 
 from __future__ import annotations
 
+import email.utils
+import math
 import os
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.errors import MissingApiKey
+from llmchat.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -117,7 +120,7 @@ def api_key_for(profile: Profile) -> str | None:
         where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
         raise MissingApiKey(
             f"Profile '{profile.name}' needs an API key in the environment variable {variable}, which is not set.",
-            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.endpoint}{where}).",
+            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.shown_endpoint}{where}).",
         )
     return key
 
@@ -145,3 +148,74 @@ def connect(profile: Profile, *, require_key: bool = True) -> Provider:
         bailian=profile.provider == "bailian", key_variable=profile.key_variable,
         region=profile.region if profile.provider == "bailian" else None,
     )
+
+
+# ---------------------------------------------------------------------- what both wire protocols share
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header, in either of its forms (RFC 9110 §10.2.3):
+    delay-seconds ("120") or an HTTP-date ("Wed, 21 Oct 2026 07:28:00 GMT"). None when absent or
+    unreadable; a date in the past is 0; nan and inf are unreadable (a server cannot mean them)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            from datetime import UTC
+
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+GATEWAY_STATUSES = (502, 503, 504)
+
+
+def looks_like_html(body: str, content_type: str | None = None) -> bool:
+    """True for a web page (a proxy's error page, a login portal) where an API's JSON was expected."""
+    if content_type and "html" in content_type.lower():
+        return True
+    head = body.lstrip()[:512].lower()
+    return head.startswith("<") and any(tag in head for tag in ("<html", "<!doctype html", "<head", "<body",
+                                                                 "<title"))
+
+
+def gateway_error(server: str, status: int, body: str, content_type: str | None = None) -> ProviderError | None:
+    """The error for an answer that came from something in front of the model server: an HTML page
+    (nginx's "502 Bad Gateway", a firewall's block page) or an empty 502/503/504. One short message
+    naming the status; the page itself is never shown. None: a normal API error, mapped as usual.
+    """
+    html = looks_like_html(body, content_type)
+    if not html and not (status in GATEWAY_STATUSES and not body.strip()):
+        return None
+    try:
+        from http import HTTPStatus
+
+        phrase = f" {HTTPStatus(status).phrase}"
+    except ValueError:
+        phrase = ""
+    what = "an HTML page" if html else "an empty body"
+    error: ProviderError
+    if status in GATEWAY_STATUSES:
+        error = ServerError(
+            f"{server} answered {status}{phrase} with {what}: a proxy or gateway answered, not the model server.",
+            hint="The server behind it may be down, restarting or overloaded: retry later. If it persists, "
+            "check the proxy (HTTP_PROXY / HTTPS_PROXY) and the profile's base_url.",
+        )
+    else:
+        kind = ServerError if status >= 500 else RateLimited if status == 429 else BadRequest
+        error = kind(
+            f"{server} answered {status}{phrase} with {what}, not an API response: a proxy, a login page or a "
+            "web site answered instead of the model server.",
+            hint="Check the profile's base_url (the API's root, e.g. …/v1 for OpenAI-compatible servers, the "
+            "server root for Ollama) and any proxy (HTTP_PROXY / HTTPS_PROXY).",
+        )
+    error.brief = f"{status}{phrase} from a proxy or gateway."
+    error.not_the_api = True
+    return error

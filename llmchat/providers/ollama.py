@@ -11,11 +11,13 @@ exception into an `llmchat.errors` error are shared, so both report failures in 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
 import ollama
 
+from llmchat.config import mask_url
 from llmchat.errors import (
     BadRequest,
     ModelNotFound,
@@ -29,7 +31,15 @@ from llmchat.errors import (
 )
 from llmchat.events import Answer, Event, Finish, Notice, Reasoning, Usage
 from llmchat.images import attach, for_ollama
-from llmchat.providers import ChatOptions, Message, ModelInfo, PullProgress, connect_timeout
+from llmchat.providers import (
+    ChatOptions,
+    Message,
+    ModelInfo,
+    PullProgress,
+    connect_timeout,
+    gateway_error,
+    parse_retry_after,
+)
 from llmchat.providers.thinktags import ThinkTagSplitter
 
 
@@ -38,10 +48,11 @@ class OllamaProvider:
     image_urls = False
 
     def __init__(self, host: str, read_timeout: float) -> None:
-        self.host = host
+        self.host = mask_url(host)  # what messages show: never a password in the URL
+        self._url = host
         self._read_timeout = read_timeout
         self._timeout = httpx.Timeout(connect=connect_timeout(read_timeout), read=read_timeout, write=30.0, pool=5.0)
-        self._client = ollama.Client(host=host, timeout=self._timeout)
+        self._client = ollama.Client(host=host, timeout=self._timeout, event_hooks=_HOOKS)
         self._async_client: ollama.AsyncClient | None = None  # built on first `astream`
         self._capabilities: dict[str, frozenset[str] | None] = {}
 
@@ -131,7 +142,7 @@ class OllamaProvider:
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
-            self._async_client = ollama.AsyncClient(host=self.host, timeout=self._timeout)
+            self._async_client = ollama.AsyncClient(host=self._url, timeout=self._timeout, event_hooks=_ASYNC_HOOKS)
         return self._async_client
 
     def _unfinished(self) -> StreamBroken:
@@ -149,7 +160,10 @@ class OllamaProvider:
         if isinstance(exc, ProviderError):
             return None
         if isinstance(exc, ollama.ResponseError):
-            return self._response_error(exc, model)
+            error = self._response_error(exc, model)
+            if error.retryable:  # the client keeps no headers: the response hook saw them
+                error.retry_after = parse_retry_after(_ERROR_HEADERS.get().get("retry-after"))
+            return error
         if isinstance(exc, (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout)):
             timed_out = isinstance(exc, httpx.ConnectTimeout)
             waited = f" (no connection within {self._timeout.connect:g} s)" if timed_out else ""
@@ -174,6 +188,9 @@ class OllamaProvider:
 
     def _response_error(self, exc: ollama.ResponseError, model: str) -> ProviderError:
         status, text = exc.status_code, str(exc.error)
+        if status != -1 and (gateway := gateway_error(
+                f"Ollama at {self.host}", status, text, _ERROR_HEADERS.get().get("content-type"))) is not None:
+            return gateway
         if status == -1:  # in-band {"error": …} line after the stream started
             return StreamBroken(
                 f"Ollama stopped mid-answer: {text}",
@@ -262,12 +279,49 @@ class OllamaProvider:
     def _get_json(self, path: str, model: str) -> dict[str, Any]:
         # `_request_raw` is the client's own request-and-raise (ollama 0.6.x, pinned in pyproject).
         try:
-            data = self._client._request_raw("GET", path).json()
+            response = self._client._request_raw("GET", path)
         except Exception as exc:
             if (error := self._translate(exc, model, False)) is None:
                 raise
             raise error from None
+        try:
+            data = response.json()
+        except ValueError:  # a proxy's or portal's page, or nothing at all, where Ollama sends JSON
+            raise self._not_json(path, response) from None
         return data if isinstance(data, dict) else {}
+
+    def _not_json(self, path: str, response: httpx.Response) -> ProviderError:
+        text = response.text
+        gateway = gateway_error(f"Ollama at {self.host}", response.status_code, text,
+                                response.headers.get("content-type"))
+        if gateway is not None:
+            return gateway
+        what = "an empty body" if not text.strip() else "something that is not JSON"
+        error = BadRequest(f"{self.host} answered {path} with {what}: this does not look like Ollama.",
+                           hint="Point the profile's base_url (or OLLAMA_HOST) at Ollama's root, e.g. "
+                           "http://localhost:11434, and check any proxy (HTTP_PROXY / HTTPS_PROXY).")
+        error.not_the_api = True
+        return error
+
+
+#: Headers of the last error response in this thread or task. The ollama client turns an HTTP error
+#: into ResponseError(text, status) and drops the headers, so a response hook keeps the two that
+#: matter: Retry-After (honoured like Bailian's) and Content-Type (an HTML page from a proxy).
+_ERROR_HEADERS: ContextVar[dict[str, str]] = ContextVar("llmchat_ollama_error_headers", default={})  # noqa: B039
+
+
+def _keep_error_headers(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        _ERROR_HEADERS.set({name: response.headers[name] for name in ("retry-after", "content-type")
+                            if name in response.headers})
+
+
+async def _akeep_error_headers(response: httpx.Response) -> None:
+    _keep_error_headers(response)
+
+
+_HOOKS = {"response": [_keep_error_headers]}
+_ASYNC_HOOKS = {"response": [_akeep_error_headers]}
 
 
 def _model_info(entry: dict[str, Any]) -> ModelInfo:

@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 
+from llmchat.config import mask_url
 from llmchat.errors import (
     AuthFailed,
     BadRequest,
@@ -28,7 +29,7 @@ from llmchat.errors import (
 )
 from llmchat.events import Answer, Event, Finish, Reasoning, Usage
 from llmchat.images import attach, for_openai
-from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout
+from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
 from llmchat.providers.thinktags import ThinkTagSplitter
 from llmchat.structured import mention_json, response_format
 
@@ -41,20 +42,21 @@ class OpenAICompatProvider:
         self, base_url: str, api_key: str | None, read_timeout: float, *, bailian: bool,
         key_variable: str | None, region: str | None,
     ) -> None:
-        self.base_url = base_url
+        self.base_url = mask_url(base_url)  # what messages show: never a password in the URL
+        self._url = base_url
         self.bailian = bailian
         self._key = api_key
         self._key_variable = key_variable
         self._region = region
         self._read_timeout = read_timeout
-        self._server = "Bailian" if bailian else base_url
+        self._server = "Bailian" if bailian else self.base_url
         # Servers without keys (vLLM, LM Studio) accept any bearer token; the SDK insists on one.
         self._client = openai.OpenAI(**self._client_settings())
         self._async_client: openai.AsyncOpenAI | None = None  # built on first `astream`
 
     def _client_settings(self) -> dict[str, Any]:
         return {
-            "base_url": self.base_url, "api_key": self._key or "EMPTY", "max_retries": 0,
+            "base_url": self._url, "api_key": self._key or "EMPTY", "max_retries": 0,
             "timeout": openai.Timeout(self._read_timeout, connect=connect_timeout(self._read_timeout)),
         }
 
@@ -179,6 +181,11 @@ class OpenAICompatProvider:
         return text.replace(self._key, "***") if self._key else text
 
     def _status_error(self, exc: openai.APIStatusError, model: str) -> ProviderError:
+        error = _gateway(self._server, exc) or self._api_error(exc, model)
+        error.retry_after = _retry_after(exc)
+        return error
+
+    def _api_error(self, exc: openai.APIStatusError, model: str) -> ProviderError:
         status, code = exc.status_code, str(exc.code or "")
         body = exc.body if isinstance(exc.body, dict) else {}
         message = self._redact(str(body.get("message") or exc.message))
@@ -225,7 +232,6 @@ class OpenAICompatProvider:
                 f"{self._server} refused the request ({status} {code}): {message}{ref}",
                 hint="Check the profile's model and options.",
             )
-        error.retry_after = _retry_after(exc)
         return error
 
     def capabilities(self, model: str) -> frozenset[str] | None:
@@ -233,9 +239,11 @@ class OpenAICompatProvider:
         return None
 
     def list_models(self) -> list[ModelInfo]:
+        """`GET /models`, read from the raw response: a proxy's page or an empty body where the list
+        should be is reported as such, not as the SDK's AttributeError deep inside its page parser."""
         try:
-            page = self._client.models.list()
-            return [ModelInfo(name=m.id, owner=getattr(m, "owned_by", None)) for m in page]
+            response = self._client.models.with_raw_response.list().http_response
+            return _model_list(self._server, response)
         except openai.APIStatusError as exc:
             raise self._status_error(exc, "") from None
         except openai.APIConnectionError:
@@ -299,8 +307,33 @@ def _request_id(exc: openai.APIStatusError) -> str | None:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
+    return parse_retry_after(exc.response.headers.get("retry-after"))
+
+
+def _model_list(server: str, response: Any) -> list[ModelInfo]:
+    """The `data` list of a `/models` answer; BadRequest when the body is not one (HTML, empty, other JSON)."""
     try:
-        return max(float(value), 0.0) if value is not None else None
+        data = response.json()
     except ValueError:
-        return None
+        data = None
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        text = response.text
+        error = gateway_error(server, response.status_code, text, response.headers.get("content-type"))
+        what = "an empty body" if not text.strip() else "something that is not a list of models"
+        if error is None:
+            error = BadRequest(f"{server} answered GET /models with {what}.",
+                               hint="Check the profile's base_url (the API's root, e.g. …/v1) and any proxy.")
+            error.not_the_api = True
+        raise error
+    return [ModelInfo(name=str(m["id"]), owner=m.get("owned_by") if isinstance(m.get("owned_by"), str) else None)
+            for m in entries if isinstance(m, dict) and m.get("id")]
+
+
+def _gateway(server: str, exc: openai.APIStatusError) -> ProviderError | None:
+    """A proxy's HTML page or empty 502/503/504 instead of the API's JSON error (providers.gateway_error)."""
+    try:
+        text = exc.response.text
+    except Exception:  # the body was never read (a stream cut short): judge by the headers alone
+        text = ""
+    return gateway_error(server, exc.status_code, text, exc.response.headers.get("content-type"))
