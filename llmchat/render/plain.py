@@ -84,7 +84,7 @@ class PlainView:
         if result.interrupted:
             self._err_print("[interrupted]")
         if self._show_usage:
-            line = format_usage(result, self._price)
+            line = sanitize(format_usage(result, self._price))  # the currency is text from the config
             if line:
                 self._err_print(f"{_DIM}{line}{_UNDIM}" if self._dim else line)
         self._err.flush()
