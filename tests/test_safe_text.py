@@ -140,3 +140,25 @@ def test_repl_toolbar_shows_a_hostile_model_name_visibly() -> None:
         thinking_label=lambda: "auto", context_tokens=lambda: (0, True), pending_images=[])
     bar = toolbar(state)  # type: ignore[arg-type]
     assert not HARMFUL.search(bar) and "m^[]52;c;aGVsbG8=" in bar and "<U+202E>" in bar
+
+
+def test_views_sanitize_notices_and_keep_a_piped_answer_exact() -> None:
+    from llmchat.events import TurnResult
+    from llmchat.render.live import LiveView
+    from llmchat.render.plain import PlainView
+
+    piped, err = io.StringIO(), Tty()
+    view = PlainView(piped, err, show_usage=False)
+    view.answer(ATTACKS)
+    view.notice(f"Retrying: {ATTACKS}")
+    view.close(TurnResult(model="m", answer=ATTACKS))
+    assert piped.getvalue() == ATTACKS + "\n"
+    assert_no_injection(err.getvalue())
+    assert "Retrying: ^[]52" in err.getvalue()
+    out = Tty()
+    live = LiveView(terminal_console(out, width=300, force_terminal=True), refresh_per_second=0, show_usage=False)
+    live.notice(f"Retrying: {ATTACKS}")
+    live.answer(f"Answer {ATTACKS}\n\n")
+    live.close(TurnResult(model="m", answer=""))
+    assert_no_injection(out.getvalue())
+    assert "Retrying: ^[]52" in out.getvalue() and "Answer ^[]52" in out.getvalue()
