@@ -28,7 +28,7 @@ from llmchat.safe_text import UNSAFE, sanitize
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType
 
-__all__ = ["SafeConsole", "safe_text", "terminal_console"]
+__all__ = ["SafeConsole", "sanitized_text", "terminal_console"]
 
 
 class SafeConsole(Console):
@@ -39,7 +39,7 @@ class SafeConsole(Console):
 
     def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
         if isinstance(renderable, Text) and UNSAFE.search(renderable.plain):
-            renderable = safe_text(renderable)
+            renderable = sanitized_text(renderable)
         for segment in super().render(renderable, options):
             if segment.control is None and UNSAFE.search(segment.text):
                 yield Segment(sanitize(segment.text), segment.style)
@@ -47,7 +47,7 @@ class SafeConsole(Console):
                 yield segment
 
 
-def safe_text(text: Text) -> Text:
+def sanitized_text(text: Text) -> Text:
     """A copy of `text` with its characters sanitized and each span moved to where its text went."""
     plain = text.plain
     if not UNSAFE.search(plain):
