@@ -252,3 +252,17 @@ def test_batch_progress_and_summary_on_a_terminal(fake_server, config_file, env,
     assert 'Failed ids: "row\\u001b]0;pwned\\u001b\\\\<U+202E>"' in text  # the summary
     row = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
     assert row["id"] == f"row{TITLE}{BIDI}" and "Boom \x1b]52" in row["error"]  # the file keeps the data exact
+
+
+def test_messages_on_stderr_are_sanitized_even_off_a_terminal(fake_server, config_file, llmchat, tmp_path) -> None:
+    """Errors, warnings and notes are messages, never data: sanitized wherever stderr goes."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", f"x-odd{TITLE}{BIDI}": 1}), encoding="utf-8")
+    fake_server.enqueue(Stream(answer="{}"))
+    run = llmchat("ask", "-p", "bailian", "--schema", str(schema), "q")
+    assert run.code == 0, run.stderr
+    assert f"x-odd{SHOWN}<U+202E>" in run.stderr
+    fake_server.enqueue(Stream(answer="x", error_after=0, error=f"Boom {EVIL}"))
+    run = llmchat("ask", "-p", "bailian", "q")
+    assert run.code == 1 and "Boom ^[]52;c;aGVsbG8=" in run.stderr
+    assert_clean(run.stderr)
