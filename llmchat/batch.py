@@ -228,7 +228,9 @@ class StdoutSink:
     """Rows on stdout, flushed one by one so a pipe sees each as soon as its turn comes."""
 
     def write(self, record: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        from llmchat.safe_text import json_for  # a terminal gets C1/bidi escaped; a pipe the exact row
+
+        sys.stdout.write(json_for(sys.stdout, json.dumps(record, ensure_ascii=False)) + "\n")
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -334,14 +336,15 @@ class RichReporter:
     """A progress bar on stderr: done / total, failed, tokens per second, ETA; notices print above it."""
 
     def __init__(self, total: int, console: Any = None) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from llmchat.render.terminal import terminal_console
 
         self._progress = Progress(
             TextColumn("batch"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[speed]} tok/s"),
             TextColumn("ETA"), TimeRemainingColumn(),
-            console=console or Console(stderr=True), transient=False,
+            console=console or terminal_console(stderr=True), transient=False,
             # Rich would otherwise route sys.stdout through its (stderr) console: the rows must stay on stdout.
             redirect_stdout=False, redirect_stderr=False,
         )
@@ -643,4 +646,6 @@ def summary(totals: Totals, profile: Profile, *, skipped: int, seconds: float, o
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    from llmchat.safe_text import sanitize
+
+    print(sanitize(text), file=sys.stderr, flush=True)  # quotes ids, errors from servers: DESIGN §4

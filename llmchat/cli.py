@@ -437,9 +437,15 @@ def _chat(flags: Overrides, *, plain: bool, save: bool = True, resume: str | Non
 
 
 def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
-    """One short paragraph on stderr: what happened, then what to do."""
-    message = error.message if isinstance(error, LlmchatError) else error
+    """One short paragraph on stderr: what happened, then what to do.
+
+    Messages quote servers and file names, so they are sanitized wherever stderr goes (DESIGN §4).
+    """
+    from llmchat.safe_text import sanitize
+
+    message = sanitize(error.message if isinstance(error, LlmchatError) else error)
     hint = error.hint if isinstance(error, LlmchatError) else hint
+    hint = sanitize(hint) if hint else hint
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     label = "\x1b[1;31mError:\x1b[0m" if color else "Error:"
     text = f"{label} {message}"

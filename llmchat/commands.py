@@ -27,6 +27,7 @@ from llmchat.events import TurnResult, Usage
 from llmchat.images import ImageError, PendingImages
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Provider, connect
+from llmchat.safe_text import sanitize
 from llmchat.session import Overrides, with_flags
 from llmchat.usage_report import Tally
 
@@ -121,7 +122,7 @@ class ReplState:
                    flags=flags or Overrides(), connector=connector, **kwargs)
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(sanitize(text), file=self.out, flush=True)  # quotes models, servers, titles: DESIGN §4
 
     def recorder(self) -> TurnRecorder | None:
         """Where this turn is saved: nowhere under --no-save or for a profile with save = false."""

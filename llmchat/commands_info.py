@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from llmchat.config import Config, config_path, load_config, profile_as_table
 from llmchat.errors import ConfigError, LlmchatError
+from llmchat.safe_text import json_for, text_for
 from llmchat.session import Overrides, resolve
 
 if TYPE_CHECKING:
@@ -17,12 +19,14 @@ if TYPE_CHECKING:
 
 
 def table_console():
-    """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it."""
-    import sys
+    """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it.
 
-    from rich.console import Console
+    It is the safe console (no markup in cells, untrusted text sanitized): model names, families and
+    endpoints come from servers and config files.
+    """
+    from llmchat.render.terminal import terminal_console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+    return terminal_console(width=None if sys.stdout.isatty() else 1000)
 
 
 def print_profiles(config_file: str | None) -> None:
@@ -54,7 +58,7 @@ def print_models(flags: Overrides, *, as_json: bool) -> None:
     provider = connect(profile)
     listing = with_capabilities(provider, provider.list_models())
     if as_json:
-        print(json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2))
+        print(json_for(sys.stdout, json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2)))
         return
     from rich.table import Table
 
@@ -155,6 +159,6 @@ def show_config(config_file: str | None) -> None:
             state = "is set (value hidden)" if os.environ.get(profile.key_variable) else "is NOT set"
             lines.append(f"# {profile.key_variable} {state}")
         lines.append(tomli_w.dumps({"profiles": {name: table}}))
-    print("\n".join(lines).rstrip())
+    print(text_for(sys.stdout, "\n".join(lines).rstrip()))
 
 

@@ -4,6 +4,8 @@ The Typer commands in cli.py only parse and call these. Terminals get Rich table
 drawn like the live view (prompt, dim reasoning, Markdown answer, usage line); pipes get stable plain
 text with no ANSI codes (`list` as aligned columns, `show` as the Markdown export), and `--json` is for
 scripts. Read-only commands never create the database: with no history, there is simply nothing.
+Titles and messages are untrusted (a model wrote them): on a terminal they are sanitized (DESIGN §4),
+in a pipe they are written exactly as stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from llmchat.errors import ConfigError
 from llmchat.render import wants_plain
 from llmchat.render.usage import format_usage, usage_parts, wrap_fields
+from llmchat.safe_text import json_for, sanitize, text_for
 from llmchat.store import (
     ImportFormatError,
     NotFound,
@@ -47,14 +50,14 @@ def history_list(limit: int | None = 20, search: str | None = None, as_json: boo
             rows = store.list_conversations(limit, search)
     out = sys.stdout
     if as_json:
-        out.write(json.dumps([row.as_json() for row in rows], ensure_ascii=False, indent=2) + "\n")
+        out.write(json_for(out, json.dumps([row.as_json() for row in rows], ensure_ascii=False, indent=2)) + "\n")
         return
     if not rows:
         found = f"No saved conversation contains '{search}'." if search else "No saved conversations yet."
-        print(found, file=sys.stderr)
+        print(sanitize(found), file=sys.stderr)
         return
     if plain or wants_plain(out):
-        out.write(plain_table(rows))
+        out.write(text_for(out, plain_table(rows)))
     else:
         _console().print(_rich_table(rows))
 
@@ -106,7 +109,7 @@ def history_show(ref: str = "last", *, thinking: str = "collapse", plain: bool =
     with _existing(path) as store:
         summary, messages = store.messages(ref)
     if plain or wants_plain(sys.stdout):
-        sys.stdout.write(markdown_transcript(summary, messages))
+        sys.stdout.write(text_for(sys.stdout, markdown_transcript(summary, messages)))
         return
     draw_transcript(_console(), summary, messages, thinking=thinking)
 
@@ -142,7 +145,7 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
             continue
         _draw_reasoning(console, answer, thinking)
         if answer.content:
-            console.print(Markdown(answer.content))
+            console.print(Markdown(sanitize(answer.content)))
         elif not answer.interrupted:
             console.print(Text("(no answer: the request failed)", style="dim"))
         if answer.interrupted:
@@ -227,14 +230,14 @@ def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, 
             summary, messages = store.messages(ref)
             text, turns = markdown_transcript(summary, messages), summary.turns
     if out is None or str(out) == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(json_for(sys.stdout, text) if fmt == "json" else text_for(sys.stdout, text))
         return
     target = Path(out).expanduser()
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot write {target}: {exc.strerror}.") from None
-    print(f"Wrote {turns} turn{'s' * (turns != 1)} to {target}")
+    print(text_for(sys.stdout, f"Wrote {turns} turn{'s' * (turns != 1)} to {target}"))
 
 
 def history_import(source: Path | str, *, path: Path | None = None) -> None:
@@ -246,19 +249,20 @@ def history_import(source: Path | str, *, path: Path | None = None) -> None:
         result = store.import_record(record, name)
         summary = store.summary(result.id)
     if result.duplicate:
-        print(f"{result.id} is already in the history, unchanged; nothing imported.")
+        said = f"{result.id} is already in the history, unchanged; nothing imported."
     elif result.renamed:
-        print(f"The id {result.original_id} belongs to another saved conversation; "
-              f"imported as {result.id} ({_describe(summary)}).")
+        said = (f"The id {result.original_id} belongs to another saved conversation; "
+                f"imported as {result.id} ({_describe(summary)}).")
     else:
-        print(f"Imported {result.id} ({_describe(summary)}).")
+        said = f"Imported {result.id} ({_describe(summary)})."
+    print(text_for(sys.stdout, said))
 
 
 def history_rm(ref: str, *, path: Path | None = None) -> None:
     """Delete one conversation for good."""
     with _existing(path) as store:
         summary = store.remove(ref)
-    print(f"Deleted {summary.id} ({_describe(summary)}).")
+    print(text_for(sys.stdout, f"Deleted {summary.id} ({_describe(summary)})."))
 
 
 def _read_json(source: Path | None, name: str) -> Any:
@@ -288,6 +292,6 @@ def _existing(path: Path | None) -> Store:
 
 
 def _console(file: TextIO | None = None) -> Console:
-    from rich.console import Console
+    from llmchat.render.terminal import terminal_console
 
-    return Console(file=file, highlight=False)
+    return terminal_console(file)

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from llmchat.chat import TurnView
 from llmchat.config import Profile
 from llmchat.events import TurnResult
+from llmchat.safe_text import json_for, sanitize
 
 
 class BufferedView:
@@ -52,10 +53,11 @@ class JsonView:
         pass
 
     def notice(self, text: str) -> None:
-        print(text, file=self._err, flush=True)
+        print(sanitize(text), file=self._err, flush=True)
 
     def close(self, result: TurnResult) -> None:
-        json.dump(turn_record(self._profile, result), self._out, ensure_ascii=False)
+        # On a terminal, the C1 and bidi controls JSON leaves raw are escaped too (still valid JSON).
+        self._out.write(json_for(self._out, json.dumps(turn_record(self._profile, result), ensure_ascii=False)))
         self._out.write("\n")
         self._out.flush()
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from llmchat.errors import ConfigError
+from llmchat.safe_text import sanitize, text_for
 
 if TYPE_CHECKING:
     from llmchat.providers import Provider, PullProgress
@@ -95,7 +96,7 @@ class PlainPullView:
             self._line(f"{moved.status}  100%")
 
     def _line(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        print(sanitize(text), file=self._out, flush=True)  # statuses come from the server
 
     def close(self) -> None:
         pass
@@ -105,7 +106,6 @@ class RichPullView:
     """A bar per layer with bytes, speed and time left; phases print above the bars."""
 
     def __init__(self, out: TextIO) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -115,9 +115,12 @@ class RichPullView:
             TransferSpeedColumn,
         )
 
+        from llmchat.render.terminal import terminal_console
+
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=Console(file=out), transient=False,
+            # The description is a status line from the server: never markup, and sanitized.
+            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=terminal_console(out), transient=False,
             redirect_stdout=False, redirect_stderr=False,
         )
         self._tasks: dict[str, Any] = {}
@@ -125,11 +128,12 @@ class RichPullView:
 
     def update(self, tracker: PullTracker, moved: Layer | str) -> None:
         if isinstance(moved, str):
-            self._progress.console.print(moved, markup=False, highlight=False)
+            self._progress.console.print(sanitize(moved), markup=False, highlight=False)
             return
         task = self._tasks.get(moved.digest)
         if task is None:
-            task = self._tasks[moved.digest] = self._progress.add_task(moved.status, total=moved.total or None)
+            task = self._tasks[moved.digest] = self._progress.add_task(sanitize(moved.status),
+                                                                       total=moved.total or None)
         self._progress.update(task, total=moved.total or None, completed=moved.completed)
 
     def close(self) -> None:
@@ -182,7 +186,7 @@ def run_pull(flags: Overrides, model: str | None) -> int:
     name = model or profile.model
     tracker = pull_model(connect(profile), name)
     size = f" ({format_bytes(tracker.total)})" if tracker.total else ""
-    print(f"Pulled {name}{size} into Ollama at {profile.shown_endpoint}.", flush=True)
+    print(text_for(sys.stdout, f"Pulled {name}{size} into Ollama at {profile.shown_endpoint}."), flush=True)
     return 0
 
 
@@ -208,7 +212,7 @@ def offer_pull(provider: Provider, model: str, *, confirm: Callable[[str], bool]
 
 
 def _ask_yes_no(question: str) -> bool:
-    sys.stderr.write(question)
+    sys.stderr.write(sanitize(question))
     sys.stderr.flush()
     try:
         answer = sys.stdin.readline()

@@ -28,6 +28,7 @@ from llmchat.chat import run_turn
 from llmchat.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
 from llmchat.errors import LlmchatError
 from llmchat.images import check_images
+from llmchat.safe_text import sanitize
 from llmchat.session import Overrides, resolve
 
 PROMPT = ">>> "
@@ -155,8 +156,10 @@ class SlashCompleter(Completer):
         self.state = state
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        # prompt-toolkit shows C0/C1 controls visibly but not bidi overrides; model names come from servers.
         for suggestion in COMMANDS.complete(self.state, document.text_before_cursor):
-            yield Completion(suggestion.text, start_position=suggestion.start, display_meta=suggestion.meta)
+            yield Completion(suggestion.text, start_position=suggestion.start, display=sanitize(suggestion.text),
+                             display_meta=sanitize(suggestion.meta) if suggestion.meta else suggestion.meta)
 
 
 def key_bindings() -> KeyBindings:
@@ -240,8 +243,8 @@ def toolbar(state: ReplState) -> str:
     count = f"~{tokens:,}" if estimated else f"{tokens:,}"
     attached = len(state.pending_images)
     images = f" · {attached} image{'s' if attached != 1 else ''} attached" if attached else ""
-    return (f" {state.profile.name} · {state.options.model} · thinking {state.thinking_label()} · "
-            f"{count} tokens in context{images}")
+    return sanitize(f" {state.profile.name} · {state.options.model} · thinking {state.thinking_label()} · "
+                    f"{count} tokens in context{images}")
 
 
 def banner(state: ReplState) -> str:

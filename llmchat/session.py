@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 
 from llmchat.config import Config, Profile, apply_overrides, load_config
+from llmchat.safe_text import sanitize
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def resolve(flags: Overrides) -> tuple[Config, Profile]:
     profile = config.profile(flags.profile)
     for warning in config.warnings:
         if warning.startswith(f"profiles.{profile.name} "):
-            print(f"Warning: {warning}", file=sys.stderr)
+            print(sanitize(f"Warning: {warning}"), file=sys.stderr)
     return config, with_flags(profile, flags)
 
 

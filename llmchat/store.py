@@ -847,7 +847,9 @@ class Recorder:
 
 
 def _warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    from llmchat.safe_text import sanitize
+
+    print(sanitize(text), file=sys.stderr, flush=True)
 
 
 # -------------------------------------------------------------------------------- export / import

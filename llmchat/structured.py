@@ -480,8 +480,10 @@ class OutputFormat:
         schema = load_schema(schema_file)
         unchecked = unchecked_keywords(schema)
         if unchecked:
-            print(f"Note: the schema uses {', '.join(sorted(unchecked))}, which llmchat does not check "
-                  "(the server may still apply it).", file=sys.stderr)
+            from llmchat.safe_text import sanitize  # the keys are the schema file's text
+
+            print(sanitize(f"Note: the schema uses {', '.join(sorted(unchecked))}, which llmchat does not check "
+                           "(the server may still apply it)."), file=sys.stderr)
         return cls(schema=schema)
 
     @property

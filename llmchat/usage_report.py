@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmchat.errors import ConfigError
 from llmchat.events import Usage
 from llmchat.pricing import Price
+from llmchat.safe_text import json_for, text_for
 
 if TYPE_CHECKING:
     from llmchat.store import UsageRow
@@ -149,18 +150,18 @@ def print_usage(since: str | None, by: str, *, as_json: bool, plain: bool = Fals
     if as_json:
         record = {"since": since_utc, "by": by, "groups": [{by: key, **t.as_json()} for key, t in groups.items()],
                   "total": total.as_json()}
-        sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json_for(sys.stdout, json.dumps(record, ensure_ascii=False, indent=2)) + "\n")
         return
     if not groups:
         print("No usage saved" + (" since then." if since else " yet."), file=sys.stderr)
         return
     cells = table_cells(groups, total, by)
     if plain or wants_plain(sys.stdout):
-        sys.stdout.write(plain_table(cells))
+        sys.stdout.write(text_for(sys.stdout, plain_table(cells)))
     else:
-        from rich.console import Console
+        from llmchat.render.terminal import terminal_console
 
-        Console(highlight=False).print(rich_table(cells))
+        terminal_console().print(rich_table(cells))
     for note in notes(total):
         print(note, file=sys.stderr)
 

@@ -59,9 +59,8 @@ def make_view(
 
 
 def _live_view(out: TextIO, *, thinking: ThinkingMode, show_usage: bool, price: Price | None) -> LiveView:
-    from rich.console import Console
-
     from llmchat.render.live import LiveView
+    from llmchat.render.terminal import terminal_console
 
-    console = Console(file=out, highlight=False)
+    console = terminal_console(out)
     return LiveView(console, thinking=thinking, show_usage=show_usage, price=price)

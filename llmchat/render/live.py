@@ -32,6 +32,7 @@ from llmchat.events import TurnResult
 from llmchat.pricing import Price
 from llmchat.render.markdown_stream import MarkdownStream
 from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
+from llmchat.safe_text import sanitize
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType, RenderResult
@@ -229,6 +230,7 @@ class LiveView:
     # -- TurnView -----------------------------------------------------------------------------
 
     def reasoning(self, text: str) -> None:
+        text = sanitize(text)  # before it becomes a renderable: layout and llmchat's styles stay exact
         with self._lock:
             if not text or self._thinking == "hide" or self._phase not in ("waiting", "reasoning"):
                 return  # reasoning after the answer started is kept in the result, not drawn
@@ -248,6 +250,7 @@ class LiveView:
             self._throttle.changed()
 
     def answer(self, text: str) -> None:
+        text = sanitize(text)
         with self._lock:
             if not text or self._phase == "closed":
                 return
@@ -263,7 +266,7 @@ class LiveView:
     def notice(self, text: str) -> None:
         with self._lock:
             if self._phase != "closed":
-                self._print(Text(text, style="yellow"))
+                self._print(Text(sanitize(text), style="yellow"))
 
     def close(self, result: TurnResult) -> None:
         """Finish the turn: stop the live region, print what is left, the marker and usage line.

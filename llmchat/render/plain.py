@@ -2,6 +2,8 @@
 
 Scripts read stdout, so reasoning, status and the usage line go to stderr, and reasoning and usage
 only when someone is there to read them (stderr is a terminal) or asked for them (`--usage`).
+The same view draws `--plain` and NO_COLOR on a terminal: there the answer and reasoning are
+sanitized (`safe_text`) piece by piece, and notices always are; a pipe gets the answer byte-exact.
 """
 
 from __future__ import annotations
@@ -12,19 +14,12 @@ from typing import TYPE_CHECKING, TextIO
 from llmchat.events import TurnResult
 from llmchat.pricing import Price
 from llmchat.render.usage import format_usage
+from llmchat.safe_text import is_terminal, sanitize
 
 if TYPE_CHECKING:
     from llmchat.render import ThinkingMode
 
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
-
-
-def is_terminal(stream: TextIO) -> bool:
-    """`isatty` that tolerates stand-ins (closed files, objects without the method)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 class PlainView:
@@ -53,6 +48,8 @@ class PlainView:
         self._show_reasoning = thinking != "hide" and (show_usage is True or err_tty)
         self._show_usage = show_usage if show_usage is not None else err_tty
         self._dim = err_tty and not os.environ.get("NO_COLOR")
+        self._clean_out = is_terminal(stdout)  # a pipe gets the answer exactly as streamed
+        self._clean_err = err_tty
         self._answer_tail = ""  # last character written to stdout, to end the output with one newline
         self._err_line_open = False  # stderr is mid-line (reasoning without a final newline)
         self._closed = False
@@ -60,6 +57,8 @@ class PlainView:
     def reasoning(self, text: str) -> None:
         if not self._show_reasoning or not text:
             return
+        if self._clean_err:
+            text = sanitize(text)
         self._err.write(f"{_DIM}{text}{_UNDIM}" if self._dim else text)
         self._err.flush()
         self._err_line_open = not text.endswith("\n")
@@ -68,12 +67,12 @@ class PlainView:
         if not text:
             return
         self._end_err_line()
-        self._out.write(text)
+        self._out.write(sanitize(text) if self._clean_out else text)
         self._out.flush()
         self._answer_tail = text[-1]
 
     def notice(self, text: str) -> None:
-        self._err_print(text)
+        self._err_print(sanitize(text))  # a message, never data: sanitized wherever stderr goes
 
     def close(self, result: TurnResult) -> None:
         if self._closed:
@@ -85,7 +84,7 @@ class PlainView:
         if result.interrupted:
             self._err_print("[interrupted]")
         if self._show_usage:
-            line = format_usage(result, self._price)
+            line = sanitize(format_usage(result, self._price))  # the currency is text from the config
             if line:
                 self._err_print(f"{_DIM}{line}{_UNDIM}" if self._dim else line)
         self._err.flush()
