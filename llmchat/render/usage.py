@@ -11,6 +11,7 @@ from llmchat.events import TurnResult
 from llmchat.pricing import Price
 
 SEPARATOR = " · "
+NOT_REPORTED = "tokens not reported by the server"
 
 
 def format_usage(result: TurnResult, price: Price | None) -> str:
@@ -39,6 +40,8 @@ def usage_parts(result: TurnResult, price: Price | None) -> list[str]:
             parts.append(f"{usage.total:,} tokens")
         if usage.cached is not None:
             parts.append(f"{usage.cached:,} cached")
+    elif result.finish_reason is not None:  # a whole answer and no count: say so rather than leave a gap
+        parts.append(NOT_REPORTED)
     if timing.ttft_s is not None:
         parts.append(f"first token {format_seconds(timing.ttft_s)}")
     speed = timing.tokens_per_s
