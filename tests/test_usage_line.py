@@ -89,3 +89,13 @@ def test_truncated_answer_is_flagged() -> None:
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+def test_a_whole_answer_without_usage_says_tokens_were_not_reported() -> None:
+    from llmchat.events import TurnResult
+    from llmchat.render.usage import NOT_REPORTED, format_usage
+
+    finished = TurnResult(model="m", finish_reason="stop")
+    assert NOT_REPORTED in format_usage(finished, None)
+    assert format_usage(finished, None, unreported=False) == ""  # a saved transcript leaves it out
+    assert NOT_REPORTED not in format_usage(TurnResult(model="m"), None)  # a failed turn: nothing to say

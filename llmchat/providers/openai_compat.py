@@ -5,6 +5,14 @@ on, so retrying is the turn loop's job, where it can be shown to the user.
 
 `stream` (blocking: `ask`, the REPL) and `astream` (asyncio: batch) share the request body, the
 per-chunk event extraction and the error mapping, so both fail with the same messages.
+
+A few things are settled here, once and silently, because only the wire can tell them apart (all seen
+on llama.cpp's server, tests/real/): a request that dies before any response byte on a kept-alive
+connection the server had closed is sent again; a stream with no chunk at all (the server's way of
+failing after the headers, e.g. a prompt longer than its window) is followed by the same request
+without streaming, whose answer or error is the real one; a refused `json_schema` is sent again as
+`json_object` with the schema. A stream that ends without a finish_reason is `StreamUnfinished`, for
+the turn loop (and batch) to retry.
 """
 
 from __future__ import annotations
