@@ -16,8 +16,13 @@ something no real server sends:
   out, one ``id``/``created`` per stream, choice key order that varies from chunk to chunk exactly as in
   the captures, ``data: [DONE]\\n\\n`` at the end.
 
+* llama.cpp (``dialect = "llama.cpp"``, llama-cpp-python's server): ``json.dumps`` with its default
+  separators, no usage in streams, ``: ping`` comments, errors after the headers as a 200 with an empty
+  stream, one request at a time with a waiting request cutting the running stream, ``json_schema`` refused.
+
 ``tests/test_fakeserver.py`` regenerates every recorded stream in ``tests/wire/`` with this server and
-compares the bytes, so any drift from the real shapes fails a test.
+compares the bytes, so any drift from the real shapes fails a test (``tests/test_llamacpp_dialect.py``
+for the captured ``llamacpp_*`` files).
 
 Standard library only. Usable as a module (``from fakeserver import FakeServer, Stream``) or as a script::
 
@@ -1541,6 +1546,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--api-key", default=None, help="require this Bearer key on OpenAI routes")
     parser.add_argument("--think-by-default", action="store_true")
+    parser.add_argument("--dialect", choices=("dashscope", "llama.cpp"), default="dashscope",
+                        help="what the OpenAI-compatible routes speak")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="llama.cpp dialect: the context window")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
 
@@ -1553,6 +1561,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.api_key = args.api_key
     server.think_by_default = args.think_by_default
+    server.dialect = args.dialect
+    server.n_ctx = args.n_ctx
     _Handler.verbose = args.verbose
     server.start()
     print(server.url, flush=True)
