@@ -11,7 +11,9 @@ Why it is shaped this way:
   answered, 1 when any row failed, 130 on Ctrl-C (finished rows are written, in-flight ones cancelled).
   Bad input or flags are a ConfigError (exit 2) before any request is made.
 - Retries follow `run_turn`: 429 and 5xx before the first token, backoff with jitter, Retry-After,
-  at most the profile's `retries`; never once text arrived.
+  at most the profile's `retries`; never once text arrived, except for a stream the server ended
+  unfinished (no finish_reason): that row is rerun from the start, since a row is done only when its
+  answer is whole, and from then on requests go one at a time (`Pacer`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.chat import _backoff, _measure
+from llmchat.chat import _backoff, _measure, retry_notice
 from llmchat.context import request_options
-from llmchat.errors import ConfigError, ProviderError
+from llmchat.errors import ConfigError, ProviderError, StreamUnfinished
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
@@ -396,6 +398,7 @@ class Totals:
     completion_tokens: int = 0
     cost: float | None = None
     interrupted: bool = False
+    reported: int = 0  # rows whose usage the server reported (llama.cpp's server reports none when streaming)
 
     @property
     def failed(self) -> list[Any]:
@@ -408,6 +411,7 @@ class Totals:
             self.failed_at[index] = record["id"]
         if usage is None:
             return
+        self.reported += 1
         self.prompt_tokens += usage.prompt or 0
         self.completion_tokens += usage.completion or 0
         cost = profile.price.cost(usage) if profile.price else None
@@ -456,30 +460,72 @@ class _Turn:
         return result
 
 
+class Pacer:
+    """Sends requests one at a time once the server showed that it serves one at a time.
+
+    llama.cpp's server runs one request and, by default, ends the running stream (`[DONE]` with no
+    finish_reason) as soon as another arrives, so at `--concurrency 4` every request cuts the one
+    before it and retries only cut each other again. The first unfinished stream turns this on.
+    """
+
+    def __init__(self) -> None:
+        self.serial = False
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.serial:
+            async with self._lock:
+                yield
+        else:
+            yield
+
+    def cut(self, notify: Callable[[str], None]) -> None:
+        if not self.serial:
+            self.serial = True
+            notify("The server ended a stream unfinished (it seems to run one request at a time): "
+                   "the remaining requests are sent one at a time.")
+
+
 async def ask_row(
     provider: Provider, messages: list[Message], options: ChatOptions, *, retries: int, label: str,
-    notify: Callable[[str], None],
+    notify: Callable[[str], None], pacer: Pacer | None = None,
 ) -> tuple[TurnResult, ProviderError | None]:
-    """One row's turn, with `run_turn`'s retry rule: 429/5xx before any text, backoff, bounded.
+    """One row's turn, with `run_turn`'s retry rule (429/5xx before any text, backoff, bounded), and one
+    more: a stream the server ended unfinished is retried even after text arrived, from the start, since
+    a row is done only when its answer is whole.
 
     Never raises a ProviderError: like `run_turn`, it returns it with whatever text arrived, so a
     failed row becomes a row with an error and the batch goes on.
     """
     turn = _Turn(options.model)
     attempt = 0
+    said: str | None = None
     while True:
         try:
-            async with contextlib.aclosing(provider.astream(messages, options)) as events:
+            async with (pacer.slot() if pacer else contextlib.nullcontext()), \
+                    contextlib.aclosing(provider.astream(messages, options)) as events:
                 async for event in events:
                     if (text := turn.take(event)) is not None:
                         notify(text)  # about the model, not the row: the reporter shows it once
             return turn.close(None), None
         except ProviderError as exc:
-            if not exc.retryable or attempt >= retries or turn.output:
+            unfinished = isinstance(exc, StreamUnfinished)
+            if unfinished and pacer is not None:
+                pacer.cut(notify)
+            if not exc.retryable or attempt >= retries or (turn.output and not unfinished):
+                if unfinished:
+                    exc = StreamUnfinished(
+                        f"The server ended the stream unfinished (no finish_reason), {attempt + 1} "
+                        f"time{'s' if attempt else ''}; try --concurrency 1 (a server that runs one request "
+                        "at a time cuts a stream when another arrives).", hint=exc.hint)
                 return turn.close(exc), exc
+            if unfinished:
+                turn = _Turn(options.model)  # the partial answer is dropped: the row restarts whole
             attempt += 1
             delay = _backoff(attempt, exc.retry_after)
-            notify(f"{label}: {exc.brief or exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
+            notify(f"{label}: {retry_notice(exc, attempt, retries, delay, said)}")
+            said = exc.message
             await asyncio.sleep(delay)
 
 
@@ -511,6 +557,7 @@ class Batch:
     writer: OrderedWriter
     reporter: Reporter
     totals: Totals = field(default_factory=Totals)
+    pacer: Pacer = field(default_factory=Pacer)
 
     def options_for(self, row: Row) -> ChatOptions:
         """The row's options as sent: its own model if it names one, and that model's window as the
@@ -524,7 +571,8 @@ class Batch:
         options = self.options_for(row)
         try:
             result, error = await ask_row(self.provider, row.to_send(self.profile.system), options,
-                                          retries=self.profile.retries, label=label, notify=self.reporter.notice)
+                                          retries=self.profile.retries, label=label, notify=self.reporter.notice,
+                                          pacer=self.pacer)
         except Exception as exc:  # a bug must not sink a long batch; LLMCHAT_DEBUG=1 shows it
             if os.environ.get("LLMCHAT_DEBUG") == "1":
                 raise
@@ -628,7 +676,12 @@ def summary(totals: Totals, profile: Profile, *, skipped: int, seconds: float, o
     if skipped:
         parts.append(f"{skipped} already done")
     tokens = totals.prompt_tokens + totals.completion_tokens
-    parts.append(f"{tokens:,} tokens ({totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion)")
+    if totals.reported:
+        parts.append(f"{tokens:,} tokens ({totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion)")
+        if totals.reported < totals.rows - len(totals.failed):
+            parts.append(f"tokens not reported for {totals.rows - len(totals.failed) - totals.reported} rows")
+    elif totals.rows:
+        parts.append("tokens not reported by the server")
     if profile.price is not None and totals.cost is not None:
         parts.append(f"cost {profile.price.format(totals.cost)}")
     lines = ["Batch: " + ", ".join(parts) + "."]

@@ -173,7 +173,8 @@ def run_turn(
     Never raises for a failed call or Ctrl-C: both end the turn with the partial answer kept (and
     `result.interrupted` set), the view closed, and the error returned, so that every caller (a
     one-shot `ask`, the REPL that must survive) decides what to do without duplicating cleanup.
-    A rate limit or server error before any output is retried with backoff, visibly. With a
+    A rate limit, a server error or a stream the server ended unfinished (no finish_reason) is retried
+    with backoff, visibly, while nothing was shown (text already on screen cannot be taken back). With a
     `context` policy the history is fitted to the window first, and a "too long" answer from the
     server makes it compact once and try again.
     """
@@ -187,6 +188,7 @@ def run_turn(
     reasoning_parts: list[str] = []
     attempt = 0
     shrunk = False
+    said: str | None = None  # the error text already shown in a retry notice (shown once, not per attempt)
     conversation.exchanges.append(exchange)
     if recorder is not None:
         recorder.question(conversation, exchange)
@@ -233,7 +235,8 @@ def run_turn(
                     raise
                 attempt += 1
                 delay = _backoff(attempt, exc.retry_after)
-                view.notice(f"{exc.brief or exc.message} Retrying in {delay:.1f}s ({attempt}/{retries})…")
+                view.notice(retry_notice(exc, attempt, retries, delay, said))
+                said = exc.message
                 sleep(delay)
             finally:
                 close = getattr(events, "close", None)
@@ -256,6 +259,13 @@ def run_turn(
         recorder.answer(conversation, exchange, result)
     view.close(result)
     return result, error
+
+
+def retry_notice(exc: ProviderError, attempt: int, retries: int, delay: float, said: str | None) -> str:
+    """"<what failed> Retrying in 0.6s (1/2)…"; the error's `brief` when it has one (a proxy's page is one
+    short line), and the same failure again is not repeated word for word."""
+    what = "Failed again." if exc.message == said else (exc.brief or exc.message)
+    return f"{what} Retrying in {delay:.1f}s ({attempt}/{retries})…"
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:

@@ -84,5 +84,13 @@ class StreamBroken(ProviderError):
     """The answer stream ended before the server said it was complete."""
 
 
+class StreamUnfinished(StreamBroken):
+    """The server closed the stream properly ([DONE]) but without a finish_reason: it stopped the answer
+    itself (llama.cpp cuts a running stream when another request arrives). Worth retrying like a 5xx:
+    the chat and `ask` while nothing was shown, batch always (a row is done only when its answer is whole)."""
+
+    retryable = True
+
+
 class Timeout(ProviderError):
     """The server stopped sending for longer than the read timeout."""

@@ -150,7 +150,7 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
             console.print(Text("(no answer: the request failed)", style="dim"))
         if answer.interrupted:
             console.print(Text("[interrupted]", style="bold red"))
-        parts = usage_parts(answer.result(), None)
+        parts = usage_parts(answer.result(), None, unreported=False)
         if parts:
             console.print()
             console.print(Text(wrap_fields(parts, console.width), style="dim"))
@@ -207,7 +207,7 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
         lines += [answer.content, ""] if answer.content else ([] if answer.interrupted else ["*(no answer)*", ""])
         if answer.interrupted:
             lines += ["*(interrupted)*", ""]
-        usage = format_usage(answer.result(), None)
+        usage = format_usage(answer.result(), None, unreported=False)
         if usage:
             lines += [f"*{usage}*", ""]
     return "\n".join(lines)

@@ -241,6 +241,12 @@ def response_format(fmt: str | Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "json_object"}
 
 
+def as_json_object(fmt: Mapping[str, Any]) -> dict[str, Any]:
+    """A json_schema `response_format` in the form llama.cpp's server takes instead: json_object + schema."""
+    schema = fmt.get("json_schema", {}).get("schema") if isinstance(fmt.get("json_schema"), Mapping) else None
+    return {"type": "json_object", "schema": schema} if schema is not None else {"type": "json_object"}
+
+
 def mention_json(messages: list[dict[str, Any]], fmt: str | Mapping[str, Any] = "json") -> list[dict[str, Any]]:
     """The messages, with a short instruction to answer in JSON unless one of them already says "JSON".
 

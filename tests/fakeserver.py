@@ -16,8 +16,13 @@ something no real server sends:
   out, one ``id``/``created`` per stream, choice key order that varies from chunk to chunk exactly as in
   the captures, ``data: [DONE]\\n\\n`` at the end.
 
+* llama.cpp (``dialect = "llama.cpp"``, llama-cpp-python's server): ``json.dumps`` with its default
+  separators, no usage in streams, ``: ping`` comments, errors after the headers as a 200 with an empty
+  stream, one request at a time with a waiting request cutting the running stream, ``json_schema`` refused.
+
 ``tests/test_fakeserver.py`` regenerates every recorded stream in ``tests/wire/`` with this server and
-compares the bytes, so any drift from the real shapes fails a test.
+compares the bytes, so any drift from the real shapes fails a test (``tests/test_llamacpp_dialect.py``
+for the captured ``llamacpp_*`` files).
 
 Standard library only. Usable as a module (``from fakeserver import FakeServer, Stream``) or as a script::
 
@@ -249,6 +254,9 @@ class Stream:
     reasoning_tokens: int | None = None
     usage: bool = True
     cached_tokens: int | None = None
+    unfinished: bool = False
+    """End the stream with ``data: [DONE]`` and no finish_reason, then drop the connection without the final
+    0-length chunk: what llama.cpp's server sends when another request cut the running stream."""
 
 
 @dataclass
@@ -356,6 +364,20 @@ class FakeServer:
         self.overrides: dict[str, Raw | Stall | Drop] = {}
         """Path -> the reply every request to it gets instead of the normal one (a proxy's HTML error page
         for ``/api/tags`` or ``/v1/models``, an empty 200 body, …); chat paths still use the queue."""
+        self.dialect: str = "dashscope"
+        """``"dashscope"``, or ``"llama.cpp"``: the OpenAI-compatible routes speak llama-cpp-python's server
+        (0.3.36, ``tests/wire/llamacpp_*``): no usage in streams, ``: ping`` comments, a prompt that does not
+        fit ``n_ctx`` answered 200 with an empty stream (400 ``context_length_exceeded`` without streaming),
+        one request at a time with a waiting request cutting the running stream, ``json_schema`` refused
+        with a 500 while ``json_object`` with a ``schema`` is accepted, any model name answered."""
+        self.n_ctx: int = 2048
+        """llama.cpp: the context window; a prompt of at least this many (estimated) tokens is refused."""
+        self.ping_interval: float = 15.0
+        """llama.cpp: seconds between ``: ping - <time>`` comments while a stream is open."""
+        self.loaded_model: str = "smollm2"
+        """llama.cpp: the one model ``/v1/models`` lists (the ``--model_alias``)."""
+        self.running = threading.Lock()
+        self.waiting = 0
         self._host = host
         self._port = port
         self._queue: deque[Reply] = deque()
@@ -790,7 +812,66 @@ class _DashScopeRenderer:
         return ("data: " + dashscope_json(self.error_obj()) + "\n\n").encode()
 
 
-_Renderer = Union[_OllamaRenderer, _DashScopeRenderer]
+class _LlamaCppRenderer:
+    """llama-cpp-python's server: ``json.dumps`` with its default separators, id/model/created/object/choices,
+    a role chunk, one chunk per token, an empty-delta finish chunk, ``[DONE]``; never any usage."""
+
+    def __init__(self, model: str, plan: _Plan, spec: Stream) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.model = model
+        self.id = f"chatcmpl-{uuid.uuid4()}"
+        self.created = int(time.time())
+
+    def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {
+            "id": self.id, "model": self.model, "created": self.created, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        return ("data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n").encode()
+
+    def preamble(self) -> list[bytes]:
+        return [self._event({"role": "assistant"})]
+
+    def piece(self, is_reasoning: bool, text: str) -> bytes:
+        return self._event({"content": text})
+
+    def final(self) -> list[bytes]:
+        return [self._event({}, self.spec.finish_reason), b"data: [DONE]\n\n"]
+
+    def nonstream(self) -> bytes:
+        body = {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "message": {"content": self.plan.content, "role": "assistant"},
+                         "logprobs": None, "finish_reason": self.spec.finish_reason}],
+            "usage": {"prompt_tokens": self.plan.prompt_tokens, "completion_tokens": self.plan.completion_tokens,
+                      "total_tokens": self.plan.prompt_tokens + self.plan.completion_tokens},
+        }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def llamacpp_ping(now: float | None = None) -> bytes:
+    """sse-starlette's keep-alive comment: ``: ping - 2026-11-26 13:55:00.123456+00:00``."""
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.UTC)
+    return f": ping - {stamp}\n\n".encode()
+
+
+def llamacpp_too_long(n_ctx: int, prompt_tokens: int, max_tokens: Any) -> bytes:
+    """The 400 for a prompt longer than the window (``llama_cpp/server/errors.py``, chat completions)."""
+    message = (
+        f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+        f"{(max_tokens or 0) + prompt_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+        "completion). Please reduce the length of the messages or completion."
+    )
+    error = {
+        "message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }
+    return json.dumps({"error": error}, separators=(",", ":")).encode()
+
+
+_Renderer = Union[_OllamaRenderer, _DashScopeRenderer, _LlamaCppRenderer]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1146,6 +1227,10 @@ class _Handler(BaseHTTPRequestHandler):
             if action == "stall":
                 fake._sleep(spec.stall_seconds)
             raise _Abort
+        if spec.unfinished and content_type.startswith(SSE):
+            writer.chunk(b"data: [DONE]\n\n")
+            writer.flush()
+            raise _Abort
         if spec.delay > 0 and plan.pieces:
             fake._sleep(spec.delay)
         for data in renderer.final():
@@ -1292,6 +1377,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_models(self, rec: Recorded) -> None:
         if not self._authorised(rec):
             return
+        if self.server.fake.dialect == "llama.cpp":
+            data = [{"id": self.server.fake.loaded_model, "object": "model", "owned_by": "me", "permissions": []}]
+            self._send(200, json.dumps({"object": "list", "data": data}, separators=(",", ":")).encode(), OPENAI_JSON)
+            return
         data = [
             {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
             for m in self.server.fake.models
@@ -1301,6 +1390,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_chat(self, rec: Recorded) -> None:
         fake = self.server.fake
         if not self._authorised(rec):
+            return
+        if fake.dialect == "llama.cpp":
+            self._llamacpp_chat(rec)
             return
         body = rec.body
         if not isinstance(body, dict):
@@ -1352,6 +1444,90 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, renderer.nonstream(), OPENAI_JSON)
 
 
+    # -- llama.cpp (llama-cpp-python's server) ----------------------------------------------------------
+
+    def _llamacpp_chat(self, rec: Recorded) -> None:
+        """``llama_cpp/server/app.py``: validation, then one request at a time (``--interrupt_requests``)."""
+        fake = self.server.fake
+        body = rec.body if isinstance(rec.body, dict) else {}
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
+            self._send(500, load_fixture("llamacpp_error_json_schema.json"), OPENAI_JSON)
+            return
+        model = body.get("model") if isinstance(body.get("model"), str) else fake.loaded_model
+        with fake._lock:
+            fake.waiting += 1
+        try:
+            fake.running.acquire()
+        finally:
+            with fake._lock:
+                fake.waiting -= 1
+        try:
+            self._llamacpp_answer(rec, body, model)
+        finally:
+            fake.running.release()
+
+    def _llamacpp_answer(self, rec: Recorded, body: dict[str, Any], model: str) -> None:
+        fake = self.server.fake
+        stream = body.get("stream") is True
+        prompt = _estimate_prompt_tokens(body)
+        if prompt >= fake.n_ctx:
+            if not stream:
+                self._send(400, llamacpp_too_long(fake.n_ctx, prompt, body.get("max_tokens")), OPENAI_JSON)
+                return
+            # The error is raised inside the generator, after the headers: an empty body, then uvicorn
+            # closes the connection although it said keep-alive.
+            writer = _ChunkedWriter(self, batch=False)
+            writer.start(200, SSE + "; charset=utf-8")
+            writer.end()
+            raise _Abort
+        reply = fake._next_reply()
+        if not isinstance(reply, Stream):
+            self._send_other(reply)
+            return
+        plan = _plan(reply, body, False, ollama=False)
+        renderer = _LlamaCppRenderer(model, plan, reply)
+        if not stream:
+            fake._sleep(reply.first_delay + reply.delay * len(plan.pieces))
+            self._send(200, renderer.nonstream(), OPENAI_JSON)
+            return
+        writer = _ChunkedWriter(self, batch=False)
+        writer.start(200, SSE + "; charset=utf-8")
+        last = time.monotonic()
+
+        def send(data: bytes) -> None:
+            nonlocal last
+            writer.chunk(data)
+            last = time.monotonic()
+            if fake.waiting:  # another request arrived: end this one, unfinished, without the last chunk
+                writer.chunk(b"data: [DONE]\n\n")
+                raise _Abort
+
+        def wait(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                until_ping = fake.ping_interval - (time.monotonic() - last)
+                if until_ping > left:
+                    fake._sleep(left)
+                    break
+                fake._sleep(max(until_ping, 0.0))
+                send(llamacpp_ping())
+
+        wait(reply.first_delay)
+        for data in renderer.preamble():
+            send(data)
+        for i, (_, text) in enumerate(plan.pieces):
+            if i and reply.delay > 0:
+                wait(reply.delay)
+            send(renderer.piece(False, text))
+        if reply.unfinished:
+            writer.chunk(b"data: [DONE]\n\n")
+            raise _Abort
+        for data in renderer.final():
+            writer.chunk(data)
+        writer.end()
+
+
 # --------------------------------------------------------------------------------------------------------
 # Script entry point (benchmarks)
 # --------------------------------------------------------------------------------------------------------
@@ -1375,6 +1551,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--api-key", default=None, help="require this Bearer key on OpenAI routes")
     parser.add_argument("--think-by-default", action="store_true")
+    parser.add_argument("--dialect", choices=("dashscope", "llama.cpp"), default="dashscope",
+                        help="what the OpenAI-compatible routes speak")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="llama.cpp dialect: the context window")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
 
@@ -1387,6 +1566,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.api_key = args.api_key
     server.think_by_default = args.think_by_default
+    server.dialect = args.dialect
+    server.n_ctx = args.n_ctx
     _Handler.verbose = args.verbose
     server.start()
     print(server.url, flush=True)

@@ -63,9 +63,3 @@ def test_version(env, llmchat) -> None:
 
     run = llmchat("--version")
     assert run.code == 0 and run.stdout.strip() == f"llmchat {__version__}"
-
-
-def test_readme_test_command_is_what_ci_runs() -> None:
-    root = Path(__file__).parent.parent
-    ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert ci_command in (root / "README.md").read_text()

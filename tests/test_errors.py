@@ -130,8 +130,11 @@ def test_ollama_in_band_error_line(fake_server, config_file, llmchat) -> None:
 def test_connection_dropped_before_any_answer(fake_server, config_file, llmchat) -> None:
     fake_server.enqueue(Drop())
     assert_clean_failure(llmchat("ask", "hi"), 1, "Ollama")
-    fake_server.enqueue(Drop())
+    # OpenAI-compatible: a drop before any response byte is sent again once, silently (a stale
+    # kept-alive connection fails like this); the second drop is the error.
+    fake_server.enqueue(Drop(), Drop())
     assert_clean_failure(llmchat("ask", "-p", "bailian", "hi"), 1, "Bailian")
+    assert fake_server.pending == 0
 
 
 def test_stalled_server_times_out_with_the_configured_limit(fake_server, config_file, llmchat) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from llmchat.events import Timing, TurnResult, Usage
 from llmchat.pricing import Price
-from llmchat.render.usage import format_seconds, format_usage, usage_parts
+from llmchat.render.usage import NOT_REPORTED, format_seconds, format_usage, usage_parts
 
 FULL = TurnResult(
     model="qwen-plus",
@@ -89,3 +89,10 @@ def test_truncated_answer_is_flagged() -> None:
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+def test_a_whole_answer_without_usage_says_tokens_were_not_reported() -> None:
+    finished = TurnResult(model="m", finish_reason="stop")
+    assert NOT_REPORTED in format_usage(finished, None)
+    assert format_usage(finished, None, unreported=False) == ""  # a saved transcript leaves it out
+    assert NOT_REPORTED not in format_usage(TurnResult(model="m"), None)  # a failed turn: nothing to say

@@ -5,6 +5,14 @@ on, so retrying is the turn loop's job, where it can be shown to the user.
 
 `stream` (blocking: `ask`, the REPL) and `astream` (asyncio: batch) share the request body, the
 per-chunk event extraction and the error mapping, so both fail with the same messages.
+
+A few things are settled here, once and silently, because only the wire can tell them apart (all seen
+on llama.cpp's server, tests/real/): a request that dies before any response byte on a kept-alive
+connection the server had closed is sent again; a stream with no chunk at all (the server's way of
+failing after the headers, e.g. a prompt longer than its window) is followed by the same request
+without streaming, whose answer or error is the real one; a refused `json_schema` is sent again as
+`json_object` with the schema. A stream that ends without a finish_reason is `StreamUnfinished`, for
+the turn loop (and batch) to retry.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from llmchat.errors import (
     RateLimited,
     ServerError,
     StreamBroken,
+    StreamUnfinished,
     Timeout,
     Unreachable,
 )
@@ -31,7 +40,7 @@ from llmchat.events import Answer, Event, Finish, Reasoning, Usage
 from llmchat.images import attach, for_openai
 from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
 from llmchat.providers.thinktags import ThinkTagSplitter
-from llmchat.structured import mention_json, response_format
+from llmchat.structured import as_json_object, mention_json, response_format
 
 
 class OpenAICompatProvider:
@@ -50,6 +59,8 @@ class OpenAICompatProvider:
         self._region = region
         self._read_timeout = read_timeout
         self._server = "Bailian" if bailian else self.base_url
+        # Once the server refused `json_schema`, later requests use `json_object` + `schema` at once.
+        self._json_object_schema = False
         # Servers without keys (vLLM, LM Studio) accept any bearer token; the SDK insists on one.
         self._client = openai.OpenAI(**self._client_settings())
         self._async_client: openai.AsyncOpenAI | None = None  # built on first `astream`
@@ -91,8 +102,8 @@ class OpenAICompatProvider:
                 extra["thinking_budget"] = options.thinking_budget
             if options.search is not None:
                 extra["enable_search"] = options.search
-            if options.top_k is not None:
-                extra["top_k"] = options.top_k
+        if options.top_k is not None:  # not OpenAI's, but DashScope, vLLM and llama.cpp all take it
+            extra["top_k"] = options.top_k
         extra.update(options.extra)
         if extra:
             body["extra_body"] = extra
@@ -102,12 +113,16 @@ class OpenAICompatProvider:
         return body
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
+        body = self._body(messages, options)
         reader = _DeltaReader()
         try:
-            with self._client.chat.completions.create(**self._body(messages, options)) as chunks:
+            with self._create(body) as chunks:
                 for chunk in chunks:
                     yield from reader.feed(chunk)
             yield from reader.flush()
+            if reader.chunks == 0:  # an empty stream says nothing: ask again without streaming to learn why
+                yield from self._events_of(self._create(_not_streaming(body)))
+                return
         except Exception as exc:
             if (error := self._translate(exc, options.model, reader.output)) is None:
                 raise
@@ -116,25 +131,129 @@ class OpenAICompatProvider:
 
     async def astream(self, messages: Sequence[Message], options: ChatOptions) -> AsyncIterator[Event]:
         """`stream` for asyncio: same body, events and errors, many turns in flight on one loop."""
+        body = self._body(messages, options)
         reader = _DeltaReader()
         try:
-            async with await self._aclient().chat.completions.create(**self._body(messages, options)) as chunks:
+            async with await self._acreate(body) as chunks:
                 async for chunk in chunks:
                     for event in reader.feed(chunk):
                         yield event
             for event in reader.flush():
                 yield event
+            if reader.chunks == 0:
+                for event in self._events_of(await self._acreate(_not_streaming(body))):
+                    yield event
+                return
         except Exception as exc:
             if (error := self._translate(exc, options.model, reader.output)) is None:
                 raise
             raise error from None
         yield self._finish(reader)
 
+    # -- sending: a stale pooled connection and a refused json_schema are handled here, silently ----------
+
+    def _create(self, body: dict[str, Any]) -> Any:
+        """`chat.completions.create`, once more in the json_object form when the server refuses json_schema."""
+        body = self._schema_form(body)
+        try:
+            return self._send(body)
+        except openai.APIStatusError as exc:
+            if (fallback := self._schema_fallback(body, exc)) is None:
+                raise
+        try:
+            return self._send(fallback)
+        except openai.APIStatusError as exc:
+            raise self._schema_refused(exc) from None
+
+    def _send(self, body: dict[str, Any]) -> Any:
+        """One request; sent again, silently, when it failed on a stale kept-alive connection."""
+        try:
+            return self._client.chat.completions.create(**body)
+        except openai.APIConnectionError as exc:
+            if not _stale_connection(exc):
+                raise
+        return self._client.chat.completions.create(**body)
+
+    async def _acreate(self, body: dict[str, Any]) -> Any:
+        """`_create` for asyncio."""
+        body = self._schema_form(body)
+        try:
+            return await self._asend(body)
+        except openai.APIStatusError as exc:
+            if (fallback := self._schema_fallback(body, exc)) is None:
+                raise
+        try:
+            return await self._asend(fallback)
+        except openai.APIStatusError as exc:
+            raise self._schema_refused(exc) from None
+
+    async def _asend(self, body: dict[str, Any]) -> Any:
+        try:
+            return await self._aclient().chat.completions.create(**body)
+        except openai.APIConnectionError as exc:
+            if not _stale_connection(exc):
+                raise
+        return await self._aclient().chat.completions.create(**body)
+
+    def _schema_form(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body in the schema form this server is known to take (json_object + schema after a refusal)."""
+        if self._json_object_schema and _wants_json_schema(body):
+            return {**body, "response_format": as_json_object(body["response_format"])}
+        return body
+
+    def _schema_fallback(self, body: dict[str, Any], exc: openai.APIStatusError) -> dict[str, Any] | None:
+        """The body to try after the server refused `json_schema`, or None when that was not the refusal.
+
+        llama.cpp's server answers 500 to `json_schema` and takes `{"type": "json_object", "schema": …}`;
+        others answer 400/422. Only a refusal that names response_format or json_schema counts, so an
+        unrelated 500 is still a server error for the turn loop to retry.
+        """
+        if not _wants_json_schema(body) or exc.status_code not in (400, 422, 500):
+            return None
+        text = str(exc.body if exc.body is not None else exc.message)
+        if "json_schema" not in text and "response_format" not in text:
+            return None
+        self._json_object_schema = True
+        return {**body, "response_format": as_json_object(body["response_format"])}
+
+    def _schema_refused(self, exc: openai.APIStatusError) -> ProviderError:
+        """Both schema forms refused: say so once, with the way that works, instead of a retried 5xx."""
+        self._json_object_schema = False
+        if exc.status_code not in (400, 422, 500):
+            return self._status_error(exc, "")
+        return BadRequest(
+            f"{self._server} does not support JSON schemas: it refused response_format json_schema, and "
+            f"json_object with a schema ({exc.status_code}).",
+            hint="Use --format json to ask for JSON without a schema.",
+        )
+
+    def _events_of(self, completion: Any) -> Iterator[Event]:
+        """The events of a non-streaming answer (the second look after an empty stream)."""
+        splitter = ThinkTagSplitter()
+        finish: str | None = None
+        for choice in completion.choices or []:
+            message = choice.message
+            reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+            if reasoning:
+                yield Reasoning(reasoning)
+            if message.content:
+                yield from splitter.feed(message.content)
+            finish = choice.finish_reason or finish
+        yield from splitter.flush()
+        if completion.usage:
+            yield _usage(completion.usage)
+        if finish is None:
+            raise StreamBroken(f"{self._server} sent an answer without a finish_reason.",
+                               hint="The endpoint may not be OpenAI-compatible.")
+        yield Finish(finish)
+
     def _finish(self, reader: _DeltaReader) -> Finish:
-        """The closing event, or StreamBroken when the stream ended without a finish_reason."""
+        """The closing event, or StreamUnfinished when the stream ended without a finish_reason."""
         if reader.finished is None:
-            raise StreamBroken(
-                f"{self._server} ended the stream before the answer was complete.", hint="Retry the question."
+            raise StreamUnfinished(
+                f"{self._server} ended the stream before the answer was complete (no finish_reason).",
+                hint="A server that runs one request at a time (llama.cpp) cuts a stream when another "
+                     "request arrives; ask again when it is idle.",
             )
         return Finish(reader.finished)
 
@@ -150,8 +269,7 @@ class OpenAICompatProvider:
             return self._status_error(exc, model)
         if isinstance(exc, openai.APITimeoutError) and type(exc.__cause__).__name__ == "ConnectTimeout":
             return Unreachable(  # httpx or httpx2, by name: the SDK's transport differs by major version
-                f"Cannot reach {self._server} at {self.base_url} "
-                f"(no connection within {connect_timeout(self._read_timeout):g} s).",
+                f"Cannot reach {self._where()} (no connection within {connect_timeout(self._read_timeout):g} s).",
                 hint="Check your network, proxy and the profile's base_url / region.",
             )
         if isinstance(exc, openai.APITimeoutError):
@@ -163,7 +281,7 @@ class OpenAICompatProvider:
             if output:
                 return StreamBroken(f"The connection to {self._server} broke mid-answer.", hint="Retry the question.")
             return Unreachable(
-                f"Cannot reach {self._server} at {self.base_url}.",
+                f"Cannot reach {self._where()}.",
                 hint="Check your network, proxy and the profile's base_url / region.",
             )
         if isinstance(exc, openai.APIError):  # an error event inside the stream
@@ -177,6 +295,10 @@ class OpenAICompatProvider:
             )
         return None
 
+    def _where(self) -> str:
+        """"Bailian at URL", or just the URL (the server's name IS its address: never print it twice)."""
+        return f"{self._server} at {self.base_url}" if self.bailian else self.base_url
+
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
@@ -188,7 +310,7 @@ class OpenAICompatProvider:
     def _api_error(self, exc: openai.APIStatusError, model: str) -> ProviderError:
         status, code = exc.status_code, str(exc.code or "")
         body = exc.body if isinstance(exc.body, dict) else {}
-        message = self._redact(str(body.get("message") or exc.message))
+        message = _one_line(self._redact(str(body.get("message") or exc.message)))
         request_id = _request_id(exc)
         ref = f" (request id {request_id})" if request_id else ""
         if status in (401, 403):
@@ -248,9 +370,38 @@ class OpenAICompatProvider:
             raise self._status_error(exc, "") from None
         except openai.APIConnectionError:
             raise Unreachable(
-                f"Cannot reach {self._server} at {self.base_url}.",
+                f"Cannot reach {self._where()}.",
                 hint="Check your network, proxy and the profile's base_url / region.",
             ) from None
+
+
+def _not_streaming(body: dict[str, Any]) -> dict[str, Any]:
+    """The same request without streaming: a server that sent an empty stream then answers with its error."""
+    return {**{k: v for k, v in body.items() if k != "stream_options"}, "stream": False}
+
+
+def _wants_json_schema(body: dict[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+
+
+def _stale_connection(exc: openai.APIConnectionError) -> bool:
+    """A failure after the connection was made but before any response byte: a kept-alive connection the
+    server had already closed (llama.cpp's closes after an empty stream; httpx notices only on use).
+
+    httpx does not say whether a connection was reused, so this is told by the cause: a refused or
+    timed-out connect means the server is not there, and is reported at once.
+    """
+    if isinstance(exc, openai.APITimeoutError):
+        return False
+    return type(exc.__cause__).__name__ in ("RemoteProtocolError", "ReadError", "WriteError")
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    """A server's error text as one short line: whitespace collapsed, a Python traceback tail dropped."""
+    text = text.split('  File "', 1)[0]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 class _DeltaReader:
@@ -264,8 +415,10 @@ class _DeltaReader:
         self._splitter = ThinkTagSplitter()
         self.output = False
         self.finished: str | None = None
+        self.chunks = 0  # none at all: llama.cpp's 200-with-an-empty-stream for an error (prompt too long)
 
     def feed(self, chunk: Any) -> list[Event]:
+        self.chunks += 1
         events: list[Event] = []
         for choice in chunk.choices:
             delta = choice.delta

@@ -11,18 +11,24 @@ from llmchat.events import TurnResult
 from llmchat.pricing import Price
 
 SEPARATOR = " · "
+NOT_REPORTED = "tokens not reported by the server"
 
 
-def format_usage(result: TurnResult, price: Price | None) -> str:
+def format_usage(result: TurnResult, price: Price | None, *, unreported: bool = True) -> str:
     """Tokens, speed, time and cost of one turn on one line; "" when nothing at all is known.
 
     e.g. `22 in · 382 out (210 reasoning) · 0 cached · first token 0.41s · 48.3 tok/s · 8.1s · 0.0008 CNY`
     """
-    return SEPARATOR.join(usage_parts(result, price))
+    return SEPARATOR.join(usage_parts(result, price, unreported=unreported))
 
 
-def usage_parts(result: TurnResult, price: Price | None) -> list[str]:
-    """The fields of the usage line, separately, so a narrow terminal can wrap between them."""
+def usage_parts(result: TurnResult, price: Price | None, *, unreported: bool = True) -> list[str]:
+    """The fields of the usage line, separately, so a narrow terminal can wrap between them.
+
+    `unreported`: a whole answer without usage says "tokens not reported by the server" (llama.cpp
+    sends none when streaming), so the reader of a live turn does not guess; a saved transcript
+    (`history show`) leaves it out, as it leaves out every other missing number.
+    """
     usage, timing = result.usage, result.timing
     parts: list[str] = []
     if usage is not None:
@@ -39,6 +45,8 @@ def usage_parts(result: TurnResult, price: Price | None) -> list[str]:
             parts.append(f"{usage.total:,} tokens")
         if usage.cached is not None:
             parts.append(f"{usage.cached:,} cached")
+    elif unreported and result.finish_reason is not None:  # a whole answer, no count: say so, not a gap
+        parts.append(NOT_REPORTED)
     if timing.ttft_s is not None:
         parts.append(f"first token {format_seconds(timing.ttft_s)}")
     speed = timing.tokens_per_s

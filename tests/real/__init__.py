@@ -1,0 +1,1 @@
+"""The real-server suite (a package, so its conftest does not shadow tests/conftest.py)."""
