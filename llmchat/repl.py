@@ -29,6 +29,7 @@ from llmchat.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
 from llmchat.errors import LlmchatError
 from llmchat.images import check_images
 from llmchat.session import Overrides, resolve
+from llmchat.stops import Terminated
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -64,6 +65,8 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
     while True:
         try:
             text = session.prompt()
+        except Terminated:  # SIGTERM/SIGHUP: every turn is already saved; the process ends
+            raise
         except KeyboardInterrupt:  # at the prompt: the line is dropped, the chat goes on
             state.say(QUIT_HINT)
             continue
@@ -71,6 +74,8 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
             return 0
         try:
             action = respond(state, text, plain=plain)
+        except Terminated:  # the turn saved what arrived, marked interrupted
+            raise
         except KeyboardInterrupt:  # a Ctrl-C that missed the turn (e.g. while it was closing)
             state.say("Interrupted.")
             continue
