@@ -79,7 +79,7 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
 
     result, error = turn(view)
     if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
-        conversation.exchanges.pop()  # asked again: the store replaces the failed turn (same position)
+        conversation.pop()  # asked again: its question takes the failed turn's place in the store
         view = new_view()
         result, error = turn(view)
     if error is not None:

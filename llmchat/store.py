@@ -1,9 +1,11 @@
 """Saved conversations: one SQLite file under the user data directory (DESIGN §1 store.py, issue 5).
 
 Why it is built the way it is:
-- **Nothing lost.** The question is committed before the request goes out and the answer when the turn
-  ends, however it ends, each in its own short transaction. SQLite's journal makes a process killed
-  mid-write (SIGKILL) leave the file exactly as of the last commit.
+- **Nothing lost.** The question is committed before the request goes out, the answer as far as it got
+  about once a second while it streams (`Recorder.progress`), and the answer when the turn ends,
+  however it ends, each in its own short transaction. SQLite's journal makes a process killed
+  mid-write (SIGKILL) leave the file exactly as of the last commit: at most the last second of a
+  streaming answer is lost.
 - **Several writers.** WAL mode lets readers and one writer work at once, a busy timeout makes a second
   writer wait instead of failing with "database is locked", and every write starts with
   `BEGIN IMMEDIATE` so two REPLs never deadlock upgrading a read into a write.
@@ -20,9 +22,13 @@ currency and the profile's name, so `llmchat usage` reports what the turn cost w
 after the price list changes. Summaries that replaced old turns (context.py) are rows of their own,
 with their cost too: a resumed conversation keeps its summary, and `usage` counts what it cost.
 
-Layout invariant: exchange k of a conversation is the user message at position 2k and, once the turn
-has ended, the assistant message at 2k + 1. A question whose answer never came (the process died) is a
-user row without its partner, and resumes as an exchange with no answer (so it is not resent).
+Layout: the exchange in slot k of a conversation is the user message at position 2k and, once the
+turn has ended (or while it streams), the assistant message at 2k + 1. Slots are in time order; a new
+question takes the slot after everything saved, whichever process saved it, and only this process's
+/retry and /undo reuse or delete a slot, so an undo in a shared conversation can leave a gap (loading
+skips it, exports renumber). A question whose answer never came (the process died before the first
+progress save) is a user row without its partner, and resumes as an exchange with no answer (so it
+is not resent).
 """
 
 from __future__ import annotations
@@ -419,10 +425,18 @@ class Store:
         return row[0] if row else None
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE takes the write lock up front, waiting up to the busy timeout."""
+    def _write(self, patience: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock up front, waiting up to the busy timeout
+        (or `patience` seconds: a progress save skips a beat rather than stall the stream)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if patience is None:
+                self._db.execute("BEGIN IMMEDIATE")
+            else:
+                self._db.execute(f"PRAGMA busy_timeout = {int(patience * 1000)}")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             try:
                 yield self._db
             except BaseException:
@@ -461,15 +475,19 @@ class Store:
         return Recorder(self, profile, warn=warn)
 
     def truncate(self, conversation: Conversation) -> None:
-        """Forget saved exchanges the caller dropped from `conversation` (the REPL's /undo), so a resume
-        shows what the user last saw. (/retry needs nothing: re-asking replaces the dropped turn.)"""
-        if conversation.id is None:
+        """Forget the saved exchanges the caller dropped from `conversation` (the REPL's /undo), so a
+        resume shows what the user last saw. Only those (`conversation.freed`): turns another process
+        added to the same conversation stay. (/retry needs nothing: its question takes the freed slot.)"""
+        if conversation.id is None or not conversation.freed:
+            conversation.freed.clear()
             return
-        with self._write() as db:
-            db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?",
-                       (conversation.id, 2 * len(conversation.exchanges)))
-            db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?",
-                       (conversation.id, 2 * len(conversation.exchanges)))
+        try:
+            with self._write() as db:
+                for slot in conversation.freed:
+                    _delete_slot(db, conversation.id, slot)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        conversation.freed.clear()
 
     def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Profile, upto: int,
                 stamp: str) -> str:
@@ -489,6 +507,9 @@ class Store:
             _save_images(db, cid, 2 * index, earlier.images)
             if earlier.answer or earlier.interrupted:
                 _insert(db, cid, _answer_row(2 * index + 1, earlier, None, stamp))
+        for index, exchange in enumerate(conversation.exchanges):  # written afresh: its own numbering
+            exchange.slot = index
+        conversation.freed.clear()
         conversation.id = cid
         return cid
 
@@ -578,12 +599,17 @@ class Store:
         summary, stored = self.messages(ref)
         images = self._images(summary.id)
         conversation = Conversation(system=summary.system, id=summary.id)
+        by_slot: dict[int, Exchange] = {}  # slots have gaps where a shared conversation had an /undo
         for message in stored:
+            slot = message.position // 2
             if message.role == "user":
-                conversation.exchanges.append(Exchange(user=message.content, model=message.model,
-                                                       images=images.get(message.position, ())))
+                by_slot[slot] = Exchange(user=message.content, model=message.model,
+                                         images=images.get(message.position, ()), slot=slot)
+                conversation.exchanges.append(by_slot[slot])
                 continue
-            exchange = conversation.exchanges[message.position // 2]
+            exchange = by_slot.get(slot)
+            if exchange is None:  # an answer without its question: nothing to attach it to
+                continue
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
             exchange.model = message.model or exchange.model
             exchange.interrupted, exchange.usage = message.interrupted, message.usage
@@ -661,7 +687,12 @@ class Store:
         row, rows = self._snapshot(ref)
         record: dict[str, Any] = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
         record.update({name: row[name] for name in CONVERSATION_COLUMNS})
-        record["messages"] = [_export_message(row) for row in rows]
+        record["messages"] = []
+        exchange = -1
+        for message in map(_export_message, rows):  # numbered afresh: a shared conversation may have gaps
+            exchange += message["role"] == "user"
+            message["position"] = 2 * exchange + (message["role"] == "assistant")
+            record["messages"].append(message)
         return record
 
     def export_json(self, ref: str) -> str:
@@ -798,12 +829,17 @@ def _index_of(conversation: Conversation, exchange: Exchange) -> int:
 
 
 class Recorder:
-    """`chat.TurnRecorder` for one store and profile: saves each question before the request and each
-    answer when the turn ends.
+    """`chat.TurnRecorder` for one store and profile: saves each question before the request, the answer
+    as far as it got about once a second while it streams, and the whole answer when the turn ends.
 
     A question that cannot be saved raises `StoreError` (before anything is sent: the promise is that
     what is asked is on record). An answer that cannot be saved is reported through `warn` instead,
-    since raising would skip closing the view after the user already has the answer on screen.
+    since raising would skip closing the view after the user already has the answer on screen; a
+    progress save that fails is skipped silently (the final save reports).
+
+    Several processes may add to one conversation (a chat and `ask -c`, two chats): a new question is
+    appended after whatever is saved, never over it; only the slots this process freed (/retry, /undo:
+    `Conversation.freed`) are replaced or removed.
     """
 
     def __init__(self, store: Store, profile: Profile, *, warn: Callable[[str], None] | None = None) -> None:
@@ -817,17 +853,42 @@ class Recorder:
         try:
             with self.store._write() as db:
                 cid = self.store._ensure(db, conversation, self.profile, index, stamp)
-                # A turn re-asked after /retry or /undo replaces what was saved from that point on.
-                db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?", (cid, 2 * index))
-                db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?", (cid, 2 * index))
-                _insert(db, cid, _user_row(2 * index, exchange, stamp))
-                _save_images(db, cid, 2 * index, exchange.images)
+                freed = list(conversation.freed)
+                for slot in freed:  # this process's own turns, dropped by /retry or /undo
+                    _delete_slot(db, cid, slot)
+                slot = freed[-1] if freed else _next_slot(db, cid)  # a /retry takes its turn's place
+                _insert(db, cid, _user_row(2 * slot, exchange, stamp))
+                _save_images(db, cid, 2 * slot, exchange.images)
                 db.execute("UPDATE conversations SET updated = ?, profile = ?, provider = ?, model = ?, system = ?, "
                            "title = CASE WHEN ? THEN ? ELSE title END WHERE id = ?",
                            (stamp, self.profile.name, self.profile.provider, exchange.model or self.profile.model,
-                            conversation.system, index == 0, make_title(exchange.user), cid))
+                            conversation.system, slot == 0, make_title(exchange.user), cid))
         except sqlite3.Error as exc:
             raise self.store._error(exc) from None
+        conversation.freed.clear()
+        exchange.slot = slot
+        before = conversation.exchanges[index - 1].slot if index else None
+        expected = before + 1 if before is not None else index
+        if not freed and slot > expected:
+            added = slot - expected
+            self.warn(f"Another llmchat added {added} turn{'s' if added != 1 else ''} to this conversation; "
+                      f"this one is saved after them (/resume {cid} shows them all).")
+
+    def progress(self, conversation: Conversation, exchange: Exchange, answer: str, reasoning: str) -> None:
+        """The answer as far as it got, saved marked interrupted (which it is, if nothing saves it again):
+        one upsert of its row, so a SIGKILL loses at most the last PROGRESS_INTERVAL_S of it."""
+        if exchange.slot is None or conversation.id is None:
+            return
+        try:
+            with self.store._write(patience=0.05) as db:
+                db.execute("INSERT INTO messages (conversation, position, role, content, reasoning, model, "
+                           "interrupted, created, profile) VALUES (?, ?, 'assistant', ?, ?, ?, 1, ?, ?) "
+                           "ON CONFLICT (conversation, position) DO UPDATE SET content = excluded.content, "
+                           "reasoning = excluded.reasoning",
+                           (conversation.id, 2 * exchange.slot + 1, answer, reasoning or None, exchange.model, now(),
+                            self.profile.name))
+        except sqlite3.Error:
+            pass  # busy, full, removed: the answer is saved when the turn ends, or that save says why not
 
     def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
         try:
@@ -835,15 +896,29 @@ class Recorder:
             stamp = now()
             with self.store._write() as db:
                 cid = self.store._ensure(db, conversation, self.profile, index, stamp)
+                slot = exchange.slot if exchange.slot is not None else _next_slot(db, cid)
                 if not db.execute("SELECT 1 FROM messages WHERE conversation = ? AND position = ?",
-                                  (cid, 2 * index)).fetchone():
-                    _insert(db, cid, _user_row(2 * index, exchange, stamp))  # removed mid-turn elsewhere
-                    _save_images(db, cid, 2 * index, exchange.images)
-                db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * index + 1))
-                _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp, self.profile))
+                                  (cid, 2 * slot)).fetchone():
+                    _insert(db, cid, _user_row(2 * slot, exchange, stamp))  # removed mid-turn elsewhere
+                    _save_images(db, cid, 2 * slot, exchange.images)
+                db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * slot + 1))
+                _insert(db, cid, _answer_row(2 * slot + 1, exchange, result, stamp, self.profile))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (stamp, cid))
+            exchange.slot = slot
         except (sqlite3.Error, ValueError) as exc:
             self.warn(f"The answer could not be saved to history: {exc}.")
+
+
+def _next_slot(db: sqlite3.Connection, cid: str) -> int:
+    """The first exchange number after everything saved in `cid`, whoever saved it."""
+    last = db.execute("SELECT max(position) FROM messages WHERE conversation = ?", (cid,)).fetchone()[0]
+    return 0 if last is None else last // 2 + 1
+
+
+def _delete_slot(db: sqlite3.Connection, cid: str, slot: int) -> None:
+    """Remove one exchange (question, answer, images) from the store."""
+    db.execute("DELETE FROM messages WHERE conversation = ? AND position IN (?, ?)", (cid, 2 * slot, 2 * slot + 1))
+    db.execute("DELETE FROM message_images WHERE conversation = ? AND position = ?", (cid, 2 * slot))
 
 
 def _warn(text: str) -> None:

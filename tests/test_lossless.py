@@ -18,6 +18,12 @@ from typing import Any
 
 import pytest
 from fakeserver import Stream
+from test_store import PROFILE, NullView, Script, turn
+
+from llmchat.chat import Conversation, run_turn
+from llmchat.events import Answer, Finish
+from llmchat.providers import ChatOptions
+from llmchat.store import Store
 
 pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(60)
@@ -144,3 +150,116 @@ def test_repl_terminal_closed_mid_answer_saves_it(repl, fake_server, env) -> Non
         time.sleep(0.05)
     assert chat.child.exitstatus == 129, chat.child.signalstatus
     assert_partial_saved(env, "tell me", "word")
+
+
+# ------------------------------------------------------------------------------- SIGKILL: saved as it streams
+
+
+def test_sigkill_mid_stream_loses_at_most_the_last_second(fake_server, config_file, env) -> None:
+    fake_server.enqueue(Stream(**SLOW))
+    proc = start_ask(env, "hi")
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    received: list[tuple[float, int]] = []  # (when, bytes so far)
+    data = b""
+    while not received or time.monotonic() - received[0][0] < 2.5:  # more than 2 s of streaming
+        chunk = os.read(fd, 4096)
+        assert chunk, proc.stderr.read() if proc.stderr else ""
+        data += chunk
+        received.append((time.monotonic(), len(data)))
+    killed_at = time.monotonic()
+    proc.kill()
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert integrity(env) == "ok"
+    rows = messages(env)
+    assert [(r[0], r[1], r[2]) for r in rows[:1]] == [(0, "user", "hi")]
+    assert len(rows) == 2, "the streaming answer was not saved as it went"
+    saved, interrupted = rows[1][2], rows[1][3]
+    assert interrupted == 1 and data.decode().startswith(saved)
+    # Saved about once a second: everything printed 1.5 s before the kill (0.5 s of slack for a busy
+    # machine) is in the store.
+    due = max((n for when, n in received if when <= killed_at - 1.5), default=0)
+    assert due > 0 and len(saved.encode()) >= due, (len(saved), due)
+
+
+def test_a_finished_answer_replaces_its_progress_row(fake_server, config_file, env, llmchat) -> None:
+    fake_server.enqueue(Stream(answer="word " * 80, piece_size=5, delay=0.02))  # 1.6 s: one progress save
+    run = llmchat("ask", "hi")
+    assert run.code == 0
+    rows = messages(env)
+    assert rows == [(0, "user", "hi", 0), (1, "assistant", "word " * 80, 0)]
+    db = sqlite3.connect(db_path(env))
+    try:
+        assert db.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'word'").fetchone() == (1,)
+        assert db.execute("SELECT finish_reason, completion_tokens FROM messages WHERE role = 'assistant'"
+                          ).fetchone() == ("stop", 80)
+    finally:
+        db.close()
+
+
+# ------------------------------------------------------------------------- two processes, one conversation
+
+
+def test_two_stores_on_one_conversation_keep_each_others_turns(tmp_path: Path) -> None:
+    """Two connections to one file, as two processes have: A's new question, /retry and /undo never
+    touch the turn B added in between."""
+    path = tmp_path / "history.db"
+    warnings: list[str] = []
+    with Store(path) as a_store, Store(path) as b_store:
+        a = a_store.load_conversation(_first_turn(a_store))
+        b = b_store.load_conversation("last")
+        turn(b_store, b, "from b")  # B adds a turn A does not have
+        recorder = a_store.recorder(PROFILE, warn=warnings.append)
+
+        def a_turn(question: str, answer: str) -> None:
+            run_turn(a, question, Script(Answer(answer), Finish("stop")), ChatOptions(model="m"), NullView(),
+                     recorder=recorder)
+
+        a_turn("from a", "a1")
+        assert len(warnings) == 1 and "Another llmchat added 1 turn" in warnings[0]
+        assert saved(a_store) == [("first", "You said: first"), ("from b", "You said: from b"), ("from a", "a1")]
+        a.pop()  # /retry in A: its own last turn is replaced, in place
+        a_turn("from a", "a2")
+        assert saved(a_store) == [("first", "You said: first"), ("from b", "You said: from b"), ("from a", "a2")]
+        a.pop()  # /undo in A: only its own turn goes
+        a_store.truncate(a)
+        assert saved(a_store) == [("first", "You said: first"), ("from b", "You said: from b")]
+        b.pop()  # /undo in B of its turn, now A asks again: appended, B's gap tolerated
+        b_store.truncate(b)
+        a_turn("again", "a3")
+        assert saved(b_store) == [("first", "You said: first"), ("again", "a3")]
+        record = a_store.export_record("last")  # exported without the gap, so it imports anywhere
+        assert [m["position"] for m in record["messages"]] == [0, 1, 2, 3]
+    with Store(tmp_path / "other.db") as other:
+        assert other.import_record(record).duplicate is False
+        assert saved(other) == [("first", "You said: first"), ("again", "a3")]
+    assert len(warnings) == 1  # A was told once, when it happened
+
+
+def _first_turn(store: Store) -> str:
+    conversation = Conversation()
+    turn(store, conversation, "first")
+    return conversation.id or ""
+
+
+def saved(store: Store) -> list[tuple[str, str]]:
+    return [(e.user, e.answer) for e in store.load_conversation("last").exchanges]
+
+
+def test_a_chat_and_ask_continue_on_one_conversation(repl, fake_server, env, llmchat) -> None:
+    chat = repl()
+    chat.ask("from the chat")
+    run = llmchat("ask", "-c", "from ask")  # another process adds a turn to the same conversation
+    assert run.code == 0, run.output
+    out = chat.command("from the chat again")
+    assert "Another llmchat added 1 turn" in out and "/resume" in out
+    assert [r[:2] + (r[2],) for r in messages(env) if r[1] == "user"] == [
+        (0, "user", "from the chat"), (2, "user", "from ask"), (4, "user", "from the chat again")]
+    assert len(messages(env)) == 6  # every question kept its answer
+    chat.command("/undo")  # removes this chat's last turn, not the one `ask -c` added
+    assert [r[2] for r in messages(env) if r[1] == "user"] == ["from the chat", "from ask"]
+    out = chat.command("/resume last")
+    assert "(2 turns)" in out
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0

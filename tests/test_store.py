@@ -227,14 +227,14 @@ def test_retry_and_undo_keep_the_saved_conversation_in_step(db: Store) -> None:
     conversation = Conversation()
     turn(db, conversation, "one")
     turn(db, conversation, "two")
-    conversation.exchanges.pop()  # /retry: drop the last turn and ask again
+    conversation.pop()  # /retry (Conversation.pop frees its slot): drop the last turn and ask again
     turn(db, conversation, "two", Script(Answer("better"), Finish("stop")))
     assert [(e.user, e.answer) for e in db.load_conversation("last").exchanges] == [
         ("one", "You said: one"), ("two", "better")]
-    conversation.exchanges.pop()  # /undo
+    conversation.pop()  # /undo
     db.truncate(conversation)
     assert [e.user for e in db.load_conversation("last").exchanges] == ["one"]
-    conversation.exchanges.pop()  # /undo of the first turn, then a new first question: a new title
+    conversation.pop()  # /undo of the first turn, then a new first question: a new title
     turn(db, conversation, "a new start")
     assert db.summary("last").title == "a new start" and db.summary("last").turns == 1
     assert integrity(db.path) == "ok"
@@ -340,7 +340,7 @@ def test_search_finds_substrings_in_any_message(tmp_path: Path, fts: bool, clock
 def test_search_index_follows_replaced_turns(db: Store) -> None:
     conversation = Conversation()
     turn(db, conversation, "first-version")
-    conversation.exchanges.pop()
+    conversation.pop()  # /retry
     turn(db, conversation, "second-version")
     assert db.list_conversations(search="first-version") == []
     assert len(db.list_conversations(search="second-version")) == 1
