@@ -34,6 +34,7 @@ is not resent).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -46,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.errors import ConfigError, LlmchatError
@@ -77,6 +78,16 @@ CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system",
 class StoreError(LlmchatError):
     """The history database cannot be used (locked for too long, corrupt, written by a newer llmchat)."""
 
+    #: The file or its directory cannot be written here (a read-only mount): reading may still work.
+    unwritable = False
+
+
+class SymlinkRefused(StoreError):
+    """The history database is a symbolic link: refused before anything is created or chmod-ed through it
+    (a usage problem, exit 2)."""
+
+    exit_code = 2
+
 
 class NotFound(ConfigError):
     """No conversation matches the ID the user gave (a usage error: exit 2)."""
@@ -100,25 +111,42 @@ def default_path() -> Path:
     return data_dir() / DB_FILENAME
 
 
-def open_store(path: Path | None = None) -> Store:
-    """The store at `path` (default: the user data directory), created and migrated on first use."""
-    return Store(path or default_path())
+def open_store(path: Path | None = None, *, reading: bool = False) -> Store:
+    """The store at `path` (default: the user data directory), created and migrated on first use;
+    `reading`: opened read-only if it cannot be written (see `existing_store`)."""
+    return Store(path or default_path(), reading=reading)
 
 
 def existing_store(path: Path | None = None) -> Store | None:
-    """The store if its file exists, else None: read-only commands must not create a database."""
+    """The store if its file exists, else None: read-only commands must not create a database.
+
+    A store in a directory this process cannot write (a read-only mount, a restored backup) is still
+    opened, read-only, so `history` and `usage` keep working; only writes to it fail, saying why.
+    """
     path = path or default_path()
-    return Store(path) if path.exists() else None
+    if path.is_symlink():
+        _refuse_symlink(path)
+    return Store(path, reading=True) if path.exists() else None
+
+
+def _refuse_symlink(path: Path) -> None:
+    """A link could point the owner-only history (and our chmod) at any file: never follow one."""
+    raise SymlinkRefused(f"The history database {path} is a symbolic link; llmchat does not follow it.",
+                         hint="Move the real file to that path (or remove the link), or use --no-save.")
 
 
 def _create_private(path: Path) -> None:
     """Create the directory (0700) and an empty file (0600) before SQLite does it with the umask's mode."""
+    if path.is_symlink():
+        _refuse_symlink(path)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:  # O_EXCL also fails on a link, dangling or not: nothing is created through one
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
+        if path.is_symlink():  # made between the check above and here
+            _refuse_symlink(path)
         _tighten(path)
         return
     os.close(fd)
@@ -127,10 +155,10 @@ def _create_private(path: Path) -> None:
 
 def _tighten(path: Path) -> None:
     """A file made by something else (an older copy, a restore) with group/other bits loses them."""
-    with contextlib.suppress(OSError):
-        mode = path.stat().st_mode & 0o777
+    with contextlib.suppress(OSError, NotImplementedError):
+        mode = path.lstat().st_mode & 0o777
         if mode & 0o077:
-            os.chmod(path, mode & 0o700)
+            os.chmod(path, mode & 0o700, follow_symlinks=False)
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -340,6 +368,22 @@ def make_title(text: str, limit: int = TITLE_CHARS) -> str:
 
 # ----------------------------------------------------------------------------------------- store
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _translated(method: _Method) -> _Method:
+    """SQLite's errors from a public method become a `StoreError` with the right advice (a damaged page
+    is found by whichever read touches it first), never an "internal error"."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 
 class Store:
     """The history database. Thread-safe (one connection behind a lock); use one per process.
@@ -348,17 +392,34 @@ class Store:
     (the most recently updated conversation).
     """
 
-    def __init__(self, path: Path, *, fts: bool = True) -> None:
+    def __init__(self, path: Path, *, fts: bool = True, reading: bool = False) -> None:
+        """`reading`: the caller only reads (history, usage), so a file that cannot be opened for
+        writing (a read-only directory) is opened read-only instead of refused."""
         self.path = Path(path)
+        self.read_only = False
         try:
             _create_private(self.path)
         except OSError as exc:
-            raise StoreError(f"Cannot create the history database {self.path}: {exc.strerror}.",
-                             hint="Check the directory's permissions, or use --no-save.") from None
+            if not (reading and self.path.exists()):
+                raise StoreError(f"Cannot create the history database {self.path}: {exc.strerror}.",
+                                 hint="Check the directory's permissions, or use --no-save.") from None
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                       check_same_thread=False)
+            self._open(self.path, fts)
+        except StoreError as exc:
+            if not (reading and exc.unwritable):
+                raise
+            self._open_read_only(fts)
+        try:
+            self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc) from None
+
+    def _open(self, target: Path | str, fts: bool, *, uri: bool = False) -> None:
+        try:
+            self._db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False, uri=uri)
         except sqlite3.Error as exc:  # e.g. the path is a directory
             raise self._error(exc) from None
         self._db.row_factory = sqlite3.Row
@@ -370,14 +431,29 @@ class Store:
         except BaseException:
             self._db.close()
             raise
-        self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+
+    def _open_read_only(self, fts: bool) -> None:
+        """Read a database whose directory cannot be written. SQLite's WAL mode needs to create the
+        -shm file to read; when no -wal file exists, everything committed is in the main file and
+        `immutable=1` reads it without one."""
+        from urllib.parse import quote
+
+        self.read_only = True
+        base = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            self._open(base, fts, uri=True)
+        except StoreError as exc:
+            if not exc.unwritable or Path(f"{self.path}-wal").exists():
+                raise
+            self._open(base + "&immutable=1", fts, uri=True)
 
     # -- plumbing -----------------------------------------------------------------------------
 
     def _configure(self) -> None:
         db = self._db
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        db.execute("PRAGMA journal_mode = WAL")  # persistent: a no-op after the first open
+        if not self.read_only:
+            db.execute("PRAGMA journal_mode = WAL")  # persistent: a no-op after the first open
         db.execute("PRAGMA synchronous = FULL")  # a committed turn survives a power cut too, at 2 fsyncs/turn
         db.execute("PRAGMA foreign_keys = ON")
 
@@ -412,12 +488,34 @@ class Store:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The advice that fits what SQLite said: only a damaged file is worth moving away."""
         text = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if code is not None else None
         if _is_busy(exc):
             return StoreError(f"The history database {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f}s.",
                               hint="Another llmchat is writing a lot; try again, or use --no-save.")
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+                primary is None and ("malformed" in text or "not a database" in text)):
+            return StoreError(f"The history database {self.path} is damaged ({text}).",
+                              hint="Move the file away to start a fresh history (llmchat makes a new one), "
+                                   "or use --no-save.")
+        if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) and not self._writable():
+            error = StoreError(f"The history database {self.path} is read-only here ({text}), so nothing can be "
+                               "saved.", hint=f"Make {self.path.parent} writable, or use --no-save. Reading it "
+                               "(`llmchat history`, `llmchat usage`) still works.")
+            error.unwritable = True
+            return error
+        if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return StoreError(f"The history database {self.path} could not be written or read ({text}); "
+                              "is the disk full?", hint="Free some space and try again, or use --no-save.")
         return StoreError(f"The history database {self.path} cannot be used: {text}.",
-                          hint="Move the file away to start a fresh history, or use --no-save.")
+                          hint="Use --no-save to go on without it.")
+
+    def _writable(self) -> bool:
+        """Whether this process may write the file and its directory (os.access knows read-only mounts)."""
+        directory = os.access(self.path.parent, os.W_OK)
+        return directory and (not self.path.exists() or os.access(self.path, os.W_OK))
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         with self._lock:
@@ -522,6 +620,7 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @_translated
     def resolve(self, ref: str) -> str:
         """The id that `ref` names: "last", an exact id, or an unambiguous prefix of one."""
         ref = ref.strip()
@@ -542,6 +641,7 @@ class Store:
         raise NotFound(f"'{ref}' matches several conversations ({shown}{', …' if len(rows) > 5 else ''}).",
                        hint="Type more of the id.")
 
+    @_translated
     def summary(self, ref: str) -> Summary:
         cid = self.resolve(ref)
         with self._lock:
@@ -550,6 +650,7 @@ class Store:
             raise NotFound(f"No saved conversation has the id '{ref}'.")
         return _summary(row)
 
+    @_translated
     def list_conversations(self, limit: int | None = 20, search: str | None = None) -> list[Summary]:
         """Conversations, most recently updated first; `search` keeps those with a message containing
         every word of it (case-insensitive substrings). `limit` None or <= 0: all of them."""
@@ -577,6 +678,7 @@ class Store:
             inner = f"SELECT m.conversation FROM messages m WHERE {likes}"
         return f" WHERE c.id IN ({inner})", params
 
+    @_translated
     def messages(self, ref: str) -> tuple[Summary, list[StoredMessage]]:
         """The conversation's summary and every message in order."""
         row, rows = self._snapshot(ref)
@@ -593,6 +695,7 @@ class Store:
             raise NotFound(f"No saved conversation has the id '{ref}'.")
         return row, rows
 
+    @_translated
     def load_conversation(self, ref: str = "last") -> Conversation:
         """The conversation ready to continue: its system prompt and exchanges, interrupted answers kept
         and flagged, a question that never got an answer kept without one (so it is not resent)."""
@@ -652,6 +755,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
+    @_translated
     def latest_summary(self, cid: str, exchanges: int) -> ContextSummary | None:
         """The newest summary of `cid` that covers no more than its `exchanges` (after /undo, fewer)."""
         with self._lock:
@@ -662,6 +766,7 @@ class Store:
         return ContextSummary(text=row["content"], covers=row["covers"], profile=row["profile"], model=row["model"],
                               usage=_usage(row), cost=row["cost"], currency=row["currency"])
 
+    @_translated
     def usage_rows(self, since: str | None = None) -> list[UsageRow]:
         """Every answer and every summary call, with the tokens and cost saved with it, oldest first.
 
@@ -682,6 +787,7 @@ class Store:
 
     # -- export, import, remove ---------------------------------------------------------------
 
+    @_translated
     def export_record(self, ref: str) -> dict[str, Any]:
         """Everything saved about one conversation, as JSON-ready data that `import_record` restores."""
         row, rows = self._snapshot(ref)
@@ -698,6 +804,7 @@ class Store:
     def export_json(self, ref: str) -> str:
         return json.dumps(self.export_record(ref), ensure_ascii=False, indent=2) + "\n"
 
+    @_translated
     def import_record(self, record: Any, source: str = "the file") -> Imported:
         """Save an exported conversation under its own id; the same conversation already saved is left
         alone, and a different one holding that id makes the import take a fresh id (reported)."""
@@ -720,6 +827,7 @@ class Store:
         before a field existed (e.g. costs) still matches the conversation it came from."""
         return _validate(self.export_record(cid), "") == _validate(json.loads(json.dumps(record)), "")
 
+    @_translated
     def remove(self, ref: str) -> Summary:
         """Delete a conversation and its messages (and their index entries); returns what was deleted."""
         summary = self.summary(ref)

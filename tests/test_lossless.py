@@ -263,3 +263,67 @@ def test_a_chat_and_ask_continue_on_one_conversation(repl, fake_server, env, llm
     assert "(2 turns)" in out
     chat.enter("/exit")
     assert chat.wait_exit() == 0
+
+
+# ------------------------------------------------------------------------------ the REPL goes on
+
+
+@pytest.mark.parametrize("ref", ["nosuchid", "a"])
+def test_resume_an_unknown_or_ambiguous_id_keeps_the_chat(repl, fake_server, env, ref) -> None:
+    with Store(db_path(env)) as store:  # two conversations whose ids both start with "a"
+        for cid in ("a1b2c3d4", "a9f8e7d6"):
+            store.import_record({"format": "llmchat-conversation", "version": 1, "id": cid, "title": cid,
+                                 "profile": None, "provider": None, "model": None, "system": None,
+                                 "created": "2026-01-01T00:00:00.000+00:00",
+                                 "updated": "2026-01-01T00:00:00.000+00:00", "messages": []})
+    chat = repl()
+    out = chat.command(f"/resume {ref}")
+    expected = "No saved conversation has the id" if ref == "nosuchid" else "matches several conversations"
+    assert expected in out and "Traceback" not in out
+    assert out.count("Error:") == 1
+    chat.ask("still here?")
+    assert "You said: still here?" in chat.since()
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+
+
+def test_a_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(repl, fake_server) -> None:
+    chat = repl()
+    chat.wait_prompt()
+    chat.mark = len(chat.raw)
+    chat.prompts_wanted = chat.raw.count("\x1b[?2004h") + 1
+    os.write(chat.child.child_fd, b"ni hao " + "你好".encode("gbk") + b"\r")  # what a GBK terminal sends
+    chat.wait_prompt()
+    assert "not valid UTF-8" in chat.since() and "Traceback" not in chat.since()
+    assert chat.chat_requests() == []  # nothing was sent
+    chat.ask("and now in UTF-8: 你好")
+    assert chat.chat_requests()[-1].body["messages"][-1]["content"] == "and now in UTF-8: 你好"
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+
+
+def test_a_full_disk_offers_to_go_on_unsaved(repl, fake_server, env) -> None:
+    """The chat's file writes are capped (RLIMIT_FSIZE on the running process: the kernel refuses to
+    grow any file past the size they have now), so saving the next question fails for real."""
+    import resource
+
+    chat = repl()
+    chat.ask("saved")
+    files = [db_path(env), Path(f"{db_path(env)}-wal"), db_path(env).parent / "input_history"]
+    limit = max(path.stat().st_size for path in files if path.exists())
+    resource.prlimit(chat.child.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    big = "a question the WAL must grow to hold"
+    chat.enter(big)
+    chat.wait_text("without saving")
+    assert "could not be written" in chat.since() and "is the disk full?" in chat.since()
+    assert "Traceback" not in chat.since() and "Move the file away" not in chat.since()
+    assert chat.chat_requests()[-1].body["messages"][-1]["content"] == "saved"  # nothing sent yet
+    chat.press("y")  # prompt-toolkit's confirm(): one key
+    chat.wait_prompt()
+    assert chat.chat_requests()[-1].body["messages"][-1]["content"] == big
+    assert f"You said: {big}" in chat.since()
+    chat.ask("and more")  # saving is off now: no question, no failure
+    assert "could not be written" not in chat.since()
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+    assert [r[2] for r in messages(env) if r[1] == "user"] == ["saved"]

@@ -489,7 +489,7 @@ def test_an_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="cannot be used") as info:
+    with pytest.raises(StoreError, match="is damaged") as info:
         Store(path)
     assert "Move the file away" in (info.value.hint or "")
 
