@@ -137,19 +137,33 @@ def test_repl_sigterm_at_the_prompt_exits_143(repl, fake_server, env) -> None:
     assert [r[:2] for r in messages(env)] == [(0, "user"), (1, "assistant")]
 
 
-def test_repl_terminal_closed_mid_answer_saves_it(repl, fake_server, env) -> None:
-    """Closing the terminal (the pty's master side) sends SIGHUP; the answer so far is saved."""
-    fake_server.enqueue(Stream(**SLOW))
-    chat = repl()
-    chat.enter("tell me")
-    chat.wait_text("word word word")
-    os.close(chat.child.child_fd)  # the terminal window goes away
+def close_terminal(chat: Any) -> int:
+    """Close the pty's master side, as a terminal window closing does (the kernel sends SIGHUP);
+    returns the REPL's exit status."""
+    os.close(chat.child.child_fd)
     deadline = time.monotonic() + 15
     while chat.child.isalive():
         assert time.monotonic() < deadline, "the REPL did not exit after its terminal closed"
         time.sleep(0.05)
-    assert chat.child.exitstatus == 129, chat.child.signalstatus
+    assert chat.child.signalstatus is None, chat.child.signalstatus
+    return chat.child.exitstatus
+
+
+def test_repl_terminal_closed_mid_answer_saves_it(repl, fake_server, env) -> None:
+    fake_server.enqueue(Stream(**SLOW))
+    chat = repl()
+    chat.enter("tell me")
+    chat.wait_text("word word word")
+    assert close_terminal(chat) == 129
     assert_partial_saved(env, "tell me", "word")
+
+
+def test_repl_terminal_closed_at_the_prompt_exits_129(repl, fake_server, env) -> None:
+    chat = repl()
+    chat.ask("hello")
+    chat.wait_prompt()
+    assert close_terminal(chat) == 129
+    assert [r[:2] for r in messages(env)] == [(0, "user"), (1, "assistant")]
 
 
 # ------------------------------------------------------------------------------- SIGKILL: saved as it streams
