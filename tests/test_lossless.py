@@ -140,7 +140,9 @@ def test_repl_sigterm_at_the_prompt_exits_143(repl, fake_server, env) -> None:
 def close_terminal(chat: Any) -> int:
     """Close the pty's master side, as a terminal window closing does (the kernel sends SIGHUP);
     returns the REPL's exit status."""
-    os.close(chat.child.child_fd)
+    pty = chat.child.ptyproc
+    pty.fileobj.close()  # through pexpect's own file object, so no one closes the fd number again
+    pty.closed, pty.fd, chat.child.child_fd, chat.child.closed = True, -1, -1, True
     deadline = time.monotonic() + 15
     while chat.child.isalive():
         assert time.monotonic() < deadline, "the REPL did not exit after its terminal closed"
