@@ -51,7 +51,7 @@ def run_repl(flags: Overrides, *, plain: bool, save: bool = True, resume: str | 
     if save or resume:
         from llmchat.store import open_store
 
-        state.store = open_store(reading=not save)  # --no-save --resume only reads
+        state.store = open_store(reading=True)  # read-only: it resumes, and the first save offers to go on
     if resume:
         state.conversation = state.store.load_conversation(resume)
     if not save:

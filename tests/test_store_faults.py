@@ -20,6 +20,7 @@ import pytest
 
 from llmchat.store import Store
 
+pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -82,6 +83,25 @@ def test_a_read_only_data_directory_still_reads(fake_server, config_file, env, l
         unsaved = llmchat("ask", "--no-save", "fine without history")
         assert unsaved.code == 0 and unsaved.stdout == "You said: fine without history\n"
     assert llmchat("history", "--json").code == 0
+
+
+def test_a_chat_on_a_read_only_history_resumes_and_offers_to_go_on(repl, fake_server, env, llmchat) -> None:
+    assert llmchat("ask", "saved before").code == 0
+    with read_only(data_dir(env)):
+        chat = repl("chat", "-c")
+        assert "Continuing conversation" in chat.display() and "(1 turns)" in chat.display()
+        chat.enter("a new question")
+        chat.wait_text("without saving")
+        out = chat.since()
+        assert "read-only" in out and "Move the file away" not in out and "Traceback" not in out
+        assert len(chat.chat_requests()) == 1  # only `ask`'s: nothing sent before the answer
+        chat.press("y")
+        chat.wait_prompt()
+        assert chat.chat_requests()[-1].body["messages"][-1]["content"] == "a new question"
+        assert "You said: a new question" in chat.since()
+        chat.enter("/exit")
+        assert chat.wait_exit() == 0
+    assert [row["turns"] for row in json.loads(llmchat("history", "--json").stdout)] == [1]
 
 
 # ------------------------------------------------------------------------------------- corrupt
