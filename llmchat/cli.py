@@ -397,7 +397,6 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
          save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> None:
     from llmchat.ask import run_ask
 
-    stops.install()
     question = " ".join(words).strip()
     piped = _read_stdin()
     if piped is not None and piped.strip():
@@ -417,14 +416,15 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
 def _chat(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> None:
     from llmchat.repl import run_repl
 
-    stops.install()
     raise typer.Exit(_until_stopped(lambda: run_repl(flags, plain=plain, save=save, resume=resume)))
 
 
 def _until_stopped(run: Callable[[], int]) -> int:
     """`run`'s exit code, or the code of what stopped it: SIGTERM/SIGHUP (143/129, after the turn saved
     what arrived) or a closed stdout pipe (141, silently). Handled here, before Typer, which would
-    report the first as 130 and the second as exit 1."""
+    report the first as 130 and the second as exit 1. Before this, TERM and HUP kill as usual: there
+    is nothing to save yet."""
+    stops.install()
     try:
         return run()
     except stops.Terminated as exc:
