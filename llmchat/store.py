@@ -1000,6 +1000,13 @@ class Recorder:
 
     def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
         try:
+            self._answer(conversation, exchange, result)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP in the middle of the save: it was rolled back
+            self._answer(conversation, exchange, result)  # once more (TERM/HUP are ignored by now), then stop
+            raise
+
+    def _answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
+        try:
             index = _index_of(conversation, exchange)
             stamp = now()
             with self.store._write() as db:

@@ -343,3 +343,59 @@ def test_a_full_disk_offers_to_go_on_unsaved(repl, fake_server, env) -> None:
     chat.enter("/exit")
     assert chat.wait_exit() == 0
     assert [r[2] for r in messages(env) if r[1] == "user"] == ["saved"]
+
+
+SAVE_CUT = r"""
+import sys
+from pathlib import Path
+from llmchat import stops
+from llmchat.chat import Conversation, run_turn
+from llmchat.config import Profile
+from llmchat.events import Answer, Finish
+from llmchat.providers import ChatOptions
+from llmchat.store import Store
+
+store = Store(Path(sys.argv[1]))
+recorder = store.recorder(Profile(name="local", provider="ollama", model="m"))
+stops.install()
+ANSWER = "complete answer " * 1_500_000  # 24 MB: indexing it keeps SQLite busy for about a second
+
+class Provider:
+    def stream(self, messages, options):
+        yield Answer(ANSWER)
+        yield Finish("stop")
+        print("saving", flush=True)  # the turn's final save starts now
+
+class View:
+    def reasoning(self, text): pass
+    def answer(self, text): pass
+    def notice(self, text): pass
+    def close(self, result): pass
+
+conversation = Conversation()
+try:
+    run_turn(conversation, "q", Provider(), ChatOptions(model="m"), View(), recorder=recorder)
+except stops.Terminated as exc:
+    print(f"terminated {conversation.id}", flush=True)
+    sys.exit(exc.exit_code)
+print("not terminated")
+"""
+
+
+def test_a_signal_in_the_middle_of_the_answers_save_does_not_lose_it(tmp_path: Path) -> None:
+    """SIGTERM arriving while the final save runs (a 24 MB answer takes SQLite about a second) rolls
+    that transaction back; the recorder saves again before the process ends."""
+    path = tmp_path / "history.db"
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_CUT, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "saving\n"
+    time.sleep(0.05)  # inside the save, which takes about a second
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and out.startswith("terminated"), out + err
+    with Store(path) as store:
+        [exchange] = store.load_conversation(out.split()[1]).exchanges
+    assert exchange.user == "q" and not exchange.interrupted
+    assert len(exchange.answer) == 24_000_000  # (a short message when it fails)
+    assert exchange.answer == "complete answer " * 1_500_000
