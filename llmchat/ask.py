@@ -36,11 +36,11 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
     return view
 
 
-def open_saved_store() -> Store:
+def open_saved_store(*, reading: bool = False) -> Store:
     """The history store, imported only when a turn is saved or resumed (sqlite3 is not free at startup)."""
     from llmchat.store import open_store
 
-    return open_store()
+    return open_store(reading=reading)
 
 
 def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
@@ -60,7 +60,8 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
         return extras.view(view, as_json=as_json, plain=plain) if extras else view
 
     view = new_view()
-    store = open_saved_store() if (save and profile.save) or resume else None
+    saving = save and profile.save
+    store = open_saved_store(reading=not saving) if saving or resume else None
     conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
     recorder = store.recorder(profile) if store and save and profile.save else None
 
@@ -79,7 +80,7 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
 
     result, error = turn(view)
     if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
-        conversation.exchanges.pop()  # asked again: the store replaces the failed turn (same position)
+        conversation.pop()  # asked again: its question takes the failed turn's place in the store
         view = new_view()
         result, error = turn(view)
     if error is not None:

@@ -9,6 +9,7 @@ transcript, `/history` and the store keep everything that was said.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.errors import ContextTooLong, ProviderError
 from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.stops import Terminated
 from llmchat.tokens import TokenLedger
 
 if TYPE_CHECKING:
@@ -38,7 +40,9 @@ class TurnRecorder(Protocol):
     """Where turns are saved as they happen (the SQLite store); absent for `--no-save`.
 
     `question` runs before the request goes out and `answer` when the turn ends however it ends,
-    so a crash mid-answer loses nothing that was already said.
+    so a crash mid-answer loses nothing that was already said. A recorder may also have
+    `progress(conversation, exchange, answer, reasoning)`: called about once a second while the answer
+    streams (PROGRESS_INTERVAL_S), so even SIGKILL loses at most the last second of it.
     """
 
     def question(self, conversation: Conversation, exchange: Exchange) -> None: ...
@@ -57,6 +61,9 @@ class Exchange:
     usage: Usage | None = None
     #: Images attached to the question; resent with it on later turns, saved by hash in the store.
     images: tuple[Image, ...] = ()
+    #: Its exchange number in the store, set by the recorder: not always its index here, since another
+    #: process may have added turns to the same saved conversation in between.
+    slot: int | None = None
 
 
 #: How a summary is introduced to the model, after the system prompt.
@@ -89,6 +96,9 @@ class Conversation:
     #: Exchanges before this index are not sent (summarised, or dropped to fit the window).
     start: int = 0
     tokens: TokenLedger = field(default_factory=TokenLedger)
+    #: Store slots of exchanges popped here (/undo, /retry) that the store still holds: this process's
+    #: own turns, which the store removes (or a /retry's question replaces), never another process's.
+    freed: list[int] = field(default_factory=list)
 
     def active_summary(self) -> ContextSummary | None:
         """The summary, unless /undo went back past what it covers (then it describes turns that are gone)."""
@@ -112,6 +122,8 @@ class Conversation:
     def pop(self) -> Exchange:
         """Drop the last exchange (/undo, /retry), and any summary or cut that reached past it."""
         exchange = self.exchanges.pop()
+        if exchange.slot is not None:
+            self.freed.append(exchange.slot)
         self.start = min(self.start, len(self.exchanges))
         if self.summary is not None and self.summary.covers > len(self.exchanges):
             self.summary = None
@@ -155,6 +167,9 @@ class ContextPolicy(Protocol):
 
 Sleep = Callable[[float], None]
 
+#: How often a streaming answer is saved as far as it got (one UPDATE of its row): what SIGKILL can lose.
+PROGRESS_INTERVAL_S = 1.0
+
 
 def run_turn(
     conversation: Conversation,
@@ -173,6 +188,8 @@ def run_turn(
     Never raises for a failed call or Ctrl-C: both end the turn with the partial answer kept (and
     `result.interrupted` set), the view closed, and the error returned, so that every caller (a
     one-shot `ask`, the REPL that must survive) decides what to do without duplicating cleanup.
+    SIGTERM/SIGHUP (`stops.Terminated`) and a closed stdout (`BrokenPipeError`) end the turn the same
+    way, saved and marked, and are then re-raised: the process is ending.
     A rate limit, a server error or a stream the server ended unfinished (no finish_reason) is retried
     with backoff, visibly, while nothing was shown (text already on screen cannot be taken back). With a
     `context` policy the history is fitted to the window first, and a "too long" answer from the
@@ -189,9 +206,12 @@ def run_turn(
     attempt = 0
     shrunk = False
     said: str | None = None  # the error text already shown in a retry notice (shown once, not per attempt)
+    ending: BaseException | None = None  # SIGTERM, SIGHUP or a closed stdout: re-raised once saved
     conversation.exchanges.append(exchange)
     if recorder is not None:
         recorder.question(conversation, exchange)
+    progress = getattr(recorder, "progress", None)
+    saved_at = time.monotonic()
 
     def notice(text: str) -> None:
         result.notices.append(text)
@@ -223,6 +243,9 @@ def run_turn(
                         result.finish_reason = event.reason
                     elif isinstance(event, Notice):
                         notice(event.text)
+                    if progress is not None and now - saved_at >= PROGRESS_INTERVAL_S:
+                        saved_at = now
+                        progress(conversation, exchange, "".join(answer_parts), "".join(reasoning_parts))
                 break
             except ProviderError as exc:
                 output = bool(answer_parts or reasoning_parts)
@@ -245,8 +268,12 @@ def run_turn(
     except ProviderError as exc:
         error = exc
         result.interrupted = bool(answer_parts or reasoning_parts)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
         result.interrupted = True
+        ending = exc if isinstance(exc, Terminated) else None
+    except BrokenPipeError as exc:  # stdout's reader went away (`| head`): save what arrived, then leave
+        result.interrupted = True
+        ending = exc
     finished = time.monotonic()
     result.answer = "".join(answer_parts)
     result.reasoning = "".join(reasoning_parts)
@@ -257,6 +284,10 @@ def run_turn(
     exchange.interrupted, exchange.usage = result.interrupted, result.usage
     if recorder is not None:
         recorder.answer(conversation, exchange, result)
+    if ending is not None:
+        with contextlib.suppress(OSError):  # the pipe or the terminal may be gone: the answer is saved
+            view.close(result)
+        raise ending
     view.close(result)
     return result, error
 

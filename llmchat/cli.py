@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from llmchat import stops
 from llmchat.config import LIMITS, out_of_range
 from llmchat.errors import ConfigError, LlmchatError
 from llmchat.session import Overrides
@@ -421,8 +422,8 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
             hint='Give a question (`llmchat ask "…"`) or pipe text in (`cat file | llmchat ask "summarise"`).',
         )
     more = {"extras": extras} if extras else {}  # images / --format / --schema: run_ask's `extras`
-    code = run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream, save=save, resume=resume,
-                   **more)
+    code = _until_stopped(lambda: run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream,
+                                          save=save, resume=resume, **more))
     if code:
         raise typer.Exit(code)
 
@@ -430,7 +431,24 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
 def _chat(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> None:
     from llmchat.repl import run_repl
 
-    raise typer.Exit(run_repl(flags, plain=plain, save=save, resume=resume))
+    raise typer.Exit(_until_stopped(lambda: run_repl(flags, plain=plain, save=save, resume=resume)))
+
+
+def _until_stopped(run: Callable[[], int]) -> int:
+    """`run`'s exit code, or the code of what stopped it: SIGTERM/SIGHUP (143/129, after the turn saved
+    what arrived) or a closed stdout pipe (141, silently). Handled here, before Typer, which would
+    report the first as 130 and the second as exit 1. Before this, TERM and HUP kill as usual: there
+    is nothing to save yet."""
+    stops.install()
+    try:
+        return run()
+    except stops.Terminated as exc:
+        stops.silence(sys.stdout)  # a hung-up terminal: later writes must not fail
+        stops.say(f"Interrupted by {exc.name}.")
+        return exc.exit_code
+    except BrokenPipeError:
+        stops.silence(sys.stdout)
+        return stops.BROKEN_PIPE_EXIT
 
 
 # ------------------------------------------------------------------------------------------- entry point

@@ -109,6 +109,7 @@ class ReplState:
     report: Report = _print_error
     connector: Callable[[Profile], Provider] = connect
     store: Store | None = None  # None: this chat is not saved (--no-save)
+    saving: bool = True  # False once the user chose to go on unsaved after a save failed (disk full)
     compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
     pending_images: PendingImages = field(default_factory=PendingImages)  # /image: for the next question
     _models: list[str] | None = None
@@ -126,7 +127,7 @@ class ReplState:
 
     def recorder(self) -> TurnRecorder | None:
         """Where this turn is saved: nowhere under --no-save or for a profile with save = false."""
-        if self.store is None or not self.profile.save:
+        if self.store is None or not self.profile.save or not self.saving:
             return None
         return self.store.recorder(self.profile, warn=self.say)
 
@@ -146,7 +147,7 @@ class ReplState:
     def summarised(self, conversation: Conversation, summary: ContextSummary) -> None:
         """A summary was made: count what it cost, and save it so a resumed conversation keeps it."""
         self.totals.add_summary(summary)
-        if self.store is not None and self.profile.save:
+        if self.store is not None and self.profile.save and self.saving:
             try:
                 self.store.save_summary(conversation, summary)
             except LlmchatError as exc:

@@ -7,6 +7,7 @@ own beyond the banner and the toolbar, so what an answer looks like is decided i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from llmchat.errors import LlmchatError
 from llmchat.images import check_images
 from llmchat.safe_text import sanitize
 from llmchat.session import Overrides, resolve
+from llmchat.stops import Terminated
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -50,7 +52,7 @@ def run_repl(flags: Overrides, *, plain: bool, save: bool = True, resume: str | 
     if save or resume:
         from llmchat.store import open_store
 
-        state.store = open_store()
+        state.store = open_store(reading=True)  # read-only: it resumes, and the first save offers to go on
     if resume:
         state.conversation = state.store.load_conversation(resume)
     if not save:
@@ -65,6 +67,8 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
     while True:
         try:
             text = session.prompt()
+        except Terminated:  # SIGTERM/SIGHUP: every turn is already saved; the process ends
+            raise
         except KeyboardInterrupt:  # at the prompt: the line is dropped, the chat goes on
             state.say(QUIT_HINT)
             continue
@@ -72,8 +76,13 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
             return 0
         try:
             action = respond(state, text, plain=plain)
+        except Terminated:  # the turn saved what arrived, marked interrupted
+            raise
         except KeyboardInterrupt:  # a Ctrl-C that missed the turn (e.g. while it was closing)
             state.say("Interrupted.")
+            continue
+        except LlmchatError as exc:  # /resume of an unknown id, a history that cannot be written…
+            state.report(exc)
             continue
         if action.exit:
             return 0
@@ -83,6 +92,9 @@ def respond(state: ReplState, text: str, *, plain: bool) -> Action:
     """Route one submitted input: a command, or a question for the model."""
     text = unwrap_block(text).rstrip().lstrip("\n")  # keeps the indent of pasted code's first line
     if not text:
+        return Action()
+    if not is_utf8(text):
+        state.say(NOT_UTF8)
         return Action()
     if is_command(text):
         action = COMMANDS.dispatch(state, text)
@@ -112,16 +124,61 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
                 state.say(exc.hint)
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
-    view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
-    result, error = run_turn(
-        state.conversation, question, state.provider, options, view,
-        retries=state.profile.retries, recorder=state.recorder(), context=state.context(),
-    )
+    recorder = state.recorder()
+    try:
+        view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
+        result, error = run_turn(
+            state.conversation, question, state.provider, options, view,
+            retries=state.profile.retries, recorder=recorder, context=state.context(),
+        )
+    except LlmchatError as exc:  # the question could not be saved (disk full, read-only): nothing was sent
+        if recorder is None or not _question_unsaved(state, exc):
+            raise
+        state.conversation.exchanges.pop()
+        state.pending_images.restore(options.images)
+        if not offer_unsaved(state, exc):
+            return
+        ask(state, question, plain=plain)
+        return
     state.record(result)
     if error is not None:
         state.report(error)
     elif result.interrupted:
         state.say("Stopped. /retry asks again, /undo drops the exchange.")
+
+
+NOT_UTF8 = ("That input is not valid UTF-8 (is the terminal set to another encoding, such as GBK?); "
+            "nothing was sent. Switch the terminal to UTF-8 and type it again.")
+
+
+def is_utf8(text: str) -> bool:
+    """prompt-toolkit decodes input with surrogateescape: bytes that were not UTF-8 come back as lone
+    surrogates, which no server, file or database can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _question_unsaved(state: ReplState, error: LlmchatError) -> bool:
+    from llmchat.store import StoreError  # already loaded: there is a recorder
+
+    exchanges = state.conversation.exchanges
+    return isinstance(error, StoreError) and bool(exchanges) and exchanges[-1].slot is None
+
+
+def offer_unsaved(state: ReplState, error: LlmchatError) -> bool:
+    """Saving the question failed: say why, and let the user go on without saving (True) or not."""
+    state.report(error)
+    from prompt_toolkit.shortcuts import confirm
+
+    if not confirm("Go on without saving this chat?"):
+        state.say("Nothing was sent; the chat goes on, still trying to save.")
+        return False
+    state.saving = False
+    state.say("History is off for the rest of this chat; nothing more is saved.")
+    return True
 
 
 # ------------------------------------------------------------------------------------------ multi-line
@@ -198,6 +255,15 @@ def history_path() -> Path:
     return user_data_path("llmchat", appauthor=False) / "input_history"
 
 
+class SafeFileHistory(FileHistory):
+    """The input history file, whose write failures (a full disk, input that is not UTF-8) cost that
+    line of history, never the chat."""
+
+    def store_string(self, string: str) -> None:
+        with contextlib.suppress(OSError, UnicodeEncodeError):
+            super().store_string(string)
+
+
 class RecallOnlyHistory(FileHistory):
     """Earlier runs' input can be recalled, but nothing typed now is written (--no-save)."""
 
@@ -218,7 +284,7 @@ def input_history(remember: bool = True) -> History:
         os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
     except OSError:
         return InMemoryHistory()
-    return FileHistory(str(path))
+    return SafeFileHistory(str(path))
 
 
 def make_session(state: ReplState, *, remember: bool = True) -> PromptSession[str]:

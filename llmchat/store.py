@@ -1,9 +1,11 @@
 """Saved conversations: one SQLite file under the user data directory (DESIGN §1 store.py, issue 5).
 
 Why it is built the way it is:
-- **Nothing lost.** The question is committed before the request goes out and the answer when the turn
-  ends, however it ends, each in its own short transaction. SQLite's journal makes a process killed
-  mid-write (SIGKILL) leave the file exactly as of the last commit.
+- **Nothing lost.** The question is committed before the request goes out, the answer as far as it got
+  about once a second while it streams (`Recorder.progress`), and the answer when the turn ends,
+  however it ends, each in its own short transaction. SQLite's journal makes a process killed
+  mid-write (SIGKILL) leave the file exactly as of the last commit: at most the last second of a
+  streaming answer is lost.
 - **Several writers.** WAL mode lets readers and one writer work at once, a busy timeout makes a second
   writer wait instead of failing with "database is locked", and every write starts with
   `BEGIN IMMEDIATE` so two REPLs never deadlock upgrading a read into a write.
@@ -20,14 +22,19 @@ currency and the profile's name, so `llmchat usage` reports what the turn cost w
 after the price list changes. Summaries that replaced old turns (context.py) are rows of their own,
 with their cost too: a resumed conversation keeps its summary, and `usage` counts what it cost.
 
-Layout invariant: exchange k of a conversation is the user message at position 2k and, once the turn
-has ended, the assistant message at 2k + 1. A question whose answer never came (the process died) is a
-user row without its partner, and resumes as an exchange with no answer (so it is not resent).
+Layout: the exchange in slot k of a conversation is the user message at position 2k and, once the
+turn has ended (or while it streams), the assistant message at 2k + 1. Slots are in time order; a new
+question takes the slot after everything saved, whichever process saved it, and only this process's
+/retry and /undo reuse or delete a slot, so an undo in a shared conversation can leave a gap (loading
+skips it, exports renumber). A question whose answer never came (the process died before the first
+progress save) is a user row without its partner, and resumes as an exchange with no answer (so it
+is not resent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -40,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.errors import ConfigError, LlmchatError
@@ -71,6 +78,16 @@ CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system",
 class StoreError(LlmchatError):
     """The history database cannot be used (locked for too long, corrupt, written by a newer llmchat)."""
 
+    #: The file or its directory cannot be written here (a read-only mount): reading may still work.
+    unwritable = False
+
+
+class SymlinkRefused(StoreError):
+    """The history database is a symbolic link: refused before anything is created or chmod-ed through it
+    (a usage problem, exit 2)."""
+
+    exit_code = 2
+
 
 class NotFound(ConfigError):
     """No conversation matches the ID the user gave (a usage error: exit 2)."""
@@ -94,25 +111,42 @@ def default_path() -> Path:
     return data_dir() / DB_FILENAME
 
 
-def open_store(path: Path | None = None) -> Store:
-    """The store at `path` (default: the user data directory), created and migrated on first use."""
-    return Store(path or default_path())
+def open_store(path: Path | None = None, *, reading: bool = False) -> Store:
+    """The store at `path` (default: the user data directory), created and migrated on first use;
+    `reading`: opened read-only if it cannot be written (see `existing_store`)."""
+    return Store(path or default_path(), reading=reading)
 
 
 def existing_store(path: Path | None = None) -> Store | None:
-    """The store if its file exists, else None: read-only commands must not create a database."""
+    """The store if its file exists, else None: read-only commands must not create a database.
+
+    A store in a directory this process cannot write (a read-only mount, a restored backup) is still
+    opened, read-only, so `history` and `usage` keep working; only writes to it fail, saying why.
+    """
     path = path or default_path()
-    return Store(path) if path.exists() else None
+    if path.is_symlink():
+        _refuse_symlink(path)
+    return Store(path, reading=True) if path.exists() else None
+
+
+def _refuse_symlink(path: Path) -> None:
+    """A link could point the owner-only history (and our chmod) at any file: never follow one."""
+    raise SymlinkRefused(f"The history database {path} is a symbolic link; llmchat does not follow it.",
+                         hint="Move the real file to that path (or remove the link), or use --no-save.")
 
 
 def _create_private(path: Path) -> None:
     """Create the directory (0700) and an empty file (0600) before SQLite does it with the umask's mode."""
+    if path.is_symlink():
+        _refuse_symlink(path)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:  # O_EXCL also fails on a link, dangling or not: nothing is created through one
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
+        if path.is_symlink():  # made between the check above and here
+            _refuse_symlink(path)
         _tighten(path)
         return
     os.close(fd)
@@ -121,10 +155,10 @@ def _create_private(path: Path) -> None:
 
 def _tighten(path: Path) -> None:
     """A file made by something else (an older copy, a restore) with group/other bits loses them."""
-    with contextlib.suppress(OSError):
-        mode = path.stat().st_mode & 0o777
+    with contextlib.suppress(OSError, NotImplementedError):
+        mode = path.lstat().st_mode & 0o777
         if mode & 0o077:
-            os.chmod(path, mode & 0o700)
+            os.chmod(path, mode & 0o700, follow_symlinks=False)
 
 
 # ------------------------------------------------------------------------------------------ schema
@@ -334,6 +368,22 @@ def make_title(text: str, limit: int = TITLE_CHARS) -> str:
 
 # ----------------------------------------------------------------------------------------- store
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _translated(method: _Method) -> _Method:
+    """SQLite's errors from a public method become a `StoreError` with the right advice (a damaged page
+    is found by whichever read touches it first), never an "internal error"."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 
 class Store:
     """The history database. Thread-safe (one connection behind a lock); use one per process.
@@ -342,17 +392,34 @@ class Store:
     (the most recently updated conversation).
     """
 
-    def __init__(self, path: Path, *, fts: bool = True) -> None:
+    def __init__(self, path: Path, *, fts: bool = True, reading: bool = False) -> None:
+        """`reading`: the caller only reads (history, usage), so a file that cannot be opened for
+        writing (a read-only directory) is opened read-only instead of refused."""
         self.path = Path(path)
+        self.read_only = False
         try:
             _create_private(self.path)
         except OSError as exc:
-            raise StoreError(f"Cannot create the history database {self.path}: {exc.strerror}.",
-                             hint="Check the directory's permissions, or use --no-save.") from None
+            if not (reading and self.path.exists()):
+                raise StoreError(f"Cannot create the history database {self.path}: {exc.strerror}.",
+                                 hint="Check the directory's permissions, or use --no-save.") from None
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                       check_same_thread=False)
+            self._open(self.path, fts)
+        except StoreError as exc:
+            if not (reading and exc.unwritable):
+                raise
+            self._open_read_only(fts)
+        try:
+            self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc) from None
+
+    def _open(self, target: Path | str, fts: bool, *, uri: bool = False) -> None:
+        try:
+            self._db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False, uri=uri)
         except sqlite3.Error as exc:  # e.g. the path is a directory
             raise self._error(exc) from None
         self._db.row_factory = sqlite3.Row
@@ -364,14 +431,29 @@ class Store:
         except BaseException:
             self._db.close()
             raise
-        self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+
+    def _open_read_only(self, fts: bool) -> None:
+        """Read a database whose directory cannot be written. SQLite's WAL mode needs to create the
+        -shm file to read; when no -wal file exists, everything committed is in the main file and
+        `immutable=1` reads it without one."""
+        from urllib.parse import quote
+
+        self.read_only = True
+        base = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            self._open(base, fts, uri=True)
+        except StoreError as exc:
+            if not exc.unwritable or Path(f"{self.path}-wal").exists():
+                raise
+            self._open(base + "&immutable=1", fts, uri=True)
 
     # -- plumbing -----------------------------------------------------------------------------
 
     def _configure(self) -> None:
         db = self._db
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        db.execute("PRAGMA journal_mode = WAL")  # persistent: a no-op after the first open
+        if not self.read_only:
+            db.execute("PRAGMA journal_mode = WAL")  # persistent: a no-op after the first open
         db.execute("PRAGMA synchronous = FULL")  # a committed turn survives a power cut too, at 2 fsyncs/turn
         db.execute("PRAGMA foreign_keys = ON")
 
@@ -406,12 +488,34 @@ class Store:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The advice that fits what SQLite said: only a damaged file is worth moving away."""
         text = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if code is not None else None
         if _is_busy(exc):
             return StoreError(f"The history database {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f}s.",
                               hint="Another llmchat is writing a lot; try again, or use --no-save.")
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+                primary is None and ("malformed" in text or "not a database" in text)):
+            return StoreError(f"The history database {self.path} is damaged ({text}).",
+                              hint="Move the file away to start a fresh history (llmchat makes a new one), "
+                                   "or use --no-save.")
+        if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) and not self._writable():
+            error = StoreError(f"The history database {self.path} is read-only here ({text}), so nothing can be "
+                               "saved.", hint=f"Make {self.path.parent} writable, or use --no-save. Reading it "
+                               "(`llmchat history`, `llmchat usage`) still works.")
+            error.unwritable = True
+            return error
+        if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return StoreError(f"The history database {self.path} could not be written or read ({text}); "
+                              "is the disk full?", hint="Free some space and try again, or use --no-save.")
         return StoreError(f"The history database {self.path} cannot be used: {text}.",
-                          hint="Move the file away to start a fresh history, or use --no-save.")
+                          hint="Use --no-save to go on without it.")
+
+    def _writable(self) -> bool:
+        """Whether this process may write the file and its directory (os.access knows read-only mounts)."""
+        directory = os.access(self.path.parent, os.W_OK)
+        return directory and (not self.path.exists() or os.access(self.path, os.W_OK))
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         with self._lock:
@@ -419,10 +523,18 @@ class Store:
         return row[0] if row else None
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE takes the write lock up front, waiting up to the busy timeout."""
+    def _write(self, patience: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the write lock up front, waiting up to the busy timeout
+        (or `patience` seconds: a progress save skips a beat rather than stall the stream)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if patience is None:
+                self._db.execute("BEGIN IMMEDIATE")
+            else:
+                self._db.execute(f"PRAGMA busy_timeout = {int(patience * 1000)}")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             try:
                 yield self._db
             except BaseException:
@@ -461,15 +573,19 @@ class Store:
         return Recorder(self, profile, warn=warn)
 
     def truncate(self, conversation: Conversation) -> None:
-        """Forget saved exchanges the caller dropped from `conversation` (the REPL's /undo), so a resume
-        shows what the user last saw. (/retry needs nothing: re-asking replaces the dropped turn.)"""
-        if conversation.id is None:
+        """Forget the saved exchanges the caller dropped from `conversation` (the REPL's /undo), so a
+        resume shows what the user last saw. Only those (`conversation.freed`): turns another process
+        added to the same conversation stay. (/retry needs nothing: its question takes the freed slot.)"""
+        if conversation.id is None or not conversation.freed:
+            conversation.freed.clear()
             return
-        with self._write() as db:
-            db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?",
-                       (conversation.id, 2 * len(conversation.exchanges)))
-            db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?",
-                       (conversation.id, 2 * len(conversation.exchanges)))
+        try:
+            with self._write() as db:
+                for slot in conversation.freed:
+                    _delete_slot(db, conversation.id, slot)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        conversation.freed.clear()
 
     def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Profile, upto: int,
                 stamp: str) -> str:
@@ -489,6 +605,9 @@ class Store:
             _save_images(db, cid, 2 * index, earlier.images)
             if earlier.answer or earlier.interrupted:
                 _insert(db, cid, _answer_row(2 * index + 1, earlier, None, stamp))
+        for index, exchange in enumerate(conversation.exchanges):  # written afresh: its own numbering
+            exchange.slot = index
+        conversation.freed.clear()
         conversation.id = cid
         return cid
 
@@ -501,6 +620,7 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @_translated
     def resolve(self, ref: str) -> str:
         """The id that `ref` names: "last", an exact id, or an unambiguous prefix of one."""
         ref = ref.strip()
@@ -521,6 +641,7 @@ class Store:
         raise NotFound(f"'{ref}' matches several conversations ({shown}{', …' if len(rows) > 5 else ''}).",
                        hint="Type more of the id.")
 
+    @_translated
     def summary(self, ref: str) -> Summary:
         cid = self.resolve(ref)
         with self._lock:
@@ -529,6 +650,7 @@ class Store:
             raise NotFound(f"No saved conversation has the id '{ref}'.")
         return _summary(row)
 
+    @_translated
     def list_conversations(self, limit: int | None = 20, search: str | None = None) -> list[Summary]:
         """Conversations, most recently updated first; `search` keeps those with a message containing
         every word of it (case-insensitive substrings). `limit` None or <= 0: all of them."""
@@ -556,6 +678,7 @@ class Store:
             inner = f"SELECT m.conversation FROM messages m WHERE {likes}"
         return f" WHERE c.id IN ({inner})", params
 
+    @_translated
     def messages(self, ref: str) -> tuple[Summary, list[StoredMessage]]:
         """The conversation's summary and every message in order."""
         row, rows = self._snapshot(ref)
@@ -572,18 +695,24 @@ class Store:
             raise NotFound(f"No saved conversation has the id '{ref}'.")
         return row, rows
 
+    @_translated
     def load_conversation(self, ref: str = "last") -> Conversation:
         """The conversation ready to continue: its system prompt and exchanges, interrupted answers kept
         and flagged, a question that never got an answer kept without one (so it is not resent)."""
         summary, stored = self.messages(ref)
         images = self._images(summary.id)
         conversation = Conversation(system=summary.system, id=summary.id)
+        by_slot: dict[int, Exchange] = {}  # slots have gaps where a shared conversation had an /undo
         for message in stored:
+            slot = message.position // 2
             if message.role == "user":
-                conversation.exchanges.append(Exchange(user=message.content, model=message.model,
-                                                       images=images.get(message.position, ())))
+                by_slot[slot] = Exchange(user=message.content, model=message.model,
+                                         images=images.get(message.position, ()), slot=slot)
+                conversation.exchanges.append(by_slot[slot])
                 continue
-            exchange = conversation.exchanges[message.position // 2]
+            exchange = by_slot.get(slot)
+            if exchange is None:  # an answer without its question: nothing to attach it to
+                continue
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
             exchange.model = message.model or exchange.model
             exchange.interrupted, exchange.usage = message.interrupted, message.usage
@@ -626,6 +755,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
+    @_translated
     def latest_summary(self, cid: str, exchanges: int) -> ContextSummary | None:
         """The newest summary of `cid` that covers no more than its `exchanges` (after /undo, fewer)."""
         with self._lock:
@@ -636,6 +766,7 @@ class Store:
         return ContextSummary(text=row["content"], covers=row["covers"], profile=row["profile"], model=row["model"],
                               usage=_usage(row), cost=row["cost"], currency=row["currency"])
 
+    @_translated
     def usage_rows(self, since: str | None = None) -> list[UsageRow]:
         """Every answer and every summary call, with the tokens and cost saved with it, oldest first.
 
@@ -656,17 +787,24 @@ class Store:
 
     # -- export, import, remove ---------------------------------------------------------------
 
+    @_translated
     def export_record(self, ref: str) -> dict[str, Any]:
         """Everything saved about one conversation, as JSON-ready data that `import_record` restores."""
         row, rows = self._snapshot(ref)
         record: dict[str, Any] = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
         record.update({name: row[name] for name in CONVERSATION_COLUMNS})
-        record["messages"] = [_export_message(row) for row in rows]
+        record["messages"] = []
+        exchange = -1
+        for message in map(_export_message, rows):  # numbered afresh: a shared conversation may have gaps
+            exchange += message["role"] == "user"
+            message["position"] = 2 * exchange + (message["role"] == "assistant")
+            record["messages"].append(message)
         return record
 
     def export_json(self, ref: str) -> str:
         return json.dumps(self.export_record(ref), ensure_ascii=False, indent=2) + "\n"
 
+    @_translated
     def import_record(self, record: Any, source: str = "the file") -> Imported:
         """Save an exported conversation under its own id; the same conversation already saved is left
         alone, and a different one holding that id makes the import take a fresh id (reported)."""
@@ -689,6 +827,7 @@ class Store:
         before a field existed (e.g. costs) still matches the conversation it came from."""
         return _validate(self.export_record(cid), "") == _validate(json.loads(json.dumps(record)), "")
 
+    @_translated
     def remove(self, ref: str) -> Summary:
         """Delete a conversation and its messages (and their index entries); returns what was deleted."""
         summary = self.summary(ref)
@@ -798,12 +937,17 @@ def _index_of(conversation: Conversation, exchange: Exchange) -> int:
 
 
 class Recorder:
-    """`chat.TurnRecorder` for one store and profile: saves each question before the request and each
-    answer when the turn ends.
+    """`chat.TurnRecorder` for one store and profile: saves each question before the request, the answer
+    as far as it got about once a second while it streams, and the whole answer when the turn ends.
 
     A question that cannot be saved raises `StoreError` (before anything is sent: the promise is that
     what is asked is on record). An answer that cannot be saved is reported through `warn` instead,
-    since raising would skip closing the view after the user already has the answer on screen.
+    since raising would skip closing the view after the user already has the answer on screen; a
+    progress save that fails is skipped silently (the final save reports).
+
+    Several processes may add to one conversation (a chat and `ask -c`, two chats): a new question is
+    appended after whatever is saved, never over it; only the slots this process freed (/retry, /undo:
+    `Conversation.freed`) are replaced or removed.
     """
 
     def __init__(self, store: Store, profile: Profile, *, warn: Callable[[str], None] | None = None) -> None:
@@ -817,33 +961,79 @@ class Recorder:
         try:
             with self.store._write() as db:
                 cid = self.store._ensure(db, conversation, self.profile, index, stamp)
-                # A turn re-asked after /retry or /undo replaces what was saved from that point on.
-                db.execute("DELETE FROM messages WHERE conversation = ? AND position >= ?", (cid, 2 * index))
-                db.execute("DELETE FROM message_images WHERE conversation = ? AND position >= ?", (cid, 2 * index))
-                _insert(db, cid, _user_row(2 * index, exchange, stamp))
-                _save_images(db, cid, 2 * index, exchange.images)
+                freed = list(conversation.freed)
+                for slot in freed:  # this process's own turns, dropped by /retry or /undo
+                    _delete_slot(db, cid, slot)
+                slot = freed[-1] if freed else _next_slot(db, cid)  # a /retry takes its turn's place
+                _insert(db, cid, _user_row(2 * slot, exchange, stamp))
+                _save_images(db, cid, 2 * slot, exchange.images)
                 db.execute("UPDATE conversations SET updated = ?, profile = ?, provider = ?, model = ?, system = ?, "
                            "title = CASE WHEN ? THEN ? ELSE title END WHERE id = ?",
                            (stamp, self.profile.name, self.profile.provider, exchange.model or self.profile.model,
-                            conversation.system, index == 0, make_title(exchange.user), cid))
+                            conversation.system, slot == 0, make_title(exchange.user), cid))
         except sqlite3.Error as exc:
             raise self.store._error(exc) from None
+        conversation.freed.clear()
+        exchange.slot = slot
+        before = conversation.exchanges[index - 1].slot if index else None
+        expected = before + 1 if before is not None else index
+        if not freed and slot > expected:
+            added = slot - expected
+            self.warn(f"Another llmchat added {added} turn{'s' if added != 1 else ''} to this conversation; "
+                      f"this one is saved after them (/resume {cid} shows them all).")
+
+    def progress(self, conversation: Conversation, exchange: Exchange, answer: str, reasoning: str) -> None:
+        """The answer as far as it got, saved marked interrupted (which it is, if nothing saves it again):
+        one upsert of its row, so a SIGKILL loses at most the last PROGRESS_INTERVAL_S of it."""
+        if exchange.slot is None or conversation.id is None:
+            return
+        try:
+            with self.store._write(patience=0.05) as db:
+                db.execute("INSERT INTO messages (conversation, position, role, content, reasoning, model, "
+                           "interrupted, created, profile) VALUES (?, ?, 'assistant', ?, ?, ?, 1, ?, ?) "
+                           "ON CONFLICT (conversation, position) DO UPDATE SET content = excluded.content, "
+                           "reasoning = excluded.reasoning",
+                           (conversation.id, 2 * exchange.slot + 1, answer, reasoning or None, exchange.model, now(),
+                            self.profile.name))
+        except sqlite3.Error:
+            pass  # busy, full, removed: the answer is saved when the turn ends, or that save says why not
 
     def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
+        try:
+            self._answer(conversation, exchange, result)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP in the middle of the save: it was rolled back
+            self._answer(conversation, exchange, result)  # once more (TERM/HUP are ignored by now), then stop
+            raise
+
+    def _answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None:
         try:
             index = _index_of(conversation, exchange)
             stamp = now()
             with self.store._write() as db:
                 cid = self.store._ensure(db, conversation, self.profile, index, stamp)
+                slot = exchange.slot if exchange.slot is not None else _next_slot(db, cid)
                 if not db.execute("SELECT 1 FROM messages WHERE conversation = ? AND position = ?",
-                                  (cid, 2 * index)).fetchone():
-                    _insert(db, cid, _user_row(2 * index, exchange, stamp))  # removed mid-turn elsewhere
-                    _save_images(db, cid, 2 * index, exchange.images)
-                db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * index + 1))
-                _insert(db, cid, _answer_row(2 * index + 1, exchange, result, stamp, self.profile))
+                                  (cid, 2 * slot)).fetchone():
+                    _insert(db, cid, _user_row(2 * slot, exchange, stamp))  # removed mid-turn elsewhere
+                    _save_images(db, cid, 2 * slot, exchange.images)
+                db.execute("DELETE FROM messages WHERE conversation = ? AND position = ?", (cid, 2 * slot + 1))
+                _insert(db, cid, _answer_row(2 * slot + 1, exchange, result, stamp, self.profile))
                 db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (stamp, cid))
+            exchange.slot = slot
         except (sqlite3.Error, ValueError) as exc:
             self.warn(f"The answer could not be saved to history: {exc}.")
+
+
+def _next_slot(db: sqlite3.Connection, cid: str) -> int:
+    """The first exchange number after everything saved in `cid`, whoever saved it."""
+    last = db.execute("SELECT max(position) FROM messages WHERE conversation = ?", (cid,)).fetchone()[0]
+    return 0 if last is None else last // 2 + 1
+
+
+def _delete_slot(db: sqlite3.Connection, cid: str, slot: int) -> None:
+    """Remove one exchange (question, answer, images) from the store."""
+    db.execute("DELETE FROM messages WHERE conversation = ? AND position IN (?, ?)", (cid, 2 * slot, 2 * slot + 1))
+    db.execute("DELETE FROM message_images WHERE conversation = ? AND position = ?", (cid, 2 * slot))
 
 
 def _warn(text: str) -> None:

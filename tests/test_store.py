@@ -227,14 +227,14 @@ def test_retry_and_undo_keep_the_saved_conversation_in_step(db: Store) -> None:
     conversation = Conversation()
     turn(db, conversation, "one")
     turn(db, conversation, "two")
-    conversation.exchanges.pop()  # /retry: drop the last turn and ask again
+    conversation.pop()  # /retry (Conversation.pop frees its slot): drop the last turn and ask again
     turn(db, conversation, "two", Script(Answer("better"), Finish("stop")))
     assert [(e.user, e.answer) for e in db.load_conversation("last").exchanges] == [
         ("one", "You said: one"), ("two", "better")]
-    conversation.exchanges.pop()  # /undo
+    conversation.pop()  # /undo
     db.truncate(conversation)
     assert [e.user for e in db.load_conversation("last").exchanges] == ["one"]
-    conversation.exchanges.pop()  # /undo of the first turn, then a new first question: a new title
+    conversation.pop()  # /undo of the first turn, then a new first question: a new title
     turn(db, conversation, "a new start")
     assert db.summary("last").title == "a new start" and db.summary("last").turns == 1
     assert integrity(db.path) == "ok"
@@ -340,7 +340,7 @@ def test_search_finds_substrings_in_any_message(tmp_path: Path, fts: bool, clock
 def test_search_index_follows_replaced_turns(db: Store) -> None:
     conversation = Conversation()
     turn(db, conversation, "first-version")
-    conversation.exchanges.pop()
+    conversation.pop()  # /retry
     turn(db, conversation, "second-version")
     assert db.list_conversations(search="first-version") == []
     assert len(db.list_conversations(search="second-version")) == 1
@@ -489,7 +489,7 @@ def test_an_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="cannot be used") as info:
+    with pytest.raises(StoreError, match="is damaged") as info:
         Store(path)
     assert "Move the file away" in (info.value.hint or "")
 
@@ -626,6 +626,25 @@ if mode == "hold":
                       "VALUES (?, ?, 'assistant', ?, 'x')", (conversation.id, 100 + n, "y" * 500_000))
     print("ready", flush=True)
     time.sleep(60)
+elif mode == "stream":  # run_turn with a paced provider: the recorder saves the answer as it streams
+    from llmchat.chat import run_turn
+    from llmchat.events import Answer
+    from llmchat.providers import ChatOptions
+
+    class Paced:
+        def stream(self, messages, options):
+            for n in range(1, 100_000):
+                yield Answer(f"{n} ")
+                print(f"streamed {n} {conversation.id}", flush=True)
+                time.sleep(0.01)
+
+    class View:
+        def reasoning(self, text): pass
+        def answer(self, text): pass
+        def notice(self, text): pass
+        def close(self, result): pass
+
+    run_turn(conversation, "stream", Paced(), ChatOptions(model="m"), View(), recorder=recorder)
 else:
     for n in range(10_000):
         answer(n, ask(n), 200_000)
@@ -678,3 +697,26 @@ def test_sigkill_at_a_random_moment_leaves_every_committed_turn(tmp_path: Path, 
         if n in answered:
             assert exchange.answer == f"answer {n} " + "x" * 200_000
         assert exchange.answer in ("", f"answer {n} " + "x" * 200_000)  # all or nothing, never torn
+
+
+def test_sigkill_mid_stream_keeps_the_answer_up_to_the_last_second(tmp_path: Path) -> None:
+    """The recorder's progress saves (about once a second) leave the streamed answer on disk."""
+    path = tmp_path / "history.db"
+    proc = _start_killed(path, "stream")
+    assert proc.stdout is not None
+    seen: list[tuple[float, int, str]] = []  # (when, pieces streamed, conversation id)
+    while not seen or seen[-1][0] - seen[0][0] < 2.5:
+        line = proc.stdout.readline().split()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        seen.append((time.monotonic(), int(line[1]), line[2]))
+    killed_at = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert integrity(path) == "ok"
+    with Store(path) as store:
+        [exchange] = store.load_conversation(seen[0][2]).exchanges
+    assert exchange.user == "stream" and exchange.interrupted
+    pieces = exchange.answer.split()
+    assert pieces == [str(n) for n in range(1, len(pieces) + 1)]  # a prefix of what streamed, never torn
+    due = max(n for when, n, _ in seen if when <= killed_at - 1.5)  # 0.5 s of slack for a busy machine
+    assert len(pieces) >= due
