@@ -131,6 +131,8 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
     from rich.markdown import Markdown
     from rich.text import Text
 
+    from llmchat.render.markdown_stream import ANSWER_MARKDOWN
+
     console.print(Text(summary.title, style="bold"))
     turns = f"{summary.turns} turn{'s' * (summary.turns != 1)}"
     console.print(Text(" · ".join([summary.id, list_cells(summary)[2], turns, local_time(summary.updated)]),
@@ -145,7 +147,7 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
             continue
         _draw_reasoning(console, answer, thinking)
         if answer.content:
-            console.print(Markdown(sanitize(answer.content)))
+            console.print(Markdown(sanitize(answer.content), **ANSWER_MARKDOWN))
         elif not answer.interrupted:
             console.print(Text("(no answer: the request failed)", style="dim"))
         if answer.interrupted:

@@ -76,6 +76,22 @@ def test_live_view_shows_answer_and_reasoning_without_their_escapes(fake_server,
     assert "\x1b[" in raw  # the view still draws with its own styles
 
 
+def test_a_markdown_link_shows_its_target_instead_of_a_hyperlink(fake_server, config_file, env, llmchat) -> None:
+    """`[https://bank/](http://evil/)` would be a hyperlink reading "https://bank/" that opens evil."""
+    answer = "Log in at [https://bank/](http://evil/login) today.\n"
+    fake_server.enqueue(Stream(answer=answer, piece_size=7))
+    env.pop("NO_COLOR", None)
+    code, raw = run_pty(env, "ask", "-p", "bailian", "q")
+    assert code == 0, raw
+    assert_clean(raw)  # no OSC at all: not even Rich's own hyperlink
+    assert "https://bank/ (http://evil/login)" in visible(raw)
+    fake_server.enqueue(Stream(answer=answer, piece_size=7))
+    code, raw = run_pty(env, "history", "show", "last")
+    assert code == 0, raw
+    assert_clean(raw)
+    assert "https://bank/ (http://evil/login)" in visible(raw)
+
+
 def test_live_thinking_panel_never_draws_the_reasoning_escapes(fake_server, config_file, env) -> None:
     fake_server.enqueue(Stream(answer="ok", reasoning=f"Reason {EVIL} " * 3, piece_size=4, delay=0.02))
     env.pop("NO_COLOR", None)

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from llmchat.events import TurnResult
 from llmchat.pricing import Price
-from llmchat.render.markdown_stream import MarkdownStream
+from llmchat.render.markdown_stream import ANSWER_MARKDOWN, MarkdownStream
 from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
 from llmchat.safe_text import sanitize
 
@@ -214,7 +214,7 @@ class LiveView:
         self._price = price
         self._clock = clock
         self._lock = threading.RLock()
-        self._stream = MarkdownStream(console, printer=self._print)
+        self._stream = MarkdownStream(console, printer=self._print, **ANSWER_MARKDOWN)
         self._panel = _ThinkingPanel(self, thinking_lines)
         self._partial = _PartialLine(self)
         interval = 1 / refresh_per_second if refresh_per_second > 0 else 0.0

@@ -70,6 +70,12 @@ def _is_blank(line: str) -> bool:
     return not line.strip(" \t\n")
 
 
+#: How answers are drawn as Markdown: a link shows its target after its text, `text (url)`, instead of
+#: becoming a terminal hyperlink (OSC 8). The text of a link is the model's, so a hyperlink could read
+#: "https://bank/" and open somewhere else; a visible target cannot lie (DESIGN §4).
+ANSWER_MARKDOWN: dict[str, bool] = {"hyperlinks": False}
+
+
 class MarkdownStream:
     """Markdown fed in pieces: finished blocks go to `console.print`, the open tail to `tail`.
 
