@@ -30,13 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.chat import _backoff, _measure, retry_notice
 from llmchat.context import request_options
 from llmchat.errors import ConfigError, ProviderError, StreamUnfinished
-from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.events import TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
 from llmchat.structured import check_format
+from llmchat.turn import Turn, adrive
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -419,47 +419,6 @@ class Totals:
             self.cost = (self.cost or 0.0) + cost
 
 
-class _Turn:
-    """The events of one row's turn gathered into a TurnResult, with the times `_measure` needs."""
-
-    def __init__(self, model: str) -> None:
-        self.result = TurnResult(model=model)
-        self.started = time.monotonic()
-        self.first_reasoning: float | None = None
-        self.first_answer: float | None = None
-        self.answer: list[str] = []
-        self.reasoning: list[str] = []
-
-    @property
-    def output(self) -> bool:
-        return bool(self.answer or self.reasoning)
-
-    def take(self, event: Event) -> str | None:
-        """Record one event; returns the text of a Notice, for the reporter."""
-        now = time.monotonic()
-        if isinstance(event, Answer):
-            self.first_answer = self.first_answer or now
-            self.answer.append(event.text)
-        elif isinstance(event, Reasoning):
-            self.first_reasoning = self.first_reasoning or now
-            self.reasoning.append(event.text)
-        elif isinstance(event, Usage):
-            self.result.usage = event
-        elif isinstance(event, Finish):
-            self.result.finish_reason = event.reason
-        elif isinstance(event, Notice):
-            self.result.notices.append(event.text)
-            return event.text
-        return None
-
-    def close(self, error: ProviderError | None) -> TurnResult:
-        result = self.result
-        result.answer, result.reasoning = "".join(self.answer), "".join(self.reasoning)
-        result.interrupted = error is not None and self.output
-        _measure(result, self.started, self.first_reasoning, self.first_answer, time.monotonic())
-        return result
-
-
 class Pacer:
     """Sends requests one at a time once the server showed that it serves one at a time.
 
@@ -487,46 +446,52 @@ class Pacer:
                    "the remaining requests are sent one at a time.")
 
 
+class _RowShows:
+    """What a row shows while it runs: only notices, on the reporter (the text goes to OUTPUT at the end)."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self.notice = notify
+
+    def reasoning(self, text: str) -> None:
+        pass
+
+    def answer(self, text: str) -> None:
+        pass
+
+
 async def ask_row(
     provider: Provider, messages: list[Message], options: ChatOptions, *, retries: int, label: str,
     notify: Callable[[str], None], pacer: Pacer | None = None,
 ) -> tuple[TurnResult, ProviderError | None]:
-    """One row's turn, with `run_turn`'s retry rule (429/5xx before any text, backoff, bounded), and one
-    more: a stream the server ended unfinished is retried even after text arrived, from the start, since
-    a row is done only when its answer is whole.
+    """One row's turn on the shared engine (turn.py): `run_turn`'s retry rule (429/5xx before any text,
+    backoff, bounded), and one more: a stream the server ended unfinished is retried even after text
+    arrived, from the start, since a row is done only when its answer is whole.
 
     Never raises a ProviderError: like `run_turn`, it returns it with whatever text arrived, so a
     failed row becomes a row with an error and the batch goes on.
     """
-    turn = _Turn(options.model)
-    attempt = 0
-    said: str | None = None
-    while True:
-        try:
-            async with (pacer.slot() if pacer else contextlib.nullcontext()), \
-                    contextlib.aclosing(provider.astream(messages, options)) as events:
-                async for event in events:
-                    if (text := turn.take(event)) is not None:
-                        notify(text)  # about the model, not the row: the reporter shows it once
-            return turn.close(None), None
-        except ProviderError as exc:
-            unfinished = isinstance(exc, StreamUnfinished)
-            if unfinished and pacer is not None:
-                pacer.cut(notify)
-            if not exc.retryable or attempt >= retries or (turn.output and not unfinished):
-                if unfinished:
-                    exc = StreamUnfinished(
-                        f"The server ended the stream unfinished (no finish_reason), {attempt + 1} "
-                        f"time{'s' if attempt else ''}; try --concurrency 1 (a server that runs one request "
-                        "at a time cuts a stream when another arrives).", hint=exc.hint)
-                return turn.close(exc), exc
-            if unfinished:
-                turn = _Turn(options.model)  # the partial answer is dropped: the row restarts whole
-            attempt += 1
-            delay = _backoff(attempt, exc.retry_after)
-            notify(f"{label}: {retry_notice(exc, attempt, retries, delay, said)}")
-            said = exc.message
-            await asyncio.sleep(delay)
+    # A provider's notices are about the model, not the row: the reporter shows each once, unlabelled.
+    turn = Turn(options.model, _RowShows(notify), retries=retries, label=label, restart_unfinished=True)
+
+    @contextlib.asynccontextmanager
+    async def attempt() -> AsyncIterator[AsyncIterator[Event]]:
+        async with (pacer.slot() if pacer else contextlib.nullcontext()), \
+                contextlib.aclosing(provider.astream(messages, options)) as events:
+            yield events
+
+    def cut(exc: ProviderError) -> bool:
+        if isinstance(exc, StreamUnfinished) and pacer is not None:
+            pacer.cut(notify)
+        return False  # the retry policy decides
+
+    error = await adrive(turn, attempt, recover=cut)
+    if isinstance(error, StreamUnfinished):
+        tries = turn.attempt + 1
+        error = StreamUnfinished(
+            f"The server ended the stream unfinished (no finish_reason), {tries} "
+            f"time{'s' if tries > 1 else ''}; try --concurrency 1 (a server that runs one request "
+            "at a time cuts a stream when another arrives).", hint=error.hint)
+    return turn.finish(error), error
 
 
 def batch_record(row: Row, profile: Profile, result: TurnResult, error: ProviderError | None) -> dict[str, Any]:
