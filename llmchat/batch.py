@@ -37,6 +37,7 @@ from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
 from llmchat.structured import check_format
 from llmchat.turn import Turn, adrive
+from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -389,16 +390,17 @@ def make_reporter(total: int, *, rows_on_stdout: bool) -> Reporter:
 
 
 @dataclass
-class Totals:
-    """What the summary reports about this run."""
+class Outcome:
+    """What the summary reports about this run: a `Tally` of its calls (the one way tokens and money are
+    added up, as in the REPL's /usage and `llmchat usage`), which rows failed, whether it was cut short."""
 
-    rows: int = 0
+    tally: Tally = field(default_factory=Tally)
     failed_at: dict[int, Any] = field(default_factory=dict)  # input position -> id
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = None
     interrupted: bool = False
-    reported: int = 0  # rows whose usage the server reported (llama.cpp's server reports none when streaming)
+
+    @property
+    def rows(self) -> int:
+        return self.tally.turns
 
     @property
     def failed(self) -> list[Any]:
@@ -406,17 +408,9 @@ class Totals:
         return [self.failed_at[index] for index in sorted(self.failed_at)]
 
     def add(self, index: int, record: dict[str, Any], usage: Usage | None, profile: Profile) -> None:
-        self.rows += 1
         if record["error"] is not None:
             self.failed_at[index] = record["id"]
-        if usage is None:
-            return
-        self.reported += 1
-        self.prompt_tokens += usage.prompt or 0
-        self.completion_tokens += usage.completion or 0
-        cost = profile.price.cost(usage) if profile.price else None
-        if cost is not None:
-            self.cost = (self.cost or 0.0) + cost
+        self.tally.add(usage, profile.price)
 
 
 class Pacer:
@@ -521,7 +515,7 @@ class Batch:
     concurrency: int
     writer: OrderedWriter
     reporter: Reporter
-    totals: Totals = field(default_factory=Totals)
+    outcome: Outcome = field(default_factory=Outcome)
     pacer: Pacer = field(default_factory=Pacer)
 
     def options_for(self, row: Row) -> ChatOptions:
@@ -544,7 +538,7 @@ class Batch:
             result = TurnResult(model=options.model)
             error = ProviderError(f"Unexpected internal error: {type(exc).__name__}: {exc}")
         record = batch_record(row, self.profile, result, error)
-        self.totals.add(index, record, result.usage, self.profile)
+        self.outcome.add(index, record, result.usage, self.profile)
         self.writer.add(index, record)
         self.reporter.row_done(error is None, (result.usage.completion or 0) if result.usage else 0)
         if error is not None:
@@ -568,7 +562,7 @@ class Batch:
             while running:
                 await asyncio.gather(*running)
         except asyncio.CancelledError:
-            self.totals.interrupted = True
+            self.outcome.interrupted = True
         finally:
             for task in running:
                 task.cancel()
@@ -609,19 +603,19 @@ def run_batch(
             batch.reporter = make_reporter(len(todo), rows_on_stdout=out_path is None)
             asyncio.run(batch.run())
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
-        batch.totals.interrupted = True
+        batch.outcome.interrupted = True
     finally:
         batch.reporter.stop()
-        if batch.totals.interrupted:
+        if batch.outcome.interrupted:
             writer.drain()
         sink.close()
-    if resume and out_path and not batch.totals.interrupted and out_path.exists():
+    if resume and out_path and not batch.outcome.interrupted and out_path.exists():
         compact(out_path, rows)
-    _say(summary(batch.totals, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
+    _say(summary(batch.outcome, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
                  output=output))
-    if batch.totals.interrupted:
+    if batch.outcome.interrupted:
         return 130
-    return 1 if batch.totals.failed else 0
+    return 1 if batch.outcome.failed else 0
 
 
 def _check_arguments(output: str | None, concurrency: int, resume: bool, fmt: str | None) -> None:
@@ -633,32 +627,32 @@ def _check_arguments(output: str | None, concurrency: int, resume: bool, fmt: st
     check_format(fmt)
 
 
-def summary(totals: Totals, profile: Profile, *, skipped: int, seconds: float, output: str | None) -> str:
+def summary(outcome: Outcome, profile: Profile, *, skipped: int, seconds: float, output: str | None) -> str:
     """The closing line(s) on stderr: rows, failures, tokens, cost when the profile has a price."""
-    ok = totals.rows - len(totals.failed)
-    parts = [f"{totals.rows} row{'s' if totals.rows != 1 else ''} in {seconds:.1f}s: {ok} answered",
-             f"{len(totals.failed)} failed"]
+    ok = outcome.rows - len(outcome.failed)
+    parts = [f"{outcome.rows} row{'s' if outcome.rows != 1 else ''} in {seconds:.1f}s: {ok} answered",
+             f"{len(outcome.failed)} failed"]
     if skipped:
         parts.append(f"{skipped} already done")
-    tokens = totals.prompt_tokens + totals.completion_tokens
-    if totals.reported:
-        parts.append(f"{tokens:,} tokens ({totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion)")
-        if totals.reported < totals.rows - len(totals.failed):
-            parts.append(f"tokens not reported for {totals.rows - len(totals.failed) - totals.reported} rows")
-    elif totals.rows:
+    tally = outcome.tally  # llama.cpp's server reports no usage when streaming
+    if tally.reported:
+        parts.append(f"{tally.total:,} tokens ({tally.prompt:,} prompt + {tally.completion:,} completion)")
+        if tally.reported < ok:
+            parts.append(f"tokens not reported for {ok - tally.reported} rows")
+    elif outcome.rows:
         parts.append("tokens not reported by the server")
-    if profile.price is not None and totals.cost is not None:
-        parts.append(f"cost {profile.price.format(totals.cost)}")
+    if profile.price is not None and tally.costs:
+        parts.append(f"cost {tally.cost_text()}")
     lines = ["Batch: " + ", ".join(parts) + "."]
-    if totals.failed:
-        shown = ", ".join(json.dumps(i, ensure_ascii=False) for i in totals.failed[:10])
-        more = f" and {len(totals.failed) - 10} more" if len(totals.failed) > 10 else ""
+    if outcome.failed:
+        shown = ", ".join(json.dumps(i, ensure_ascii=False) for i in outcome.failed[:10])
+        more = f" and {len(outcome.failed) - 10} more" if len(outcome.failed) > 10 else ""
         lines.append(f"Failed ids: {shown}{more} (each row's \"error\" says why).")
-    if totals.interrupted:
+    if outcome.interrupted:
         then = (f"rerun with --resume -o {output} to finish the rest" if output
                 else "finished rows were written; use -o FILE to be able to --resume")
         lines.append(f"Interrupted: in-flight rows were cancelled; {then}.")
-    elif totals.failed and output:
+    elif outcome.failed and output:
         lines.append(f"Rerun with --resume -o {output} to retry only the failed rows.")
     return "\n".join(lines)
 
