@@ -10,10 +10,11 @@ Why it is shaped this way:
 - A failed row is a row with an `error`; it never stops the batch. Exit code: 0 when every row
   answered, 1 when any row failed, 130 on Ctrl-C (finished rows are written, in-flight ones cancelled).
   Bad input or flags are a ConfigError (exit 2) before any request is made.
-- Retries follow `run_turn`: 429 and 5xx before the first token, backoff with jitter, Retry-After,
-  at most the profile's `retries`; never once text arrived, except for a stream the server ended
-  unfinished (no finish_reason): that row is rerun from the start, since a row is done only when its
-  answer is whole, and from then on requests go one at a time (`Pacer`).
+- Each row is a turn on the chat's engine (turn.py: the same accumulation, measurement and retries:
+  429 and 5xx before the first token, backoff with jitter, Retry-After, at most the profile's
+  `retries`); never once text arrived, except for a stream the server ended unfinished (no
+  finish_reason): that row is rerun from the start (`restart_unfinished`), since a row is done only
+  when its answer is whole, and from then on requests go one at a time (`Pacer`).
 """
 
 from __future__ import annotations
