@@ -10,10 +10,11 @@ Why it is shaped this way:
 - A failed row is a row with an `error`; it never stops the batch. Exit code: 0 when every row
   answered, 1 when any row failed, 130 on Ctrl-C (finished rows are written, in-flight ones cancelled).
   Bad input or flags are a ConfigError (exit 2) before any request is made.
-- Retries follow `run_turn`: 429 and 5xx before the first token, backoff with jitter, Retry-After,
-  at most the profile's `retries`; never once text arrived, except for a stream the server ended
-  unfinished (no finish_reason): that row is rerun from the start, since a row is done only when its
-  answer is whole, and from then on requests go one at a time (`Pacer`).
+- Each row is a turn on the chat's engine (turn.py: the same accumulation, measurement and retries:
+  429 and 5xx before the first token, backoff with jitter, Retry-After, at most the profile's
+  `retries`); never once text arrived, except for a stream the server ended unfinished (no
+  finish_reason): that row is rerun from the start (`restart_unfinished`), since a row is done only
+  when its answer is whole, and from then on requests go one at a time (`Pacer`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.chat import _backoff, _measure, retry_notice
 from llmchat.context import request_options
 from llmchat.errors import ConfigError, ProviderError, StreamUnfinished
-from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.events import TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
 from llmchat.structured import check_format
+from llmchat.turn import Turn, adrive
+from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
     from llmchat.config import Profile
@@ -389,16 +391,17 @@ def make_reporter(total: int, *, rows_on_stdout: bool) -> Reporter:
 
 
 @dataclass
-class Totals:
-    """What the summary reports about this run."""
+class Outcome:
+    """What the summary reports about this run: a `Tally` of its calls (the one way tokens and money are
+    added up, as in the REPL's /usage and `llmchat usage`), which rows failed, whether it was cut short."""
 
-    rows: int = 0
+    tally: Tally = field(default_factory=Tally)
     failed_at: dict[int, Any] = field(default_factory=dict)  # input position -> id
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = None
     interrupted: bool = False
-    reported: int = 0  # rows whose usage the server reported (llama.cpp's server reports none when streaming)
+
+    @property
+    def rows(self) -> int:
+        return self.tally.turns
 
     @property
     def failed(self) -> list[Any]:
@@ -406,58 +409,9 @@ class Totals:
         return [self.failed_at[index] for index in sorted(self.failed_at)]
 
     def add(self, index: int, record: dict[str, Any], usage: Usage | None, profile: Profile) -> None:
-        self.rows += 1
         if record["error"] is not None:
             self.failed_at[index] = record["id"]
-        if usage is None:
-            return
-        self.reported += 1
-        self.prompt_tokens += usage.prompt or 0
-        self.completion_tokens += usage.completion or 0
-        cost = profile.price.cost(usage) if profile.price else None
-        if cost is not None:
-            self.cost = (self.cost or 0.0) + cost
-
-
-class _Turn:
-    """The events of one row's turn gathered into a TurnResult, with the times `_measure` needs."""
-
-    def __init__(self, model: str) -> None:
-        self.result = TurnResult(model=model)
-        self.started = time.monotonic()
-        self.first_reasoning: float | None = None
-        self.first_answer: float | None = None
-        self.answer: list[str] = []
-        self.reasoning: list[str] = []
-
-    @property
-    def output(self) -> bool:
-        return bool(self.answer or self.reasoning)
-
-    def take(self, event: Event) -> str | None:
-        """Record one event; returns the text of a Notice, for the reporter."""
-        now = time.monotonic()
-        if isinstance(event, Answer):
-            self.first_answer = self.first_answer or now
-            self.answer.append(event.text)
-        elif isinstance(event, Reasoning):
-            self.first_reasoning = self.first_reasoning or now
-            self.reasoning.append(event.text)
-        elif isinstance(event, Usage):
-            self.result.usage = event
-        elif isinstance(event, Finish):
-            self.result.finish_reason = event.reason
-        elif isinstance(event, Notice):
-            self.result.notices.append(event.text)
-            return event.text
-        return None
-
-    def close(self, error: ProviderError | None) -> TurnResult:
-        result = self.result
-        result.answer, result.reasoning = "".join(self.answer), "".join(self.reasoning)
-        result.interrupted = error is not None and self.output
-        _measure(result, self.started, self.first_reasoning, self.first_answer, time.monotonic())
-        return result
+        self.tally.add(usage, profile.price)
 
 
 class Pacer:
@@ -487,46 +441,52 @@ class Pacer:
                    "the remaining requests are sent one at a time.")
 
 
+class _RowShows:
+    """What a row shows while it runs: only notices, on the reporter (the text goes to OUTPUT at the end)."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self.notice = notify
+
+    def reasoning(self, text: str) -> None:
+        pass
+
+    def answer(self, text: str) -> None:
+        pass
+
+
 async def ask_row(
     provider: Provider, messages: list[Message], options: ChatOptions, *, retries: int, label: str,
     notify: Callable[[str], None], pacer: Pacer | None = None,
 ) -> tuple[TurnResult, ProviderError | None]:
-    """One row's turn, with `run_turn`'s retry rule (429/5xx before any text, backoff, bounded), and one
-    more: a stream the server ended unfinished is retried even after text arrived, from the start, since
-    a row is done only when its answer is whole.
+    """One row's turn on the shared engine (turn.py): `run_turn`'s retry rule (429/5xx before any text,
+    backoff, bounded), and one more: a stream the server ended unfinished is retried even after text
+    arrived, from the start, since a row is done only when its answer is whole.
 
     Never raises a ProviderError: like `run_turn`, it returns it with whatever text arrived, so a
     failed row becomes a row with an error and the batch goes on.
     """
-    turn = _Turn(options.model)
-    attempt = 0
-    said: str | None = None
-    while True:
-        try:
-            async with (pacer.slot() if pacer else contextlib.nullcontext()), \
-                    contextlib.aclosing(provider.astream(messages, options)) as events:
-                async for event in events:
-                    if (text := turn.take(event)) is not None:
-                        notify(text)  # about the model, not the row: the reporter shows it once
-            return turn.close(None), None
-        except ProviderError as exc:
-            unfinished = isinstance(exc, StreamUnfinished)
-            if unfinished and pacer is not None:
-                pacer.cut(notify)
-            if not exc.retryable or attempt >= retries or (turn.output and not unfinished):
-                if unfinished:
-                    exc = StreamUnfinished(
-                        f"The server ended the stream unfinished (no finish_reason), {attempt + 1} "
-                        f"time{'s' if attempt else ''}; try --concurrency 1 (a server that runs one request "
-                        "at a time cuts a stream when another arrives).", hint=exc.hint)
-                return turn.close(exc), exc
-            if unfinished:
-                turn = _Turn(options.model)  # the partial answer is dropped: the row restarts whole
-            attempt += 1
-            delay = _backoff(attempt, exc.retry_after)
-            notify(f"{label}: {retry_notice(exc, attempt, retries, delay, said)}")
-            said = exc.message
-            await asyncio.sleep(delay)
+    # A provider's notices are about the model, not the row: the reporter shows each once, unlabelled.
+    turn = Turn(options.model, _RowShows(notify), retries=retries, label=label, restart_unfinished=True)
+
+    @contextlib.asynccontextmanager
+    async def attempt() -> AsyncIterator[AsyncIterator[Event]]:
+        async with (pacer.slot() if pacer else contextlib.nullcontext()), \
+                contextlib.aclosing(provider.astream(messages, options)) as events:
+            yield events
+
+    def cut(exc: ProviderError) -> bool:
+        if isinstance(exc, StreamUnfinished) and pacer is not None:
+            pacer.cut(notify)
+        return False  # the retry policy decides
+
+    error = await adrive(turn, attempt, recover=cut)
+    if isinstance(error, StreamUnfinished):
+        tries = turn.attempt + 1
+        error = StreamUnfinished(
+            f"The server ended the stream unfinished (no finish_reason), {tries} "
+            f"time{'s' if tries > 1 else ''}; try --concurrency 1 (a server that runs one request "
+            "at a time cuts a stream when another arrives).", hint=error.hint)
+    return turn.finish(error), error
 
 
 def batch_record(row: Row, profile: Profile, result: TurnResult, error: ProviderError | None) -> dict[str, Any]:
@@ -556,7 +516,7 @@ class Batch:
     concurrency: int
     writer: OrderedWriter
     reporter: Reporter
-    totals: Totals = field(default_factory=Totals)
+    outcome: Outcome = field(default_factory=Outcome)
     pacer: Pacer = field(default_factory=Pacer)
 
     def options_for(self, row: Row) -> ChatOptions:
@@ -579,7 +539,7 @@ class Batch:
             result = TurnResult(model=options.model)
             error = ProviderError(f"Unexpected internal error: {type(exc).__name__}: {exc}")
         record = batch_record(row, self.profile, result, error)
-        self.totals.add(index, record, result.usage, self.profile)
+        self.outcome.add(index, record, result.usage, self.profile)
         self.writer.add(index, record)
         self.reporter.row_done(error is None, (result.usage.completion or 0) if result.usage else 0)
         if error is not None:
@@ -603,7 +563,7 @@ class Batch:
             while running:
                 await asyncio.gather(*running)
         except asyncio.CancelledError:
-            self.totals.interrupted = True
+            self.outcome.interrupted = True
         finally:
             for task in running:
                 task.cancel()
@@ -644,19 +604,19 @@ def run_batch(
             batch.reporter = make_reporter(len(todo), rows_on_stdout=out_path is None)
             asyncio.run(batch.run())
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
-        batch.totals.interrupted = True
+        batch.outcome.interrupted = True
     finally:
         batch.reporter.stop()
-        if batch.totals.interrupted:
+        if batch.outcome.interrupted:
             writer.drain()
         sink.close()
-    if resume and out_path and not batch.totals.interrupted and out_path.exists():
+    if resume and out_path and not batch.outcome.interrupted and out_path.exists():
         compact(out_path, rows)
-    _say(summary(batch.totals, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
+    _say(summary(batch.outcome, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
                  output=output))
-    if batch.totals.interrupted:
+    if batch.outcome.interrupted:
         return 130
-    return 1 if batch.totals.failed else 0
+    return 1 if batch.outcome.failed else 0
 
 
 def _check_arguments(output: str | None, concurrency: int, resume: bool, fmt: str | None) -> None:
@@ -668,32 +628,32 @@ def _check_arguments(output: str | None, concurrency: int, resume: bool, fmt: st
     check_format(fmt)
 
 
-def summary(totals: Totals, profile: Profile, *, skipped: int, seconds: float, output: str | None) -> str:
+def summary(outcome: Outcome, profile: Profile, *, skipped: int, seconds: float, output: str | None) -> str:
     """The closing line(s) on stderr: rows, failures, tokens, cost when the profile has a price."""
-    ok = totals.rows - len(totals.failed)
-    parts = [f"{totals.rows} row{'s' if totals.rows != 1 else ''} in {seconds:.1f}s: {ok} answered",
-             f"{len(totals.failed)} failed"]
+    ok = outcome.rows - len(outcome.failed)
+    parts = [f"{outcome.rows} row{'s' if outcome.rows != 1 else ''} in {seconds:.1f}s: {ok} answered",
+             f"{len(outcome.failed)} failed"]
     if skipped:
         parts.append(f"{skipped} already done")
-    tokens = totals.prompt_tokens + totals.completion_tokens
-    if totals.reported:
-        parts.append(f"{tokens:,} tokens ({totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion)")
-        if totals.reported < totals.rows - len(totals.failed):
-            parts.append(f"tokens not reported for {totals.rows - len(totals.failed) - totals.reported} rows")
-    elif totals.rows:
+    tally = outcome.tally  # llama.cpp's server reports no usage when streaming
+    if tally.reported:
+        parts.append(f"{tally.total:,} tokens ({tally.prompt:,} prompt + {tally.completion:,} completion)")
+        if tally.reported < ok:
+            parts.append(f"tokens not reported for {ok - tally.reported} rows")
+    elif outcome.rows:
         parts.append("tokens not reported by the server")
-    if profile.price is not None and totals.cost is not None:
-        parts.append(f"cost {profile.price.format(totals.cost)}")
+    if profile.price is not None and tally.costs:
+        parts.append(f"cost {tally.cost_text()}")
     lines = ["Batch: " + ", ".join(parts) + "."]
-    if totals.failed:
-        shown = ", ".join(json.dumps(i, ensure_ascii=False) for i in totals.failed[:10])
-        more = f" and {len(totals.failed) - 10} more" if len(totals.failed) > 10 else ""
+    if outcome.failed:
+        shown = ", ".join(json.dumps(i, ensure_ascii=False) for i in outcome.failed[:10])
+        more = f" and {len(outcome.failed) - 10} more" if len(outcome.failed) > 10 else ""
         lines.append(f"Failed ids: {shown}{more} (each row's \"error\" says why).")
-    if totals.interrupted:
+    if outcome.interrupted:
         then = (f"rerun with --resume -o {output} to finish the rest" if output
                 else "finished rows were written; use -o FILE to be able to --resume")
         lines.append(f"Interrupted: in-flight rows were cancelled; {then}.")
-    elif totals.failed and output:
+    elif outcome.failed and output:
         lines.append(f"Rerun with --resume -o {output} to retry only the failed rows.")
     return "\n".join(lines)
 

@@ -10,19 +10,18 @@ transcript, `/history` and the store keep everything that was said.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.errors import ContextTooLong, ProviderError
-from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.events import TurnResult, Usage
 from llmchat.stops import Terminated
 from llmchat.tokens import TokenLedger
+from llmchat.turn import Turn, drive
 
 if TYPE_CHECKING:
-    from llmchat.events import Event
     from llmchat.images import Image
     from llmchat.providers import ChatOptions, Message, Provider
 
@@ -195,89 +194,57 @@ def run_turn(
     `context` policy the history is fitted to the window first, and a "too long" answer from the
     server makes it compact once and try again.
     """
-    result = TurnResult(model=options.model)
     # The turn's images (`options.images`, sent on the question) stay with the exchange for later turns.
     exchange = Exchange(user=question, model=options.model, images=tuple(options.images))
     error: ProviderError | None = None
-    first_reasoning: float | None = None
-    first_answer: float | None = None
-    answer_parts: list[str] = []
-    reasoning_parts: list[str] = []
-    attempt = 0
     shrunk = False
-    said: str | None = None  # the error text already shown in a retry notice (shown once, not per attempt)
     ending: BaseException | None = None  # SIGTERM, SIGHUP or a closed stdout: re-raised once saved
     conversation.exchanges.append(exchange)
     if recorder is not None:
         recorder.question(conversation, exchange)
+
+    messages = conversation.messages(question)  # the new exchange has no answer yet: sent as `question`
+    turn = Turn(options.model, view, retries=retries)  # the accumulation, retry policy and timing (turn.py)
+
+    def compact(exc: ProviderError) -> bool:
+        """A "too long" before any output: let the policy compact once, then ask again at once."""
+        nonlocal shrunk, messages
+        if not isinstance(exc, ContextTooLong) or context is None or shrunk or turn.output:
+            return False
+        shrunk = True  # once: a second "too long" means the question itself does not fit
+        if not context.shrink(conversation, turn.notice):
+            return False
+        messages = conversation.messages(question)
+        return True
+
     progress = getattr(recorder, "progress", None)
     saved_at = time.monotonic()
 
-    def notice(text: str) -> None:
-        result.notices.append(text)
-        view.notice(text)
+    def save_progress(_event: object) -> None:
+        """About once a second, the answer so far goes to the store: a SIGKILL loses at most that second."""
+        nonlocal saved_at
+        now = time.monotonic()
+        if now - saved_at >= PROGRESS_INTERVAL_S:
+            saved_at = now
+            progress(conversation, exchange, "".join(turn.answer), "".join(turn.reasoning))
 
-    messages = conversation.messages(question)  # the new exchange has no answer yet: sent as `question`
-    started = time.monotonic()
+    interrupted = False
     try:
         if context is not None:
-            context.prepare(conversation, notice)  # may make a summary call: not part of this turn's timing
+            context.prepare(conversation, turn.notice)  # may make a summary call: not part of this turn's timing
             messages = conversation.messages(question)
-            started = time.monotonic()
-        while True:
-            events: Iterator[Event] = provider.stream(messages, options)
-            try:
-                for event in events:
-                    now = time.monotonic()
-                    if isinstance(event, Answer):
-                        first_answer = first_answer or now
-                        answer_parts.append(event.text)
-                        view.answer(event.text)
-                    elif isinstance(event, Reasoning):
-                        first_reasoning = first_reasoning or now
-                        reasoning_parts.append(event.text)
-                        view.reasoning(event.text)
-                    elif isinstance(event, Usage):
-                        result.usage = event
-                    elif isinstance(event, Finish):
-                        result.finish_reason = event.reason
-                    elif isinstance(event, Notice):
-                        notice(event.text)
-                    if progress is not None and now - saved_at >= PROGRESS_INTERVAL_S:
-                        saved_at = now
-                        progress(conversation, exchange, "".join(answer_parts), "".join(reasoning_parts))
-                break
-            except ProviderError as exc:
-                output = bool(answer_parts or reasoning_parts)
-                if isinstance(exc, ContextTooLong) and context is not None and not shrunk and not output:
-                    shrunk = True  # once: a second "too long" means the question itself does not fit
-                    if context.shrink(conversation, notice):
-                        messages = conversation.messages(question)
-                        continue
-                if not exc.retryable or attempt >= retries or output:
-                    raise
-                attempt += 1
-                delay = _backoff(attempt, exc.retry_after)
-                view.notice(retry_notice(exc, attempt, retries, delay, said))
-                said = exc.message
-                sleep(delay)
-            finally:
-                close = getattr(events, "close", None)
-                if close:
-                    close()  # stops the HTTP stream at once on Ctrl-C
+            turn.start()
+        error = drive(turn, lambda: provider.stream(messages, options), sleep=sleep, recover=compact,
+                      each=save_progress if progress is not None else None)
     except ProviderError as exc:
         error = exc
-        result.interrupted = bool(answer_parts or reasoning_parts)
     except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
-        result.interrupted = True
+        interrupted = True
         ending = exc if isinstance(exc, Terminated) else None
     except BrokenPipeError as exc:  # stdout's reader went away (`| head`): save what arrived, then leave
-        result.interrupted = True
+        interrupted = True
         ending = exc
-    finished = time.monotonic()
-    result.answer = "".join(answer_parts)
-    result.reasoning = "".join(reasoning_parts)
-    _measure(result, started, first_reasoning, first_answer, finished)
+    result = turn.finish(error, interrupted=interrupted)
     if result.usage is not None and result.usage.prompt:
         conversation.tokens.observe(messages, result.usage.prompt)
     exchange.answer, exchange.reasoning = result.answer, result.reasoning
@@ -291,33 +258,3 @@ def run_turn(
     view.close(result)
     return result, error
 
-
-def retry_notice(exc: ProviderError, attempt: int, retries: int, delay: float, said: str | None) -> str:
-    """"<what failed> Retrying in 0.6s (1/2)…"; the error's `brief` when it has one (a proxy's page is one
-    short line), and the same failure again is not repeated word for word."""
-    what = "Failed again." if exc.message == said else (exc.brief or exc.message)
-    return f"{what} Retrying in {delay:.1f}s ({attempt}/{retries})…"
-
-
-def _backoff(attempt: int, retry_after: float | None) -> float:
-    """Exponential backoff with jitter, or what the server asked for (capped, so a REPL stays usable)."""
-    if retry_after is not None:
-        return min(retry_after, 60.0)
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 + 0.25 * random.random())
-
-
-def _measure(
-    result: TurnResult, started: float, first_reasoning: float | None, first_answer: float | None, finished: float
-) -> None:
-    timing = result.timing
-    first = min((t for t in (first_reasoning, first_answer) if t is not None), default=None)
-    timing.total_s = finished - started
-    timing.ttft_s = first - started if first is not None else None
-    if first_reasoning is not None:
-        timing.thinking_s = (first_answer or finished) - first_reasoning
-    usage = result.usage
-    if usage and usage.completion:
-        if usage.eval_seconds:
-            timing.tokens_per_s = usage.completion / usage.eval_seconds
-        elif first is not None and finished - first > 0:
-            timing.tokens_per_s = usage.completion / (finished - first)

@@ -23,9 +23,8 @@ from llmchat.chat import ContextSummary, Conversation, Exchange
 from llmchat.config import LIMITS, Config, Profile, out_of_range
 from llmchat.context import ContextManager, describe, manager_for, request_options
 from llmchat.errors import LlmchatError
-from llmchat.events import TurnResult, Usage
+from llmchat.events import TurnResult
 from llmchat.images import ImageError, PendingImages
-from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Provider, connect
 from llmchat.safe_text import sanitize
 from llmchat.session import Overrides, with_flags
@@ -68,23 +67,6 @@ class Suggestion(NamedTuple):
 # ------------------------------------------------------------------------------------------- session state
 
 
-@dataclass
-class Totals(Tally):
-    """Token counts (and money) since the REPL started, whatever profile each turn used.
-
-    The same `Tally` as `llmchat usage`, priced the same way (`Price.cost`), so the two agree.
-    """
-
-    def add(self, usage: Usage | None, price: Price | None) -> None:
-        """One turn, priced with the profile it was asked with."""
-        cost = price.cost(usage) if price is not None and usage is not None else None
-        self.count(usage, cost, price.currency if price is not None else None)
-
-    def add_summary(self, summary: ContextSummary) -> None:
-        """A summary call: billed like a turn, counted apart."""
-        self.count(summary.usage, summary.cost, summary.currency, summary=True)
-
-
 Report = Callable[[LlmchatError], None]
 
 
@@ -104,7 +86,7 @@ class ReplState:
     options: ChatOptions
     conversation: Conversation
     flags: Overrides = field(default_factory=Overrides)
-    totals: Totals = field(default_factory=Totals)
+    totals: Tally = field(default_factory=Tally)  # since the REPL started, whatever profile each turn used
     out: TextIO = field(default_factory=lambda: sys.stdout)
     report: Report = _print_error
     connector: Callable[[Profile], Provider] = connect
@@ -146,7 +128,7 @@ class ReplState:
 
     def summarised(self, conversation: Conversation, summary: ContextSummary) -> None:
         """A summary was made: count what it cost, and save it so a resumed conversation keeps it."""
-        self.totals.add_summary(summary)
+        self.totals.count(summary.usage, summary.cost, summary.currency, summary=True)  # billed, counted apart
         if self.store is not None and self.profile.save and self.saving:
             try:
                 self.store.save_summary(conversation, summary)

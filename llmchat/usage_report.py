@@ -1,6 +1,7 @@
-"""Adding up tokens and money: the REPL's `/usage` totals and `llmchat usage` over the saved history.
+"""Adding up tokens and money: the REPL's `/usage` totals, batch's summary and `llmchat usage` over the
+saved history.
 
-Both count with `Tally`, so a turn costs the same in either place: `Price.cost` of the usage the
+All three count with `Tally`, so a turn costs the same in each place: `Price.cost` of the usage the
 server reported. The REPL prices a turn with the profile it used; the store saved each answer's cost
 when it was written (store.py), so `llmchat usage` keeps reporting what a turn cost at the time, even
 after the price in the config changes. Summary calls (context.py) are billed calls too: they are
@@ -60,6 +61,16 @@ class Tally:
         else:
             key = currency or ""
             self.costs[key] = self.costs.get(key, 0.0) + cost
+
+    def add(self, usage: Usage | None, price: Price | None) -> None:
+        """One call, priced now with the profile it was made with (the REPL, batch)."""
+        cost = price.cost(usage) if price is not None and usage is not None else None
+        self.count(usage, cost, price.currency if price is not None else None)
+
+    @property
+    def reported(self) -> int:
+        """Calls whose usage the server reported."""
+        return self.turns + self.summaries - self.unreported
 
     def merge(self, other: Tally) -> None:
         for name in ("turns", "summaries", "prompt", "completion", "reasoning", "cached", "unreported", "unpriced"):

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from llmchat.chat import Exchange
-from llmchat.commands import COMMANDS, Action, Command, Registry, ReplState, Totals, is_command
+from llmchat.commands import COMMANDS, Action, Command, Registry, ReplState, is_command
 from llmchat.config import Config, Profile
 from llmchat.errors import LlmchatError, MissingApiKey, Unreachable
 from llmchat.events import Answer, Event, TurnResult, Usage
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Message, ModelInfo
+from llmchat.usage_report import Tally
 
 LOCAL = Profile(name="local", provider="ollama", model="qwen3:0.6b", base_url="http://127.0.0.1:9",
                 system="Be terse.", temperature=0.7)
@@ -352,7 +353,7 @@ def test_usage_totals_since_start_with_cost(h: Harness) -> None:
 
 
 def test_totals_keep_currencies_apart() -> None:
-    totals = Totals()
+    totals = Tally()
     totals.add(Usage(prompt=1000, completion=0), Price(input=1, output=1, currency="CNY"))
     totals.add(Usage(prompt=1000, completion=0), Price(input=2, output=1, currency="USD"))
     totals.add(Usage(prompt=1000, completion=None), Price(input=2, output=1, currency="USD"))
