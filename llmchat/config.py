@@ -8,7 +8,6 @@ file, the line, the key and what is allowed, because a config file is edited by 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 from llmchat.errors import ConfigError
 from llmchat.pricing import Price
+from llmchat.suggest import did_you_mean
 
 ProviderName = Literal["ollama", "bailian", "openai"]
 ThinkingDisplay = Literal["collapse", "show", "hide"]
@@ -233,7 +233,7 @@ class Config:
         source = "" if name else (" (from LLMCHAT_PROFILE)" if os.environ.get("LLMCHAT_PROFILE") else
                                   f" (default_profile{where})")
         raise ConfigError(
-            f"Unknown profile '{chosen}'{source}.{_did_you_mean(chosen, self.profiles)}",
+            f"Unknown profile '{chosen}'{source}.{did_you_mean(chosen, self.profiles)}",
             hint=f"Known profiles: {', '.join(sorted(self.profiles))}. List them with `llmchat profiles`.",
         )
 
@@ -302,7 +302,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
     locate = _Locator(path, text)
     for key in data:
         if key not in _TOP_KEYS:
-            raise locate.error(None, key, f"Unknown top-level key '{key}'.{_did_you_mean(key, _TOP_KEYS)}",
+            raise locate.error(None, key, f"Unknown top-level key '{key}'.{did_you_mean(key, _TOP_KEYS)}",
                                f"Allowed: {', '.join(_TOP_KEYS)}.")
     tables = data.get("profiles", {})
     if not isinstance(tables, dict):
@@ -317,7 +317,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
         if wanted is not None and wanted not in profiles:
             raise locate.error(
                 name, "summary_profile",
-                f"profiles.{name}.summary_profile = '{wanted}' names no profile.{_did_you_mean(wanted, profiles)}",
+                f"profiles.{name}.summary_profile = '{wanted}' names no profile.{did_you_mean(wanted, profiles)}",
                 f"Known profiles: {', '.join(sorted(profiles))}.",
             )
     default = data.get("default_profile", DEFAULT_PROFILE)
@@ -326,7 +326,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
     if default not in profiles:
         raise locate.error(
             None, "default_profile",
-            f"default_profile = '{default}' names no profile.{_did_you_mean(default, profiles)}",
+            f"default_profile = '{default}' names no profile.{did_you_mean(default, profiles)}",
             f"Known profiles: {', '.join(sorted(profiles))}.",
         )
     return Config(profiles=profiles, default=default, path=path, default_origin=str(path),
@@ -396,7 +396,7 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
             )
         if key not in _PROFILE_KEYS:
             raise locate.error(
-                name, key, f"Unknown key '{key}' in profiles.{name}.{_did_you_mean(key, _PROFILE_KEYS)}",
+                name, key, f"Unknown key '{key}' in profiles.{name}.{did_you_mean(key, _PROFILE_KEYS)}",
                 f"Allowed keys: {', '.join(_PROFILE_KEYS)}.",
             )
         types, allowed = _PROFILE_KEYS[key]
@@ -412,7 +412,7 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     if provider not in PROVIDERS:
         raise locate.error(
             name, "provider",
-            f"profiles.{name}.provider = '{provider}' is unknown.{_did_you_mean(provider, PROVIDERS)}",
+            f"profiles.{name}.provider = '{provider}' is unknown.{did_you_mean(provider, PROVIDERS)}",
             f"Allowed: {', '.join(PROVIDERS)}.",
         )
     model = values.get("model") or (base.model if base and base.provider == provider else None)
@@ -437,7 +437,7 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
                            f"Allowed: {', '.join(THINKING_DISPLAYS)}.")
     history = values.get("history", "summarize")
     if history not in HISTORY_STRATEGIES:
-        near = _did_you_mean(history, HISTORY_STRATEGIES)
+        near = did_you_mean(history, HISTORY_STRATEGIES)
         raise locate.error(name, "history", f"profiles.{name}.history = '{history}' is unknown.{near}",
                            f"Allowed: {', '.join(HISTORY_STRATEGIES)}.")
     for key, value in values.items():
@@ -562,11 +562,6 @@ class _Locator:
         line = self.line_of(profile, key)
         where = f"{self.path}, line {line}" if line else str(self.path)
         return ConfigError(f"{where}: {message}", hint=hint)
-
-
-def _did_you_mean(word: str, choices: Mapping[str, Any] | tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 # ---------------------------------------------------------------------------------------------- overrides
