@@ -166,3 +166,47 @@ def test_the_example_profiles_for_other_services_load_when_uncommented(tmp_path:
         assert name in profiles, name
     assert profiles["deepseek"].endpoint == "https://api.deepseek.com/v1"
     assert profiles["ark"].key_variable == "ARK_API_KEY" and profiles["lmstudio"].key_variable is None
+
+
+def test_the_profile_model_refuses_what_toml_would_coerce(tmp_path: Path) -> None:
+    """Strict types from the one Profile model: a float is not an integer, 1 is not true, "1" not a number;
+    a Literal value is unknown with a did-you-mean; every message keeps file, line and key."""
+    cases = [
+        ("top_k = 1.5", r"line 4: profiles\.x\.top_k = 1\.5 is not valid: expected an integer from 1 to"),
+        ("think = 1", r"line 4: profiles\.x\.think = 1 is not valid: expected true or false"),
+        ('temperature = "0.5"', r"line 4: profiles\.x\.temperature = '0\.5' is not valid: expected a number from 0"),
+        ("temperature = nan", r"line 4: profiles\.x\.temperature = nan is out of range: expected a number from 0"),
+        ("stop = [1]", r"line 4: profiles\.x\.stop = \[1\] is not valid: expected a string or a list of strings"),
+        ('thinking = "hid"', r"line 4: profiles\.x\.thinking = 'hid' is unknown\. Did you mean 'hide'"),
+        ("name = 'y'", r"line 4: Unknown key 'name' in profiles\.x\."),
+    ]
+    for line, message in cases:
+        path = write(tmp_path, f'[profiles.x]\nprovider = "ollama"\nmodel = "m"\n{line}\n')
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+    path = write(tmp_path, '[profiles.x]\nprovider = "bailian"\nmodel = "m"\nregion = "singapur"\n')
+    with pytest.raises(ConfigError, match=r"region = 'singapur' is unknown\. Did you mean 'singapore'") as caught:
+        load_config(path)
+    assert caught.value.hint == "Allowed: beijing, singapore; or set base_url."
+
+
+def test_the_file_keys_come_from_the_profile_model() -> None:
+    from dataclasses import fields
+
+    from llmchat.config import PROFILE_KEYS, Profile
+
+    assert set(PROFILE_KEYS) == {f.name for f in fields(Profile)} - {"name", "origin", "api_key"}
+    assert set(REGIONS) == {"beijing", "singapore"}
+
+
+def test_help_imports_no_pydantic_and_a_config_file_does(env, tmp_path: Path) -> None:
+    """Profile is a plain frozen dataclass: `--help` stays light; the pydantic model is built when a file is read."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = "m"\n')
+    code = ("import sys\nfrom llmchat.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules)\nfrom llmchat.config import load_config\n"
+            f"load_config({str(path)!r})\nprint('pydantic' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stderr
