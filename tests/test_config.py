@@ -210,3 +210,17 @@ def test_help_imports_no_pydantic_and_a_config_file_does(env, tmp_path: Path) ->
             f"load_config({str(path)!r})\nprint('pydantic' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stderr
+
+
+def test_request_options_take_every_setting_the_profile_has() -> None:
+    """ChatOptions.from_profile copies by field name, so a setting added to Profile reaches the request."""
+    from dataclasses import replace
+
+    from llmchat.config import BUILTIN_PROFILES
+    from llmchat.providers import ChatOptions
+
+    profile = replace(BUILTIN_PROFILES["local"], think=True, thinking_budget=9, search=False, temperature=0.3,
+                      top_p=0.9, top_k=5, max_tokens=7, seed=1, stop=("x",), context_window=4096, options={"a": 1})
+    assert ChatOptions.from_profile(profile) == ChatOptions(
+        model="qwen3:0.6b", think=True, thinking_budget=9, search=False, temperature=0.3, top_p=0.9, top_k=5,
+        max_tokens=7, seed=1, stop=("x",), context_window=4096, extra={"a": 1})

@@ -60,14 +60,15 @@ def test_a_matching_value_has_no_errors() -> None:
     ({"name": "Ada", "age": "36"}, "$.age: expected integer, got string"),
     ({"name": "Ada", "age": True}, "$.age: expected integer, got boolean"),
     ({"name": "Ada", "age": -1}, "$.age: -1 is less than the minimum of 0"),
-    ({"name": "", "age": 1}, "$.name: '' should be non-empty"),
+    ({"name": "", "age": 1}, "$.name: '' "),  # "is too short" before jsonschema 4.20, "should be non-empty" since
     ({"name": "Ada", "age": 1, "tags": ["c"]}, "$.tags[0]: 'c' is not one of ['a', 'b']"),
     ({"name": "Ada", "age": 1, "tags": ["a", "b", "a"]}, "$.tags: ['a', 'b', 'a'] is too long"),
     ({"name": "Ada", "age": 1, "extra": 1}, "$: Additional properties are not allowed ('extra' was unexpected)"),
     ([1], "$: expected object, got array"),
 ])
 def test_each_violation_is_named_with_its_path(value, error) -> None:
-    assert error in validate(value, PERSON)
+    errors = validate(value, PERSON)
+    assert any(e == error or (error.endswith(" ") and e.startswith(error)) for e in errors), errors
 
 
 def test_refs_combinators_and_patterns() -> None:
@@ -292,7 +293,7 @@ def test_jsonschema_is_imported_only_for_a_schema(
 
 def test_cli_bad_format_or_schema_exits_2_before_any_request(fake_server, config_file, llmchat, tmp_path) -> None:
     bad = llmchat("ask", "--format", "yaml", "hi")  # Typer's own choice error (the flag is a Choice)
-    assert bad.code == 2 and "'yaml' is not one of 'json'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.code == 2 and "'yaml' is not" in bad.stderr and "'json'" in bad.stderr and "Traceback" not in bad.stderr
     missing = llmchat("ask", "--schema", str(tmp_path / "none.json"), "hi")
     assert missing.code == 2 and "does not exist" in missing.stderr
     assert not fake_server.requests
