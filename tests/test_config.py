@@ -224,3 +224,15 @@ def test_request_options_take_every_setting_the_profile_has() -> None:
     assert ChatOptions.from_profile(profile) == ChatOptions(
         model="qwen3:0.6b", think=True, thinking_budget=9, search=False, temperature=0.3, top_p=0.9, top_k=5,
         max_tokens=7, seed=1, stop=("x",), context_window=4096, extra={"a": 1})
+
+
+def test_flags_named_like_profile_fields_set_them() -> None:
+    from llmchat.config import BUILTIN_PROFILES
+    from llmchat.session import with_flags
+
+    base = BUILTIN_PROFILES["local"]
+    changed = with_flags(base, Overrides(profile="other", model="m2", system="s", think=True, temperature=0.2,
+                                         search=True, show_thinking=False, config="c.toml"))
+    assert (changed.name, changed.model, changed.system, changed.think, changed.temperature, changed.search,
+            changed.thinking) == ("local", "m2", "s", True, 0.2, True, "hide")
+    assert with_flags(base, Overrides()) is base
