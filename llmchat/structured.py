@@ -132,12 +132,16 @@ def _ref_problem(root: dict[str, Any]) -> str | None:
             stack.extend((item, f"{where}[{n}]", False) for n, item in enumerate(node))
 
     def same_level(node: dict[str, Any]) -> list[dict[str, Any]]:
-        """What `validate` checks the same value against next (a $ref replaces its siblings there)."""
-        if "$ref" in node:
-            target = _resolve(root, node["$ref"])
-            return [target] if isinstance(target, dict) else []
-        return [sub for key in ("allOf", "anyOf", "oneOf") if isinstance(node.get(key), list)
-                for sub in node[key] if isinstance(sub, dict)]
+        """What jsonschema checks the same value against next: the $ref target (beside its siblings, as
+        in Draft 2019-09 and later), the combinators, not/if/then/else and dependentSchemas."""
+        target = _resolve(root, node.get("$ref"))
+        subs = [target] if isinstance(target, dict) else []
+        subs += [sub for key in ("allOf", "anyOf", "oneOf") if isinstance(node.get(key), list)
+                 for sub in node[key] if isinstance(sub, dict)]
+        subs += [node[key] for key in ("not", "if", "then", "else") if isinstance(node.get(key), dict)]
+        dependent = node.get("dependentSchemas")
+        subs += [sub for sub in dependent.values() if isinstance(sub, dict)] if isinstance(dependent, dict) else []
+        return subs
 
     for where, node in nodes.values():
         ref = node.get("$ref")
