@@ -236,3 +236,14 @@ def test_flags_named_like_profile_fields_set_them() -> None:
     assert (changed.name, changed.model, changed.system, changed.think, changed.temperature, changed.search,
             changed.thinking) == ("local", "m2", "s", True, 0.2, True, "hide")
     assert with_flags(base, Overrides()) is base
+
+
+def test_every_set_setting_is_a_profile_and_request_field() -> None:
+    """/set names settings by their Profile field, and they reach the request through ChatOptions."""
+    from dataclasses import fields
+
+    from llmchat.commands import SETTINGS
+    from llmchat.config import PROFILE_KEYS
+    from llmchat.providers import ChatOptions
+
+    assert set(SETTINGS) <= set(PROFILE_KEYS) & {f.name for f in fields(ChatOptions)}
