@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ from llmchat.events import TurnResult, Usage
 from llmchat.providers import ChatOptions, connect
 from llmchat.session import Overrides, resolve
 from llmchat.structured import check_format
+from llmchat.suggest import closest
 from llmchat.turn import Turn, adrive
 from llmchat.usage_report import Tally
 
@@ -147,9 +147,9 @@ def _parse_row(data: Any, name: str, line: int) -> Row:
         raise _bad_row(name, line, "a row must be a JSON object like {\"id\": 1, \"prompt\": \"…\"}")
     for key in data:
         if key not in ROW_KEYS:
-            close = difflib.get_close_matches(key, ROW_KEYS, n=1, cutoff=0.6)
-            did_you_mean = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _bad_row(name, line, f"unknown key '{key}'{did_you_mean}; allowed: {', '.join(ROW_KEYS)}")
+            near = closest(key, ROW_KEYS)
+            hint = f" (did you mean '{near}'?)" if near else ""
+            raise _bad_row(name, line, f"unknown key '{key}'{hint}; allowed: {', '.join(ROW_KEYS)}")
     row_id = data.get("id", line)
     if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
         raise _bad_row(name, line, "'id' must be a string or an integer")

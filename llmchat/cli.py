@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -37,6 +38,23 @@ app.add_typer(config_app, name="config")
 history_app = typer.Typer(help="Browse, print, export, import and delete saved conversations.",
                           invoke_without_command=True)
 app.add_typer(history_app, name="history")
+
+
+#: The values of the choice flags. The modules behind them keep their own check for callers that do
+#: not come through the command line (tests/test_cli_info.py holds the two in step).
+ANSWER_FORMATS = ("json",)  # structured.FORMATS
+EXPORT_FORMATS = ("md", "markdown", "json")  # history_cli.EXPORT_FORMATS and its "markdown" alias
+GROUPINGS = ("profile", "model", "day")  # usage_report.GROUPINGS
+
+
+def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of `values`: Typer lists them in --help and refuses others with its own exit-2 error."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+AnswerFormat = _choice("AnswerFormat", ANSWER_FORMATS)
+ExportFormat = _choice("ExportFormat", EXPORT_FORMATS)
+Grouping = _choice("Grouping", GROUPINGS)
 
 
 def _complete_profiles(incomplete: str) -> list[str]:
@@ -146,8 +164,9 @@ def ask(
     image: Annotated[Optional[list[str]], typer.Option(
         "--image", "-i", metavar="PATH|URL", help="Attach an image (PNG, JPEG, WebP, GIF); repeatable. "
         "URLs only for OpenAI-compatible servers (Ollama needs a file).", show_default=False)] = None,
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", metavar="json", help="Ask for a JSON answer; it is checked and printed as JSON.")] = None,
+    fmt: Annotated[Optional[AnswerFormat], typer.Option(
+        "--format", case_sensitive=False,
+        help="Ask for a JSON answer; it is checked and printed as JSON.")] = None,
     schema: Annotated[Optional[Path], typer.Option(
         "--schema", metavar="FILE", help="Ask for JSON following this JSON Schema; the answer is checked "
         "against it (exit 1 if it does not match).", dir_okay=False)] = None,
@@ -161,7 +180,8 @@ def ask(
     if image or fmt or schema:  # imported only when used: startup stays lean for plain questions
         from llmchat.ask_extras import AskExtras
 
-        extras = AskExtras.from_flags(image or [], fmt, schema)  # bad images or schema: exit 2 before anything
+        # bad images or schema: exit 2 before anything
+        extras = AskExtras.from_flags(image or [], fmt.value if fmt else None, schema)
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
@@ -232,13 +252,14 @@ def history_show_cmd(ctx: typer.Context, ref: RefArg = "last", show_thinking: Th
 @history_app.command("export")
 def history_export_cmd(
     ref: RefArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md or json (json imports back exactly).")] = "md",
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", case_sensitive=False,
+                                              help="md or json (json imports back exactly).")] = "md",
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
 ) -> None:
     """Export a conversation as Markdown or JSON."""
     from llmchat.history_cli import history_export
 
-    history_export(ref, fmt, out)
+    history_export(ref, ExportFormat(fmt).value, out)
 
 
 @history_app.command("import")
@@ -262,14 +283,14 @@ def usage_cmd(
     ctx: typer.Context,
     since: Annotated[Optional[str], typer.Option(
         "--since", metavar="DATE", help="Only calls on or after DATE (YYYY-MM-DD, local; or ISO 8601).")] = None,
-    by: Annotated[str, typer.Option("--by", metavar="profile|model|day", help="How to group the totals.")] = "profile",
+    by: Annotated[Grouping, typer.Option("--by", case_sensitive=False, help="How to group the totals.")] = "profile",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     plain: PlainOpt = False,
 ) -> None:
     """Token and cost totals from saved conversations (each turn priced when it was made)."""
     from llmchat.usage_report import print_usage
 
-    print_usage(since, by, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")))
+    print_usage(since, Grouping(by).value, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")))
 
 
 @app.command()
@@ -341,8 +362,9 @@ def batch(
         "--concurrency", min=1, help="Requests in flight at once.")] = 4,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Skip ids already answered in OUTPUT; run the rest (failed rows included).")] = False,
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="`json`: ask for a JSON answer (Ollama format, OpenAI response_format).")] = None,
+    fmt: Annotated[Optional[AnswerFormat], typer.Option(
+        "--format", case_sensitive=False,
+        help="`json`: ask for a JSON answer (Ollama format, OpenAI response_format).")] = None,
 ) -> None:
     """Run many prompts concurrently; answers are written as JSONL in input order.
 
@@ -354,7 +376,7 @@ def batch(
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, config=config)
     code = run_batch(flags, input_path, output=str(output) if output else None, concurrency=concurrency,
-                     resume=resume, fmt=fmt)
+                     resume=resume, fmt=fmt.value if fmt else None)
     if code:
         raise typer.Exit(code)
 

@@ -8,7 +8,6 @@ completion come with it, so the three can never drift apart.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import shlex
@@ -28,6 +27,7 @@ from llmchat.images import ImageError, PendingImages
 from llmchat.providers import ChatOptions, Provider, connect
 from llmchat.safe_text import sanitize
 from llmchat.session import Overrides, with_flags
+from llmchat.suggest import closest, did_you_mean
 from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
@@ -216,8 +216,7 @@ class Registry:
         return self._by_name.get(name.lower())
 
     def nearest(self, name: str) -> str | None:
-        close = difflib.get_close_matches(name.lower(), list(self._by_name), n=1, cutoff=0.5)
-        return close[0] if close else None
+        return closest(name.lower(), self._by_name, cutoff=0.5)
 
     def dispatch(self, state: ReplState, text: str) -> Action:
         """Run the command `text`; unknown names and bad arguments are reported, never raised."""
@@ -316,9 +315,8 @@ def cmd_profile(state: ReplState, args: str) -> None:
         _list_profiles(state)
         return
     if args not in state.config.profiles:
-        near = difflib.get_close_matches(args, list(state.config.profiles), n=1)
-        raise UsageError(f"No profile '{args}'." + (f" Did you mean '{near[0]}'?" if near else "")
-                         + f" Known: {', '.join(sorted(state.config.profiles))}.")
+        raise UsageError(f"No profile '{args}'.{did_you_mean(args, state.config.profiles)}"
+                         f" Known: {', '.join(sorted(state.config.profiles))}.")
     # Only the display flag follows the user across profiles; the others were about the first profile.
     profile = with_flags(state.config.profiles[args], Overrides(show_thinking=state.flags.show_thinking))
     try:
@@ -362,8 +360,8 @@ def cmd_model(state: ReplState, args: str) -> None:
     known = state.model_names()
     note = ""
     if known and args not in known and f"{args}:latest" not in known:
-        near = difflib.get_close_matches(args, known, n=1)
-        note = f" (the server does not list it{f'; did you mean {near[0]}?' if near else ''})"
+        near = closest(args, known)
+        note = f" (the server does not list it{f'; did you mean {near}?' if near else ''})"
     state.say(f"Model: {args}{note}")
 
 
@@ -470,9 +468,8 @@ def cmd_set(state: ReplState, args: str) -> None:
     key, text = key.lower().replace("-", "_"), text.strip()
     setting = SETTINGS.get(key)
     if setting is None:
-        near = difflib.get_close_matches(key, list(SETTINGS), n=1)
-        raise UsageError(f"Unknown setting '{key}'." + (f" Did you mean {near[0]}?" if near else "")
-                         + f" Settings: {', '.join(SETTINGS)}.")
+        raise UsageError(f"Unknown setting '{key}'.{did_you_mean(key, SETTINGS)}"
+                         f" Settings: {', '.join(SETTINGS)}.")
     if not text:
         raise UsageError(f"/set {key} needs a value ({setting.help}), or 'default'.")
     if text.lower() in DEFAULT_WORDS:

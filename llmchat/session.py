@@ -7,7 +7,7 @@ precedence (flags > environment > file > built-ins) in one place.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from llmchat.config import Config, Profile, apply_overrides, load_config
 from llmchat.safe_text import sanitize
@@ -38,8 +38,11 @@ def resolve(flags: Overrides) -> tuple[Config, Profile]:
 
 
 def with_flags(profile: Profile, flags: Overrides) -> Profile:
+    """The profile with the flags applied. A flag named like a Profile field sets that field, so adding a
+    flag for a setting needs no list kept here; --show/--hide-thinking set the `thinking` display."""
     thinking = None if flags.show_thinking is None else ("show" if flags.show_thinking else "hide")
-    return apply_overrides(
-        profile, model=flags.model, system=flags.system, think=flags.think, temperature=flags.temperature,
-        search=flags.search, thinking=thinking,
-    )
+    same = {f.name: getattr(flags, f.name) for f in fields(flags) if f.name in _PROFILE_FIELDS}
+    return apply_overrides(profile, **same, thinking=thinking)
+
+
+_PROFILE_FIELDS = frozenset(f.name for f in fields(Profile)) - {"name"}  # --profile chooses one, sets no field

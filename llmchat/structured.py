@@ -10,10 +10,14 @@ Why it is shaped this way:
 - The answer is checked, not trusted: servers without constrained decoding (vLLM without a guided
   backend, older DashScope models) may return prose, a fenced block, or JSON that ignores the schema.
   A failed check exits 1 and keeps the raw text (printed to stderr; saved with the turn).
-- JSON Schema is checked in-house for the subset that structured-output schemas use (type, properties,
-  required, items, enum, const, additionalProperties, min/max, lengths, pattern, anyOf/oneOf/allOf,
-  local $ref). The `jsonschema` package would add a dependency and a slow import for the rare
-  keyword beyond that; keywords not checked here are named once, so nothing is silently assumed.
+- JSON Schema is the `jsonschema` package's: its `check_schema` (the Draft the schema's `$schema`
+  names, 2020-12 by default) refuses a malformed schema, and its validator checks every keyword of
+  that draft. It is imported only when `--schema` is given (over 100 ms here, with referencing, rpds
+  and attrs), so `--format json` and plain questions never pay for it.
+- What jsonschema does not guard against is refused here, before any request: a `$ref` loop that
+  never enters a property or item (validation would recurse forever), a local `$ref` to nothing, a
+  reference to another document (never fetched), and nesting deeper than MAX_SCHEMA_DEPTH; an
+  answer nested too deeply to check is exit 1, not a RecursionError.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,19 +42,9 @@ JSON_OBJECT_INSTRUCTION = "Answer with a single JSON object."
 JSON_SCHEMA_INSTRUCTION = "Answer with JSON only."
 SHOWN_ERRORS = 5
 
-#: Keywords the validator checks; any other standard keyword in a schema is reported as unchecked.
-CHECKED = frozenset({
-    "type", "properties", "required", "items", "enum", "const", "additionalProperties", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "pattern",
-    "anyOf", "oneOf", "allOf", "$ref",
-})
-#: Keywords whose value is data, not a schema: never searched for keywords.
+#: Keywords whose value is data, not a schema: never searched for $ref.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples", "required"})
-#: Keywords that only describe or organise (nothing to check).
-ANNOTATIONS = frozenset({
-    "$schema", "$id", "$defs", "definitions", "$comment", "title", "description", "default", "examples",
-    "format", "readOnly", "writeOnly", "deprecated",
-})
+_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 
 
 class StructuredOutputError(ProviderError):
@@ -97,7 +90,7 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise ConfigError(f"Schema file {name} must hold a JSON object (a JSON Schema).",
                           hint="e.g. {\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\"}}}")
-    problem = _schema_problem(schema, "$")
+    problem = _schema_problem(schema)
     if problem:
         raise ConfigError(f"Schema file {name} is not a usable JSON Schema: {problem}.")
     return schema
@@ -139,16 +132,22 @@ def _ref_problem(root: dict[str, Any]) -> str | None:
             stack.extend((item, f"{where}[{n}]", False) for n, item in enumerate(node))
 
     def same_level(node: dict[str, Any]) -> list[dict[str, Any]]:
-        """What `validate` checks the same value against next (a $ref replaces its siblings there)."""
-        if "$ref" in node:
-            target = _resolve(root, node["$ref"])
-            return [target] if isinstance(target, dict) else []
-        return [sub for key in ("allOf", "anyOf", "oneOf") if isinstance(node.get(key), list)
-                for sub in node[key] if isinstance(sub, dict)]
+        """What jsonschema checks the same value against next: the $ref target (beside its siblings, as
+        in Draft 2019-09 and later), the combinators, not/if/then/else and dependentSchemas."""
+        target = _resolve(root, node.get("$ref"))
+        subs = [target] if isinstance(target, dict) else []
+        subs += [sub for key in ("allOf", "anyOf", "oneOf") if isinstance(node.get(key), list)
+                 for sub in node[key] if isinstance(sub, dict)]
+        subs += [node[key] for key in ("not", "if", "then", "else") if isinstance(node.get(key), dict)]
+        dependent = node.get("dependentSchemas")
+        subs += [sub for sub in dependent.values() if isinstance(sub, dict)] if isinstance(dependent, dict) else []
+        return subs
 
     for where, node in nodes.values():
         ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#") and _resolve(root, ref) is None:
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return f"{where}.$ref {json.dumps(ref)} refers to another document, which llmchat does not fetch"
+        if isinstance(ref, str) and _resolve(root, ref) is None:
             return f"{where}.$ref {json.dumps(ref)} points to nothing in the schema"
     done: set[int] = set()
     for start, (where, node) in nodes.items():
@@ -172,56 +171,29 @@ def _ref_problem(root: dict[str, Any]) -> str | None:
     return None
 
 
-def _schema_problem(schema: Any, where: str) -> str | None:
-    """The first structural mistake in a schema (a wrong type for a keyword), or None."""
-    if isinstance(schema, bool):
-        return None
-    if not isinstance(schema, dict):
-        return f"{where} must be an object or a boolean"
-    kinds = schema.get("type")
-    names = [kinds] if isinstance(kinds, str) else kinds
-    if kinds is not None and (not isinstance(names, list) or any(k not in _TYPES for k in names)):
-        return f"{where}.type must be one of {', '.join(_TYPES)} (or a list of them)"
-    if "properties" in schema and not isinstance(schema["properties"], dict):
-        return f"{where}.properties must be an object"
-    if "required" in schema and not (isinstance(schema["required"], list)
-                                     and all(isinstance(r, str) for r in schema["required"])):
-        return f"{where}.required must be a list of property names"
-    if "enum" in schema and not isinstance(schema["enum"], list):
-        return f"{where}.enum must be a list"
-    for key, value in schema.get("properties", {}).items():
-        if (problem := _schema_problem(value, f"{where}.properties.{key}")) is not None:
-            return problem
-    for key in ("items", "additionalProperties"):
-        if key in schema and (problem := _schema_problem(schema[key], f"{where}.{key}")) is not None:
-            return problem
-    for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema:
-            if not isinstance(schema[key], list) or not schema[key]:
-                return f"{where}.{key} must be a non-empty list of schemas"
-            for n, sub in enumerate(schema[key]):
-                if (problem := _schema_problem(sub, f"{where}.{key}[{n}]")) is not None:
-                    return problem
+def _validator_class(schema: Mapping[str, Any]) -> Any:
+    """The jsonschema validator for the Draft the schema's `$schema` names (2020-12 when it names none).
+
+    Imported here, not at the top: only `--schema` needs jsonschema (tests/test_structured.py checks)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import validator_for
+
+    return validator_for(schema, default=Draft202012Validator)
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """What makes the schema unusable according to its Draft's meta-schema (jsonschema's check_schema), or
+    None. A `pattern` Python cannot compile is refused here too, rather than failing on the answer."""
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        _validator_class(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = exc.json_path
+        if exc.path and exc.path[-1] == "type" and exc.validator in ("anyOf", "enum"):
+            return f"{where} must be one of {', '.join(_TYPES)} (or a list of them)"
+        return f"{where}: {exc.message}"
     return None
-
-
-def unchecked_keywords(schema: Any) -> set[str]:
-    """Keywords in the schema this module does not check (the server may still enforce them)."""
-    found: set[str] = set()
-
-    def walk(node: Any, in_properties: bool = False) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if not in_properties and key not in CHECKED and key not in ANNOTATIONS:
-                    found.add(key)
-                if in_properties or key not in _DATA_KEYWORDS:
-                    walk(value, in_properties=key in ("properties", "$defs", "definitions") and not in_properties)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(schema)
-    return found
 
 
 def schema_name(schema: Mapping[str, Any]) -> str:
@@ -313,76 +285,38 @@ def _unfence(text: str) -> str:
     return match.group(1).strip() if match else text
 
 
-_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False  # JSON true is not a number, though Python's bool is an int
-    if kind == "integer":
-        return isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
-    return kind == "number"
-
-
 def _type_name(value: Any) -> str:
-    return next(k for k in ("null", "boolean", "integer", "number", "string", "array", "object")
-                if _is_type(value, k))
+    """The JSON type of a value, as a schema names it (true is a boolean, not an integer)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer()):
+        return "integer"
+    return {float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
-def validate(value: Any, schema: Any, root: Any = None, where: str = "$") -> list[str]:
-    """Every way `value` breaks `schema`, as "path: problem" strings (empty: it matches)."""
-    root = schema if root is None else root
-    if schema is True or schema is None:
-        return []
-    if schema is False:
-        return [f"{where}: no value is allowed here"]
-    if not isinstance(schema, Mapping):
-        return []
-    if "$ref" in schema:
-        target = _resolve(root, schema["$ref"])
-        return [] if target is None else validate(value, target, root, where)
-    errors: list[str] = []
-    kinds = schema.get("type")
-    if kinds is not None:
-        names = [kinds] if isinstance(kinds, str) else list(kinds)
-        if not any(_is_type(value, k) for k in names):
-            return [f"{where}: expected {' or '.join(names)}, got {_type_name(value)}"]
-    if "enum" in schema and not any(_same(value, option) for option in schema["enum"]):
-        errors.append(f"{where}: {json.dumps(value, ensure_ascii=False)} is not one of "
-                      f"{json.dumps(schema['enum'], ensure_ascii=False)}")
-    if "const" in schema and not _same(value, schema["const"]):
-        errors.append(f"{where}: must be {json.dumps(schema['const'], ensure_ascii=False)}")
-    errors += _combinators(value, schema, root, where)
-    if isinstance(value, dict):
-        errors += _object(value, schema, root, where)
-    elif isinstance(value, list):
-        errors += _array(value, schema, root, where)
-    elif isinstance(value, str):
-        errors += _string(value, schema, where)
-    elif _is_type(value, "number"):
-        errors += _number(value, schema, where)
-    return errors
+def validate(value: Any, schema: Mapping[str, Any]) -> list[str]:
+    """Every way `value` breaks `schema`, as "path: problem" strings in document order (empty: it matches).
 
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality: 1 == 1.0, but true is not 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return a == b
+    The checking is jsonschema's; only the wording of a type mismatch is ours ("expected integer, got
+    string" reads better than a Python repr)."""
+    validator = _validator_class(schema)(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    shown = []
+    for error in errors:
+        if error.validator == "type":
+            wanted = error.validator_value
+            names = [wanted] if isinstance(wanted, str) else list(wanted)
+            shown.append(f"{error.json_path}: expected {' or '.join(names)}, got {_type_name(error.instance)}")
+        else:
+            shown.append(f"{error.json_path}: {error.message}")
+    return shown
 
 
 def _resolve(root: Any, ref: Any) -> Any:
-    """A local reference ("#/$defs/Item"); None for anything else (remote refs are not fetched)."""
+    """A local reference ("#/$defs/Item") in the schema; None when it points nowhere. Used only to find
+    $ref loops and dangling references before jsonschema would meet them."""
     if not isinstance(ref, str) or not ref.startswith("#"):
         return None
     node = root
@@ -395,77 +329,6 @@ def _resolve(root: Any, ref: Any) -> Any:
         else:
             return None
     return node
-
-
-def _combinators(value: Any, schema: Mapping[str, Any], root: Any, where: str) -> list[str]:
-    errors = []
-    for sub in schema.get("allOf", ()):
-        errors += validate(value, sub, root, where)
-    if "anyOf" in schema and not any(not validate(value, sub, root, where) for sub in schema["anyOf"]):
-        errors.append(f"{where}: matches none of the anyOf alternatives")
-    if "oneOf" in schema:
-        matching = sum(not validate(value, sub, root, where) for sub in schema["oneOf"])
-        if matching != 1:
-            errors.append(f"{where}: matches {matching} of the oneOf alternatives (exactly one is required)")
-    return errors
-
-
-def _object(value: dict[str, Any], schema: Mapping[str, Any], root: Any, where: str) -> list[str]:
-    errors = [f"{where}: '{name}' is required" for name in schema.get("required", ()) if name not in value]
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for name, item in value.items():
-        path = f"{where}.{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"{where}[{json.dumps(name)}]"
-        if name in properties:
-            errors += validate(item, properties[name], root, path)
-        elif extra is False:
-            errors.append(f"{where}: '{name}' is not an allowed property")
-        elif isinstance(extra, Mapping):
-            errors += validate(item, extra, root, path)
-    return errors
-
-
-def _array(value: list[Any], schema: Mapping[str, Any], root: Any, where: str) -> list[str]:
-    errors = []
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        errors.append(f"{where}: has {len(value)} items, fewer than {schema['minItems']}")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        errors.append(f"{where}: has {len(value)} items, more than {schema['maxItems']}")
-    items = schema.get("items")
-    if isinstance(items, (Mapping, bool)):
-        for n, item in enumerate(value):
-            errors += validate(item, items, root, f"{where}[{n}]")
-    return errors
-
-
-def _string(value: str, schema: Mapping[str, Any], where: str) -> list[str]:
-    errors = []
-    if "minLength" in schema and len(value) < schema["minLength"]:
-        errors.append(f"{where}: shorter than {schema['minLength']} characters")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        errors.append(f"{where}: longer than {schema['maxLength']} characters")
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        try:
-            if re.search(pattern, value) is None:
-                errors.append(f"{where}: does not match the pattern {pattern}")
-        except re.error:
-            pass  # an ECMA-only construct Python cannot compile: left to the server
-    return errors
-
-
-def _number(value: float, schema: Mapping[str, Any], where: str) -> list[str]:
-    errors = []
-    if "minimum" in schema and value < schema["minimum"]:
-        errors.append(f"{where}: {value} is less than the minimum {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        errors.append(f"{where}: {value} is more than the maximum {schema['maximum']}")
-    low, high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if _is_type(low, "number") and value <= low:
-        errors.append(f"{where}: {value} must be more than {low}")
-    if _is_type(high, "number") and value >= high:
-        errors.append(f"{where}: {value} must be less than {high}")
-    return errors
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -484,12 +347,6 @@ class OutputFormat:
         if schema_file is None:
             return cls() if fmt else None
         schema = load_schema(schema_file)
-        unchecked = unchecked_keywords(schema)
-        if unchecked:
-            from llmchat.safe_text import sanitize  # the keys are the schema file's text
-
-            print(sanitize(f"Note: the schema uses {', '.join(sorted(unchecked))}, which llmchat does not check "
-                           "(the server may still apply it)."), file=sys.stderr)
         return cls(schema=schema)
 
     @property

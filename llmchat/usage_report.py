@@ -10,7 +10,6 @@ counted, separately from turns.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ from llmchat.errors import ConfigError
 from llmchat.events import Usage
 from llmchat.pricing import Price
 from llmchat.safe_text import json_for, text_for
+from llmchat.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from llmchat.store import UsageRow
@@ -139,8 +139,7 @@ def tally_rows(rows: Iterable[UsageRow], by: str) -> tuple[dict[str, Tally], Tal
 def check_by(by: str) -> str:
     word = by.strip().lower()
     if word not in GROUPINGS:
-        close = difflib.get_close_matches(word, GROUPINGS, n=1)
-        raise ConfigError(f"--by '{by}' is not a grouping." + (f" Did you mean '{close[0]}'?" if close else ""),
+        raise ConfigError(f"--by '{by}' is not a grouping.{did_you_mean(word, GROUPINGS)}",
                           hint=f"Use one of: {', '.join(GROUPINGS)}.")
     return word
 

@@ -162,6 +162,9 @@ DEEP = '{"type": "array", "items": ' * 3000 + '{"type": "string"}' + "}" * 3000
     ('{"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/b"}, '
      '"b": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/a"}]}}}', "(a $ref loop)"),
     ('{"allOf": [{"$ref": "#"}]}', "(a $ref loop)"),
+    ('{"$ref": "#/$defs/a", "$defs": {"a": {"type": "object"}}, "allOf": [{"$ref": "#"}]}', "(a $ref loop)"),
+    ('{"not": {"$ref": "#"}}', "(a $ref loop)"),
+    ('{"if": {"type": "object"}, "then": {"$ref": "#"}}', "(a $ref loop)"),
     ('{"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}', 'points to nothing in the schema'),
     (DEEP, "is nested more than 100 levels deep"),
     ('{"type": "object", ' + '"properties": {"a": {"type": "object", ' * 60 + '"x": 1' + "}}" * 60 + "}",

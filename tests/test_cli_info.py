@@ -63,3 +63,29 @@ def test_version(env, llmchat) -> None:
 
     run = llmchat("--version")
     assert run.code == 0 and run.stdout.strip() == f"llmchat {__version__}"
+
+
+def test_choice_flags_list_their_values_and_refuse_others_with_typers_error(env, llmchat) -> None:
+    """--format (ask, batch), --by and `history export --format` are Typer choices: --help lists the
+    values, anything else is Typer's own usage error (exit 2) before any work."""
+    for argv, listed, bad in (
+        (("ask",), "[json]", ("ask", "--format", "yaml", "hi")),
+        (("batch",), "[json]", ("batch", "in.jsonl", "--format", "xml")),
+        (("usage",), "[profile|model|day]", ("usage", "--by", "week")),
+        (("history", "export"), "[md|markdown|json]", ("history", "export", "last", "--format", "html")),
+    ):
+        shown = llmchat(*argv, "--help", COLUMNS="200")
+        assert shown.code == 0 and listed in shown.stdout.replace("<", "[").replace(">", "]"), shown.stdout
+        refused = llmchat(*bad)
+        wrong = bad[-2] if bad[-1] == "hi" else bad[-1]
+        assert refused.code == 2 and f"'{wrong}' is not" in refused.stderr  # click: "is not 'json'" / "is not one of"
+        assert "Traceback" not in refused.stderr
+
+
+def test_choice_values_match_the_modules_that_check_them() -> None:
+    """The CLI's choice tuples and the library-level checks (used by non-CLI callers) cannot drift apart."""
+    from llmchat import cli, history_cli, structured, usage_report
+
+    assert cli.ANSWER_FORMATS == structured.FORMATS
+    assert cli.GROUPINGS == usage_report.GROUPINGS
+    assert set(cli.EXPORT_FORMATS) == {*history_cli.EXPORT_FORMATS, "markdown"}

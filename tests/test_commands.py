@@ -203,7 +203,7 @@ def test_set_accepts_typed_values(h: Harness, line: str, field: str, value: obje
     ("/set stop 'open", "stop: cannot read the stop sequences: No closing quotation."),
     ("/set search maybe", "search: expected on or off, got 'maybe'."),
     ("/set temperature", "/set temperature needs a value (sampling temperature, 0-2), or 'default'."),
-    ("/set temprature 1", "Unknown setting 'temprature'. Did you mean temperature?"),
+    ("/set temprature 1", "Unknown setting 'temprature'. Did you mean 'temperature'?"),
 ])
 def test_set_rejects_bad_values_with_one_usage_line(h: Harness, line: str, message: str) -> None:
     before = h.state.options

@@ -166,3 +166,84 @@ def test_the_example_profiles_for_other_services_load_when_uncommented(tmp_path:
         assert name in profiles, name
     assert profiles["deepseek"].endpoint == "https://api.deepseek.com/v1"
     assert profiles["ark"].key_variable == "ARK_API_KEY" and profiles["lmstudio"].key_variable is None
+
+
+def test_the_profile_model_refuses_what_toml_would_coerce(tmp_path: Path) -> None:
+    """Strict types from the one Profile model: a float is not an integer, 1 is not true, "1" not a number;
+    a Literal value is unknown with a did-you-mean; every message keeps file, line and key."""
+    cases = [
+        ("top_k = 1.5", r"line 4: profiles\.x\.top_k = 1\.5 is not valid: expected an integer from 1 to"),
+        ("think = 1", r"line 4: profiles\.x\.think = 1 is not valid: expected true or false"),
+        ('temperature = "0.5"', r"line 4: profiles\.x\.temperature = '0\.5' is not valid: expected a number from 0"),
+        ("temperature = nan", r"line 4: profiles\.x\.temperature = nan is out of range: expected a number from 0"),
+        ("stop = [1]", r"line 4: profiles\.x\.stop = \[1\] is not valid: expected a string or a list of strings"),
+        ('thinking = "hid"', r"line 4: profiles\.x\.thinking = 'hid' is unknown\. Did you mean 'hide'"),
+        ("name = 'y'", r"line 4: Unknown key 'name' in profiles\.x\."),
+    ]
+    for line, message in cases:
+        path = write(tmp_path, f'[profiles.x]\nprovider = "ollama"\nmodel = "m"\n{line}\n')
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+    path = write(tmp_path, '[profiles.x]\nprovider = "bailian"\nmodel = "m"\nregion = "singapur"\n')
+    with pytest.raises(ConfigError, match=r"region = 'singapur' is unknown\. Did you mean 'singapore'") as caught:
+        load_config(path)
+    assert caught.value.hint == "Allowed: beijing, singapore; or set base_url."
+
+
+def test_the_file_keys_come_from_the_profile_model() -> None:
+    from dataclasses import fields
+
+    from llmchat.config import PROFILE_KEYS, Profile
+
+    assert set(PROFILE_KEYS) == {f.name for f in fields(Profile)} - {"name", "origin", "api_key"}
+    assert set(REGIONS) == {"beijing", "singapore"}
+
+
+def test_help_imports_no_pydantic_and_a_config_file_does(env, tmp_path: Path) -> None:
+    """Profile is a plain frozen dataclass: `--help` stays light; the pydantic model is built when a file is read."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = "m"\n')
+    code = ("import sys\nfrom llmchat.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules)\nfrom llmchat.config import load_config\n"
+            f"load_config({str(path)!r})\nprint('pydantic' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stderr
+
+
+def test_request_options_take_every_setting_the_profile_has() -> None:
+    """ChatOptions.from_profile copies by field name, so a setting added to Profile reaches the request."""
+    from dataclasses import replace
+
+    from llmchat.config import BUILTIN_PROFILES
+    from llmchat.providers import ChatOptions
+
+    profile = replace(BUILTIN_PROFILES["local"], think=True, thinking_budget=9, search=False, temperature=0.3,
+                      top_p=0.9, top_k=5, max_tokens=7, seed=1, stop=("x",), context_window=4096, options={"a": 1})
+    assert ChatOptions.from_profile(profile) == ChatOptions(
+        model="qwen3:0.6b", think=True, thinking_budget=9, search=False, temperature=0.3, top_p=0.9, top_k=5,
+        max_tokens=7, seed=1, stop=("x",), context_window=4096, extra={"a": 1})
+
+
+def test_flags_named_like_profile_fields_set_them() -> None:
+    from llmchat.config import BUILTIN_PROFILES
+    from llmchat.session import with_flags
+
+    base = BUILTIN_PROFILES["local"]
+    changed = with_flags(base, Overrides(profile="other", model="m2", system="s", think=True, temperature=0.2,
+                                         search=True, show_thinking=False, config="c.toml"))
+    assert (changed.name, changed.model, changed.system, changed.think, changed.temperature, changed.search,
+            changed.thinking) == ("local", "m2", "s", True, 0.2, True, "hide")
+    assert with_flags(base, Overrides()) is base
+
+
+def test_every_set_setting_is_a_profile_and_request_field() -> None:
+    """/set names settings by their Profile field, and they reach the request through ChatOptions."""
+    from dataclasses import fields
+
+    from llmchat.commands import SETTINGS
+    from llmchat.config import PROFILE_KEYS
+    from llmchat.providers import ChatOptions
+
+    assert set(SETTINGS) <= set(PROFILE_KEYS) & {f.name for f in fields(ChatOptions)}

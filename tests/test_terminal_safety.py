@@ -272,12 +272,14 @@ def test_batch_progress_and_summary_on_a_terminal(fake_server, config_file, env,
 
 def test_messages_on_stderr_are_sanitized_even_off_a_terminal(fake_server, config_file, llmchat, tmp_path) -> None:
     """Errors, warnings and notes are messages, never data: sanitized wherever stderr goes."""
-    schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps({"type": "object", f"x-odd{TITLE}{BIDI}": 1}), encoding="utf-8")
-    fake_server.enqueue(Stream(answer="{}"))
+    schema = tmp_path / "schema.json"  # jsonschema names the bad keyword by its path, the key's text included
+    schema.write_text(json.dumps({"type": "object", "properties": {f"x-odd{TITLE}{BIDI}": {"type": "text"}}}),
+                      encoding="utf-8")
     run = llmchat("ask", "-p", "bailian", "--schema", str(schema), "q")
-    assert run.code == 0, run.stderr
-    assert f"x-odd{SHOWN}<U+202E>" in run.stderr
+    assert run.code == 2, run.stderr
+    shown_key = f"x-odd{SHOWN}<U+202E>".replace("\\", "\\\\")  # the JSON path escapes a backslash
+    assert f"$.properties['{shown_key}'].type must be one of" in run.stderr
+    assert_clean(run.stderr)
     fake_server.enqueue(Stream(answer="x", error_after=0, error=f"Boom {EVIL}"))
     run = llmchat("ask", "-p", "bailian", "q")
     assert run.code == 1 and "Boom ^[]52;c;aGVsbG8=" in run.stderr

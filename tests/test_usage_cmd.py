@@ -184,7 +184,7 @@ def test_usage_argument_errors_and_an_empty_history(env, llmchat) -> None:
     assert empty.code == 0 and empty.stdout == "" and "No usage saved yet." in empty.stderr
     assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 0
     bad = llmchat("usage", "--by", "modle")
-    assert bad.code == 2 and "--by 'modle' is not a grouping. Did you mean 'model'?" in bad.stderr
+    assert bad.code == 2 and "'modle' is not one of" in bad.stderr and "'day'" in bad.stderr  # Typer's Choice
     date = llmchat("usage", "--since", "last tuesday")
     assert date.code == 2 and "--since 'last tuesday' is not a date." in date.stderr and "YYYY-MM-DD" in date.stderr
 

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
@@ -59,12 +59,10 @@ class ChatOptions:
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ChatOptions:
-        return cls(
-            model=profile.model, think=profile.think, thinking_budget=profile.thinking_budget,
-            search=profile.search, temperature=profile.temperature, top_p=profile.top_p, top_k=profile.top_k,
-            max_tokens=profile.max_tokens, seed=profile.seed, stop=profile.stop,
-            context_window=profile.context_window, extra=profile.options,
-        )
+        """Every request setting the profile has a field of the same name for (model, think, temperature,
+        stop, …), so a new setting needs no list kept here; the profile's `options` ride as `extra`."""
+        shared = {f.name for f in fields(cls)} & {f.name for f in fields(profile)}
+        return cls(**{name: getattr(profile, name) for name in shared}, extra=profile.options)
 
 
 @dataclass(frozen=True)
