@@ -1,7 +1,9 @@
 """Shared fixtures: an isolated environment, the fake server, a config pointing at it, and a CLI runner.
 
-Every CLI test runs the real `llmchat` in a subprocess with a scrubbed environment, so nothing from
-the developer's machine (keys, config, OLLAMA_HOST) leaks in, and nothing of the tests leaks out.
+Every CLI test runs the real `llmchat` with a scrubbed environment, so nothing from the developer's
+machine (keys, config, OLLAMA_HOST) leaks in, and nothing of the tests leaks out: `llmchat` runs
+`cli.main(argv)` in-process (fast), `llmchat_process` runs `python -m llmchat` in a subprocess (for
+signals, interpreter exits and import costs).
 """
 
 from __future__ import annotations
@@ -123,9 +125,32 @@ class Run:
         return self.stdout + self.stderr
 
 
+def _checked(result: Run) -> Run:
+    assert TEST_KEY not in result.output, "the API key appeared in llmchat's output"
+    return result
+
+
 @pytest.fixture
 def llmchat(env: dict[str, str]):
-    """Run the real CLI in a subprocess: llmchat("ask", "hi", input="piped text") -> Run."""
+    """Run the real CLI in this process: llmchat("ask", "hi", input="piped text") -> Run.
+
+    `cli.main(argv)` with the test's environment, piped stdin and captured stdout/stderr, exactly as the
+    subprocess would get them (tests/inprocess.py says what is rebuilt and what cannot be). Use
+    `llmchat_process` for what needs a real process: signals, exits of the interpreter, import costs.
+    `timeout` is accepted for compatibility; in-process, pytest-timeout bounds a hung call.
+    """
+    from inprocess import run_in_process
+
+    def run(*args: str, input: str | bytes | None = None, timeout: float = 30, **extra_env: str) -> Run:
+        data = input.encode() if isinstance(input, str) else input
+        return _checked(Run(*run_in_process(args, data, {**env, **extra_env})))
+
+    return run
+
+
+@pytest.fixture
+def llmchat_process(env: dict[str, str]):
+    """Run the real CLI in a subprocess (`python -m llmchat`): llmchat_process("ask", "hi") -> Run."""
 
     def run(*args: str, input: str | bytes | None = None, timeout: float = 30, **extra_env: str) -> Run:
         proc = subprocess.run(
@@ -136,8 +161,7 @@ def llmchat(env: dict[str, str]):
             env={**env, **extra_env},
             timeout=timeout,
         )
-        result = Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
-        assert TEST_KEY not in result.output, "the API key appeared in llmchat's output"
-        return result
+        return _checked(Run(proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                            proc.stderr.decode("utf-8", "replace")))
 
     return run

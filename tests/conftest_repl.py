@@ -199,6 +199,7 @@ def repl(fake_server: Any, env: dict[str, str], repl_config: Path) -> Iterator[C
             child_env["NO_COLOR"] = "1"
         child = pexpect.spawn(sys.executable, ["-m", "llmchat", *args], env=child_env, dimensions=(ROWS, COLS),
                               encoding="utf-8", codec_errors="replace", timeout=timeout)
+        child.delaybeforesend = None  # pexpect sleeps 50 ms before every send; `enter` waits for the prompt instead
         session = ReplSession(child, fake_server, timeout)
         sessions.append(session)
         if ready:
@@ -208,5 +209,6 @@ def repl(fake_server: Any, env: dict[str, str], repl_config: Path) -> Iterator[C
     yield start
     for session in sessions:
         if session.child.isalive():
+            session.child.delayafterterminate = 0.02  # the test is over: no need to give it 0.1 s per signal
             session.child.terminate(force=True)
         assert TEST_KEY not in session.raw, "the API key appeared on the REPL's screen"

@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def run_limited(env: dict[str, str], *args: str, timeout: float = 20) -> subproc
 
 
 @pytest.fixture
-def hostile_files(tmp_path: Path) -> dict[str, str]:
+def hostile_files(tmp_path: Path) -> Iterator[dict[str, str]]:
     big = tmp_path / "huge.png"
     with big.open("wb") as file:
         file.truncate(2**30)  # sparse: 1 GB on paper, nothing on disk
@@ -45,7 +46,8 @@ def hostile_files(tmp_path: Path) -> dict[str, str]:
     os.mkfifo(fifo)
     folder = tmp_path / "folder.png"
     folder.mkdir()
-    return {"/dev/zero": "a device", str(big): "limited to 20 MB", str(fifo): "a FIFO", str(folder): "a directory"}
+    yield {"/dev/zero": "a device", str(big): "limited to 20 MB", str(fifo): "a FIFO", str(folder): "a directory"}
+    big.unlink()  # the test's own input: the key scan after the test would otherwise read 1 GB of zeros
 
 
 def test_ask_refuses_devices_fifos_huge_files_and_directories_before_reading(

@@ -526,12 +526,13 @@ sys.exit(code)
 
 
 def _cli_has_batch() -> bool:
-    try:
-        proc = subprocess.run([sys.executable, "-m", "llmchat", "batch", "--help"], capture_output=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return False
-    return proc.returncode == 0
+    """Whether `llmchat batch` exists, read from the CLI's command tree (no process at collection time:
+    under xdist every worker collects)."""
+    import typer
+
+    from llmchat.cli import app
+
+    return "batch" in getattr(typer.main.get_command(app), "commands", {})
 
 
 CLI_READY = _cli_has_batch()

@@ -88,7 +88,7 @@ def test_server_errors(fake_server, config_file, llmchat, status: int) -> None:
     fake_server.enqueue(Raw(status=status, body=body))
     assert_clean_failure(llmchat("ask", "-p", "bailian", "hi"), 1, f"failed ({status}")
     busy = Raw(status=status, body='{"error":"server busy, please try again."}',
-               content_type="application/json; charset=utf-8")
+               content_type="application/json; charset=utf-8", headers={"Retry-After": "0"})  # no sleeping
     fake_server.enqueue(busy, busy, busy)  # the first try and the profile's default two retries
     run = llmchat("ask", "--think", "hi")
     assert_clean_failure(run, 1, f"Ollama failed ({status})")
@@ -182,8 +182,9 @@ def test_invalid_toml_is_a_configuration_error(config_file, llmchat) -> None:
     assert_clean_failure(run, 2, str(config_file), "line 1", "not valid TOML")
 
 
-def test_debug_shows_the_traceback(fake_server, config_file, llmchat) -> None:
-    run = llmchat("ask", "-m", "qwen3:14b", "hi", LLMCHAT_DEBUG="1")
+def test_debug_shows_the_traceback(fake_server, config_file, llmchat_process) -> None:
+    # A real process: the traceback is the interpreter's own, printed as the exception leaves main().
+    run = llmchat_process("ask", "-m", "qwen3:14b", "hi", LLMCHAT_DEBUG="1")
     assert run.code == 1 and "Traceback" in run.stderr and "ModelNotFound" in run.stderr
 
 

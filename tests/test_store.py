@@ -682,9 +682,12 @@ def test_sigkill_mid_transaction_loses_nothing_committed(tmp_path: Path) -> None
 def test_sigkill_at_a_random_moment_leaves_every_committed_turn(tmp_path: Path, seed: int) -> None:
     path = tmp_path / "history.db"
     proc = _start_killed(path, "loop")
-    time.sleep(0.4 + random.Random(seed).random() * 0.8)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the loop is running: the random moment counts from here, not from a
+    time.sleep(0.1 + random.Random(seed).random() * 0.8)  # start-up that a loaded machine (xdist) makes slow
     proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=10)
+    out = first + out
     asked = [line.split() for line in out.splitlines() if line.startswith("asked")]
     answered = {int(line.split()[1]) for line in out.splitlines() if line.startswith("answered")}
     assert asked, err  # it got going before the kill

@@ -150,3 +150,10 @@ def real_config(real_server: RealServer, env: dict[str, str], tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def llmchat(llmchat_process):
+    """The real suite runs the CLI as a real process, end to end: next to a model's answer, start-up is
+    cheap, and this is the one suite where every path runs exactly as a user's `llmchat` does."""
+    return llmchat_process
