@@ -9,7 +9,6 @@ completion come with it, so the three can never drift apart.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import secrets
 import shlex
@@ -638,14 +637,10 @@ def cmd_save(state: ReplState, args: str) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".md", ".markdown", ".json"):
         raise UsageError(f"'{path.name}' must end in .md or .json, which picks the format.")
-    record = transcript_record(state)
-    if suffix == ".json":
-        text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
-    else:
-        from llmchat.history_cli import markdown_transcript
-        from llmchat.store import record_parts
+    from llmchat.history_cli import transcript_text
 
-        text = markdown_transcript(*record_parts(record))
+    record = transcript_record(state)
+    text = transcript_text(record, "json" if suffix == ".json" else "md")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -219,6 +219,13 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
 # ---------------------------------------------------------------------------------- export, import, rm
 
 
+def transcript_text(record: dict[str, Any], fmt: str) -> str:
+    """An export record as a file: the one place `history export` and the chat's /save turn it into text."""
+    if fmt == "json":
+        return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+    return markdown_transcript(*record_parts(record))
+
+
 def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, path: Path | None = None) -> None:
     """Write one conversation as Markdown or as JSON (which `history import` restores exactly)."""
     fmt = {"markdown": "md"}.get(fmt.lower(), fmt.lower())
@@ -227,8 +234,7 @@ def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, 
     with _existing(path) as store:
         record = store.export_record(ref)  # the one format; the REPL's /save writes the same (DESIGN §2)
     turns = sum(message["role"] == "user" for message in record["messages"])
-    text = (json.dumps(record, ensure_ascii=False, indent=2) + "\n" if fmt == "json"
-            else markdown_transcript(*record_parts(record)))
+    text = transcript_text(record, fmt)
     if out is None or str(out) == "-":
         sys.stdout.write(json_for(sys.stdout, text) if fmt == "json" else text_for(sys.stdout, text))
         return
