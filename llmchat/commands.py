@@ -8,13 +8,12 @@ completion come with it, so the three can never drift apart.
 
 from __future__ import annotations
 
-import json
 import re
+import secrets
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
@@ -94,6 +93,9 @@ class ReplState:
     saving: bool = True  # False once the user chose to go on unsaved after a save failed (disk full)
     compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
     pending_images: PendingImages = field(default_factory=PendingImages)  # /image: for the next question
+    #: The conversation /save last wrote from memory, with the id and creation time it was given, so
+    #: saving it again (a growing file) keeps them and `history import` sees the same conversation.
+    unsaved: tuple[Conversation, str, str] | None = None
     _models: list[str] | None = None
 
     @classmethod
@@ -624,67 +626,42 @@ def cmd_compact(state: ReplState, args: str) -> None:
 
 
 def cmd_save(state: ReplState, args: str) -> None:
+    """Write the conversation in the one export format: `.json` is what `history export --format json`
+    writes (and `history import` reads), `.md` what `history export --format md` writes."""
     if not args:
         raise UsageError("Give a file name ending in .md or .json.")
     path = Path(args.strip("'\"")).expanduser()
     suffix = path.suffix.lower()
     if suffix not in (".md", ".markdown", ".json"):
         raise UsageError(f"'{path.name}' must end in .md or .json, which picks the format.")
-    text = transcript_json(state) if suffix == ".json" else transcript_markdown(state)
+    from llmchat.history_cli import transcript_text
+
+    record = transcript_record(state)
+    text = transcript_text(record, "json" if suffix == ".json" else "md")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         state.say(f"Cannot write {path}: {exc.strerror}.")
         return
-    turns = sum(1 for e in state.conversation.exchanges if e.answer)
+    turns = sum(message["role"] == "user" for message in record["messages"])
     state.say(f"Saved {turns} turn{'s' * (turns != 1)} to {path}")
 
 
-def transcript_json(state: ReplState) -> str:
-    """The conversation as the API saw it, plus what a reader wants: reasoning, model, usage, interruptions."""
-    conversation = state.conversation
-    messages: list[dict[str, Any]] = []
-    if conversation.system:
-        messages.append({"role": "system", "content": conversation.system})
-    for exchange in conversation.exchanges:
-        if not exchange.answer:
-            continue  # never sent to the model again, so not part of the conversation
-        messages.append({"role": "user", "content": exchange.user})
-        reply: dict[str, Any] = {"role": "assistant", "content": exchange.answer, "model": exchange.model}
-        if exchange.reasoning:
-            reply["reasoning"] = exchange.reasoning
-        if exchange.interrupted:
-            reply["interrupted"] = True
-        if exchange.usage is not None:
-            usage = exchange.usage
-            reply["usage"] = {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
-                              "reasoning_tokens": usage.reasoning}
-        messages.append(reply)
-    record = {
-        "profile": state.profile.name, "provider": state.profile.provider, "model": state.options.model,
-        "endpoint": _endpoint(state.profile), "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        "system": conversation.system, "messages": messages,
-    }
-    return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+def transcript_record(state: ReplState) -> dict[str, Any]:
+    """The conversation's export record: the store's, when this chat is saved there (so the file equals
+    `history export`), else built from memory (--no-save, save = false, or the saved copy is gone)."""
+    from llmchat.store import conversation_record, now
 
-
-def transcript_markdown(state: ReplState) -> str:
     conversation = state.conversation
-    lines = [
-        "# llmchat conversation", "",
-        f"- Profile: {state.profile.name} ({state.profile.provider}, {_endpoint(state.profile)})",
-        f"- Model: {state.options.model}",
-        f"- Saved: {datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", "",
-    ]
-    if conversation.system:
-        lines += ["## System", "", conversation.system, ""]
-    for exchange in conversation.exchanges:
-        if not exchange.answer:
-            continue
-        lines += ["## You", "", exchange.user, "", f"## {exchange.model or 'Assistant'}", "", exchange.answer, ""]
-        if exchange.interrupted:
-            lines += ["*(interrupted)*", ""]
-    return "\n".join(lines)
+    if state.recorder() is not None and conversation.id is not None and state.store is not None:
+        try:
+            return state.store.export_record(conversation.id)
+        except LlmchatError:
+            pass  # removed by `history rm` meanwhile, or the store is unusable: what is on screen still counts
+    if state.unsaved is None or state.unsaved[0] is not conversation:
+        state.unsaved = (conversation, conversation.id or secrets.token_hex(4), now())
+    _, cid, created = state.unsaved
+    return conversation_record(conversation, state.profile, cid=cid, created=created, model=state.options.model)
 
 
 # ------------------------------------------------------------------------------------------- completers
@@ -748,5 +725,5 @@ COMMANDS = Registry([
     Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),
     Command("context", cmd_context, "Tokens used of the context window, and how the history is kept in it"),
     Command("compact", cmd_compact, "Summarise (or, with history = truncate, drop) the older half of the history now"),
-    Command("save", cmd_save, "Write the conversation to FILE (.md or .json)", "FILE"),
+    Command("save", cmd_save, "Write the conversation to FILE (.md or .json), as `history export` does", "FILE"),
 ])

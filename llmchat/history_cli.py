@@ -28,6 +28,7 @@ from llmchat.store import (
     Summary,
     existing_store,
     open_store,
+    record_parts,
 )
 
 if TYPE_CHECKING:
@@ -218,19 +219,22 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
 # ---------------------------------------------------------------------------------- export, import, rm
 
 
+def transcript_text(record: dict[str, Any], fmt: str) -> str:
+    """An export record as a file: the one place `history export` and the chat's /save turn it into text."""
+    if fmt == "json":
+        return json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+    return markdown_transcript(*record_parts(record))
+
+
 def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, path: Path | None = None) -> None:
     """Write one conversation as Markdown or as JSON (which `history import` restores exactly)."""
     fmt = {"markdown": "md"}.get(fmt.lower(), fmt.lower())
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"Unknown export format '{fmt}'.", hint="Use --format md or --format json.")
     with _existing(path) as store:
-        if fmt == "json":
-            record = store.export_record(ref)
-            text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
-            turns = sum(message["role"] == "user" for message in record["messages"])
-        else:
-            summary, messages = store.messages(ref)
-            text, turns = markdown_transcript(summary, messages), summary.turns
+        record = store.export_record(ref)  # the one format; the REPL's /save writes the same (DESIGN §2)
+    turns = sum(message["role"] == "user" for message in record["messages"])
+    text = transcript_text(record, fmt)
     if out is None or str(out) == "-":
         sys.stdout.write(json_for(sys.stdout, text) if fmt == "json" else text_for(sys.stdout, text))
         return
@@ -243,7 +247,7 @@ def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, 
 
 
 def history_import(source: Path | str, *, path: Path | None = None) -> None:
-    """Save a conversation exported as JSON; says what it did when the id was already taken."""
+    """Save a conversation exported as JSON (or by an older /save); says what it did when the id was taken."""
     stdin = str(source) == "-"
     name = "stdin" if stdin else str(source)
     record = _read_json(None if stdin else Path(source).expanduser(), name)
@@ -279,7 +283,8 @@ def _read_json(source: Path | None, name: str) -> Any:
         raise ImportFormatError(f"{name} is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
-                                hint="Give a file written by `llmchat history export ID --format json`.") from None
+                                hint="Give a file written by `llmchat history export ID --format json` "
+                                     "or by the chat's /save FILE.json.") from None
 
 
 def _describe(summary: Summary) -> str:

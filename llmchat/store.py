@@ -33,8 +33,11 @@ is not resent).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import random
@@ -43,7 +46,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -791,15 +794,7 @@ class Store:
     def export_record(self, ref: str) -> dict[str, Any]:
         """Everything saved about one conversation, as JSON-ready data that `import_record` restores."""
         row, rows = self._snapshot(ref)
-        record: dict[str, Any] = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
-        record.update({name: row[name] for name in CONVERSATION_COLUMNS})
-        record["messages"] = []
-        exchange = -1
-        for message in map(_export_message, rows):  # numbered afresh: a shared conversation may have gaps
-            exchange += message["role"] == "user"
-            message["position"] = 2 * exchange + (message["role"] == "assistant")
-            record["messages"].append(message)
-        return record
+        return build_record(row, rows, self._images(row["id"]))
 
     def export_json(self, ref: str) -> str:
         return json.dumps(self.export_record(ref), ensure_ascii=False, indent=2) + "\n"
@@ -808,7 +803,7 @@ class Store:
     def import_record(self, record: Any, source: str = "the file") -> Imported:
         """Save an exported conversation under its own id; the same conversation already saved is left
         alone, and a different one holding that id makes the import take a fresh id (reported)."""
-        conversation, messages = _validate(record, source)
+        conversation, messages, images = _validate(record, source)
         original = conversation["id"]
         with self._write() as db:
             if db.execute("SELECT 1 FROM conversations WHERE id = ?", (original,)).fetchone():
@@ -820,12 +815,18 @@ class Store:
                        [conversation[c] for c in CONVERSATION_COLUMNS])
             for row in messages:
                 _insert(db, conversation["id"], row)
+            for position, attached in images.items():
+                _save_images(db, conversation["id"], position, attached)
         return Imported(conversation["id"], original)
 
     def _same(self, cid: str, record: dict[str, Any]) -> bool:
         """Whether `record` is what is saved as `cid`, compared as validated rows so that a file written
-        before a field existed (e.g. costs) still matches the conversation it came from."""
-        return _validate(self.export_record(cid), "") == _validate(json.loads(json.dumps(record)), "")
+        before a field existed (e.g. costs, images) still matches the conversation it came from."""
+        def key(found: tuple[dict[str, Any], list[dict[str, Any]], dict[int, tuple[Image, ...]]]) -> Any:
+            conversation, rows, images = found
+            return conversation, rows, {p: [i.sha256 for i in kept] for p, kept in images.items()}
+
+        return key(_validate(self.export_record(cid), "")) == key(_validate(json.loads(json.dumps(record)), ""))
 
     @_translated
     def remove(self, ref: str) -> Summary:
@@ -848,7 +849,7 @@ def _summary(row: sqlite3.Row) -> Summary:
     return Summary(**{name: row[name] for name in (*CONVERSATION_COLUMNS, "turns")})
 
 
-def _usage(row: sqlite3.Row) -> Usage | None:
+def _usage(row: Mapping[str, Any]) -> Usage | None:
     """The usage columns of a row (those it has), or None when the server reported none of them."""
     present = {column: row[column] for column in USAGE_COLUMNS if column in row.keys()}  # noqa: SIM118
     if all(value is None for value in present.values()):
@@ -856,7 +857,7 @@ def _usage(row: sqlite3.Row) -> Usage | None:
     return Usage(**{USAGE_COLUMNS[column]: value for column, value in present.items()})
 
 
-def _message(row: sqlite3.Row) -> StoredMessage:
+def _message(row: Mapping[str, Any]) -> StoredMessage:
     usage = _usage(row)
     timing = None
     if any(row[c] is not None for c in TIMING_COLUMNS):
@@ -1043,9 +1044,60 @@ def _warn(text: str) -> None:
 
 
 # -------------------------------------------------------------------------------- export / import
+#
+# One transcript format (DESIGN §2, "The conversation export"): `history export --format json` and the
+# REPL's `/save FILE.json` write it, `history import` reads it (and the older `/save` JSON), and the
+# Markdown of both is drawn from it. `build_record` is the one place a record is made, from the store's
+# rows or from a conversation held in memory (`conversation_record`, for a chat that is not saved).
 
 
-def _export_message(row: sqlite3.Row) -> dict[str, Any]:
+def build_record(conversation: Mapping[str, Any], rows: Iterable[Mapping[str, Any]],
+                 images: Mapping[int, tuple[Image, ...]]) -> dict[str, Any]:
+    """The export of one conversation: its row, its message rows in order, the images of each question
+    (by the position the rows give). Positions are numbered afresh: a shared conversation may have gaps."""
+    record: dict[str, Any] = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION}
+    record.update({name: conversation[name] for name in CONVERSATION_COLUMNS})
+    record["messages"] = []
+    exchange = -1
+    for row in rows:
+        message = _export_message(row)
+        if row["role"] == "user":
+            exchange += 1
+            message["images"] = [_export_image(image) for image in images.get(row["position"], ())]
+        message["position"] = 2 * exchange + (row["role"] == "assistant")
+        record["messages"].append(message)
+    return record
+
+
+def conversation_record(conversation: Conversation, profile: Profile, *, cid: str, created: str,
+                        model: str | None = None) -> dict[str, Any]:
+    """The export of a conversation that is only in memory (`--no-save`, a profile with save = false):
+    the rows the recorder would have written, so it reads exactly like one exported from the store.
+    What only a live turn knows (timings, finish reasons, costs) is not kept in memory, so it is null."""
+    stamp = now()
+    first = conversation.exchanges[0].user if conversation.exchanges else ""
+    last_model = next((e.model for e in reversed(conversation.exchanges) if e.model), None)
+    row = {"id": cid, "title": make_title(first), "profile": profile.name, "provider": profile.provider,
+           "model": last_model or model or profile.model, "system": conversation.system,
+           "created": created, "updated": stamp}
+    rows: list[dict[str, Any]] = []
+    images: dict[int, tuple[Image, ...]] = {}
+    for index, exchange in enumerate(conversation.exchanges):
+        rows.append(_user_row(2 * index, exchange, stamp))
+        images[2 * index] = exchange.images
+        rows.append(_answer_row(2 * index + 1, exchange, None, stamp))
+    blank = dict.fromkeys(MESSAGE_COLUMNS, None) | {"interrupted": 0}  # what the table's defaults fill in
+    return build_record(row, [blank | r for r in rows], images)
+
+
+def record_parts(record: Any, source: str = "the file") -> tuple[Summary, list[StoredMessage]]:
+    """A record as `history show` and the Markdown transcript read the store: summary and messages."""
+    conversation, rows, _ = _validate(record, source)
+    turns = sum(row["role"] == "user" for row in rows)
+    return Summary(**conversation, turns=turns), [_message(row) for row in rows]
+
+
+def _export_message(row: Mapping[str, Any]) -> dict[str, Any]:
     """One message for the export: the same keys for every message, null where nothing is known."""
     usage = {column: row[column] for column in USAGE_COLUMNS}
     timing = {column: row[column] for column in TIMING_COLUMNS}
@@ -1059,12 +1111,20 @@ def _export_message(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-def _validate(record: Any, source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _export_image(image: Image) -> dict[str, Any]:
+    """An attached image as the store keeps it: by hash, with its bytes (base64) or the URL it names."""
+    data = base64.b64encode(image.data).decode("ascii") if image.data is not None else None
+    return {"sha256": image.sha256, "mime": image.mime, "data": data, "url": image.url}
+
+
+def _validate(record: Any, source: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, tuple[Image, ...]]]:
     """Check an export and turn it into rows; errors say which field is wrong, since files get edited."""
     def fail(what: str) -> ImportFormatError:
         return ImportFormatError(f"{source}: {what}", hint="`history import` reads files written by "
-                                 "`llmchat history export ID --format json`.")
+                                 "`llmchat history export ID --format json` or by the chat's /save FILE.json.")
 
+    if _is_legacy_save(record):
+        record = _from_legacy_save(record, fail)
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise fail(f"not an llmchat conversation export (expected \"format\": \"{EXPORT_FORMAT}\").")
     if record.get("version") != EXPORT_VERSION:
@@ -1083,7 +1143,73 @@ def _validate(record: Any, source: str) -> tuple[dict[str, Any], list[dict[str, 
         raise fail("\"messages\" must be a list.")
     rows = [_message_row(message, n, fail) for n, message in enumerate(messages)]
     _check_layout(rows, fail)
-    return conversation, rows
+    images = {row["position"]: found for n, (message, row) in enumerate(zip(messages, rows, strict=True))
+              if (found := _message_images(message, row, n, fail))}
+    return conversation, rows, images
+
+
+def _message_images(message: dict[str, Any], row: dict[str, Any], n: int,
+                    fail: Callable[[str], ImportFormatError]) -> tuple[Image, ...]:
+    """The images of one question, checked as an attached file is (format, size) and against their hash,
+    so an edited or truncated file fails here rather than at the server on the next turn."""
+    entries = message.get("images")
+    if entries is None:  # files exported before images were carried
+        return ()
+    where = f"messages[{n}].images"
+    if not isinstance(entries, list) or entries and row["role"] != "user":
+        raise fail(f"{where} must be a list, and only on a user message.")
+    found: list[Image] = []
+    for k, entry in enumerate(entries):
+        data, url = (entry.get("data"), entry.get("url")) if isinstance(entry, dict) else (None, None)
+        try:
+            if isinstance(data, str) and url is None:
+                image = Image.from_bytes(base64.b64decode(data, validate=True), source=f"{where}[{k}]")
+            elif isinstance(url, str) and data is None:
+                image = Image.from_url(url)
+            else:
+                raise fail(f"{where}[{k}] must have either \"data\" (base64) or \"url\".")
+        except (binascii.Error, ValueError, ConfigError) as exc:
+            if isinstance(exc, ImportFormatError):
+                raise
+            raise fail(f"{where}[{k}] is not a usable image ({getattr(exc, 'message', exc)}).") from None
+        if entry.get("sha256") not in (None, image.sha256):
+            raise fail(f"{where}[{k}].sha256 does not match the image.")
+        found.append(image)
+    return tuple(found)
+
+
+def _is_legacy_save(record: Any) -> bool:
+    """A file written by `/save FILE.json` before the one format (no "format" key, a "saved" time)."""
+    return (isinstance(record, dict) and "format" not in record and "saved" in record
+            and isinstance(record.get("messages"), list))
+
+
+def _from_legacy_save(old: dict[str, Any], fail: Callable[[str], ImportFormatError]) -> dict[str, Any]:
+    """The old `/save` JSON as an export, so files saved before still import. It had no id: one is made
+    from its content, so importing the same file twice finds it already there."""
+    cid = hashlib.sha256(json.dumps(old, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:8]
+    saved = old.get("saved") if isinstance(old.get("saved"), str) and old.get("saved") else now()
+    messages: list[dict[str, Any]] = []
+    exchange = -1
+    for n, message in enumerate(old["messages"]):
+        if not isinstance(message, dict):
+            raise fail(f"messages[{n}] must be an object.")
+        role = message.get("role")
+        if role == "system":
+            continue
+        exchange += role == "user"
+        usage = message.get("usage")
+        messages.append({
+            "position": 2 * exchange + (role == "assistant"), "role": role, "content": message.get("content"),
+            "reasoning": message.get("reasoning"), "model": message.get("model"),
+            "usage": {column: usage.get(column) for column in USAGE_COLUMNS} if isinstance(usage, dict) else None,
+            "timing": None, "finish_reason": None, "interrupted": bool(message.get("interrupted")),
+            "created": saved, "profile": old.get("profile") if role == "assistant" else None,
+        })
+    first = next((m["content"] for m in messages if m["role"] == "user" and isinstance(m["content"], str)), "")
+    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "id": cid, "title": make_title(first),
+            "profile": old.get("profile"), "provider": old.get("provider"), "model": old.get("model"),
+            "system": old.get("system"), "created": saved, "updated": saved, "messages": messages}
 
 
 def _message_row(message: Any, n: int, fail: Callable[[str], ImportFormatError]) -> dict[str, Any]:

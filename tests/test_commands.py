@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,8 +16,11 @@ from llmchat.commands import COMMANDS, Action, Command, Registry, ReplState, is_
 from llmchat.config import Config, Profile
 from llmchat.errors import LlmchatError, MissingApiKey, Unreachable
 from llmchat.events import Answer, Event, TurnResult, Usage
+from llmchat.history_cli import markdown_transcript
+from llmchat.images import Image
 from llmchat.pricing import Price
 from llmchat.providers import ChatOptions, Message, ModelInfo
+from llmchat.store import Store, record_parts
 from llmchat.usage_report import Tally
 
 LOCAL = Profile(name="local", provider="ollama", model="qwen3:0.6b", base_url="http://127.0.0.1:9",
@@ -369,33 +374,53 @@ def test_context_tokens_estimate_then_reported(h: Harness) -> None:
 # ---------------------------------------------------------------------------------------------- /save
 
 
-def test_save_json(h: Harness, tmp_path: Path) -> None:
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
+
+
+def test_save_json_is_the_history_export_format(h: Harness, tmp_path: Path) -> None:
+    """A chat that is not saved (this harness has no store) still writes the one export format."""
     h.turn("one", usage=Usage(prompt=10, completion=5, reasoning=2))
     h.state.conversation.exchanges[-1].reasoning = "hmm"
+    h.state.conversation.exchanges[-1].images = (Image.from_bytes(PNG), Image.from_url("https://x.test/a.png"))
     h.turn("two", "par", interrupted=True)
-    h.state.conversation.exchanges.append(Exchange(user="failed"))
+    h.state.conversation.exchanges.append(Exchange(user="failed"))  # failed before any text: on record, empty
     target = tmp_path / "chat.json"
-    assert h.say(f"/save {target}").strip() == f"Saved 2 turns to {target}"
+    assert h.say(f"/save {target}").strip() == f"Saved 3 turns to {target}"
     data = json.loads(target.read_text(encoding="utf-8"))
+    assert (data["format"], data["version"], data["title"]) == ("llmchat-conversation", 1, "one")
     assert (data["profile"], data["provider"], data["model"], data["system"]) == (
         "local", "ollama", "qwen3:0.6b", "Be terse.")
-    assert data["messages"] == [
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": "one"},
-        {"role": "assistant", "content": "You said: one", "model": "qwen3:0.6b", "reasoning": "hmm",
-         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "reasoning_tokens": 2}},
-        {"role": "user", "content": "two"},
-        {"role": "assistant", "content": "par", "model": "qwen3:0.6b", "interrupted": True},
-    ]
+    assert [(m["position"], m["role"], m["content"], m["interrupted"]) for m in data["messages"]] == [
+        (0, "user", "one", False), (1, "assistant", "You said: one", False), (2, "user", "two", False),
+        (3, "assistant", "par", True), (4, "user", "failed", False), (5, "assistant", "", False)]
+    answer = data["messages"][1]
+    assert answer["reasoning"] == "hmm" and answer["model"] == "qwen3:0.6b"
+    assert answer["usage"]["prompt_tokens"] == 10 and answer["usage"]["reasoning_tokens"] == 2
+    assert [(i["mime"], i["url"]) for i in data["messages"][0]["images"]] == [
+        ("image/png", None), (None, "https://x.test/a.png")]
+    assert data["messages"][0]["images"][0]["data"] == base64.b64encode(PNG).decode()
+    h.turn("three")
+    h.say(f"/save {target}")  # the same conversation saved again keeps its id and creation time
+    again = json.loads(target.read_text(encoding="utf-8"))
+    assert (again["id"], again["created"]) == (data["id"], data["created"]) and len(again["messages"]) == 8
+    with Store(tmp_path / "history.db") as store:  # and `history import` takes it, images included
+        imported = store.import_record(again)
+        assert store.export_record(imported.id)["messages"] == again["messages"]
+        resumed = store.load_conversation(imported.id)
+    assert [(i.sha256, i.data, i.url) for i in resumed.exchanges[0].images] == [
+        (i.sha256, i.data, i.url) for i in h.state.conversation.exchanges[0].images]  # resent on the next turn
 
 
-def test_save_markdown(h: Harness, tmp_path: Path) -> None:
+def test_save_markdown_is_the_history_export_markdown(h: Harness, tmp_path: Path) -> None:
     h.turn("one")
-    target = tmp_path / "chat.md"
-    h.say(f"/save {target}")
-    text = target.read_text(encoding="utf-8")
-    assert text.startswith("# llmchat conversation\n")
-    assert "## System\n\nBe terse.\n\n## You\n\none\n\n## qwen3:0.6b\n\nYou said: one\n" in text
+    h.say(f"/save {tmp_path / 'chat.json'}")
+    h.say(f"/save {tmp_path / 'chat.md'}")
+    text = (tmp_path / "chat.md").read_text(encoding="utf-8")
+    record = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
+    record["updated"] = re.search(r"^- updated: (.*)$", text, re.M)[1]  # the time of each /save
+    assert text == markdown_transcript(*record_parts(record))
+    assert text.startswith(f"# one\n\n- id: {record['id']}\n")
+    assert "## System\n\nBe terse.\n\n## You\n\none\n\n## Assistant (qwen3:0.6b)\n\nYou said: one\n" in text
 
 
 @pytest.mark.parametrize(("args", "message"), [

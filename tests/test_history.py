@@ -6,6 +6,7 @@ section runs the real CLI and is skipped, with the reason, until cli.py wires th
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -371,3 +372,58 @@ def test_cli_ask_continue_sends_the_history(fake_server, config_file, llmchat) -
         {"role": "user", "content": "second"}]
     with Store(default_path()) as store:
         assert len(store.list_conversations()) == 1 and store.summary("last").turns == 2
+
+
+# What `/save FILE.json` wrote before it wrote the export format (issue 14): such files still import.
+OLD_SAVE = {
+    "profile": "local", "provider": "ollama", "model": "qwen3:0.6b", "endpoint": "http://127.0.0.1:11434",
+    "saved": "2025-03-01T10:00:00+00:00", "system": "Be terse.",
+    "messages": [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Why is the sky blue?"},
+        {"role": "assistant", "content": "Rayleigh scattering.", "model": "qwen3:0.6b", "reasoning": "hmm",
+         "usage": {"prompt_tokens": 12, "completion_tokens": 4, "reasoning_tokens": 1}},
+        {"role": "user", "content": "And sunsets?"},
+        {"role": "assistant", "content": "Longer pa", "model": "qwen3:0.6b", "interrupted": True},
+    ],
+}
+
+
+def test_import_reads_a_file_the_old_save_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(OLD_SAVE), encoding="utf-8")
+    history_import(path)
+    out = capsys.readouterr().out
+    assert out.startswith("Imported ") and out.endswith(" (\"Why is the sky blue?\", 2 turns).\n")
+    history_import(path)  # the id is made from the content: the same file again is the same conversation
+    assert capsys.readouterr().out.endswith("is already in the history, unchanged; nothing imported.\n")
+    history_export("last", "json")
+    record = json.loads(capsys.readouterr().out)
+    assert (record["system"], record["model"], record["created"]) == ("Be terse.", "qwen3:0.6b", OLD_SAVE["saved"])
+    assert [(m["role"], m["content"], m["interrupted"]) for m in record["messages"]] == [
+        ("user", "Why is the sky blue?", False), ("assistant", "Rayleigh scattering.", False),
+        ("user", "And sunsets?", False), ("assistant", "Longer pa", True)]
+    answer = record["messages"][1]
+    assert answer["reasoning"] == "hmm" and answer["profile"] == "local"
+    assert (answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]) == (12, 4)
+
+
+def test_import_checks_the_images_it_carries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
+    record = json.loads(json.dumps(OLD_SAVE))
+    with Store(tmp_path / "a.db") as store:
+        cid = store.import_record(record).id
+        exported = store.export_record(cid)
+    exported["messages"][0]["images"] = [{"sha256": "0" * 64, "mime": "image/png",
+                                          "data": base64.b64encode(png).decode(), "url": None}]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(exported), encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=r"messages\[0\]\.images\[0\]\.sha256 does not match the image"):
+        history_import(path)
+    exported["messages"][0]["images"] = [{"data": "not base64!", "url": None}]
+    path.write_text(json.dumps(exported), encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=r"messages\[0\]\.images\[0\] is not a usable image"):
+        history_import(path)

@@ -7,6 +7,7 @@ told) and on the screen (what the person sees). Fixtures live in `conftest_repl.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -212,13 +213,58 @@ def test_history_usage_and_save(repl, tmp_path: Path) -> None:
     target = tmp_path / "chat.json"
     assert f"Saved 1 turn to {target}" in chat.command(f"/save {target}")
     saved = json.loads(target.read_text(encoding="utf-8"))
-    assert saved["profile"] == "bailian" and saved["model"] == "qwen-plus"
-    assert saved["messages"][:2] == [PERSONA, user("count my tokens")]
-    reply = saved["messages"][2]
-    assert reply["content"] == "You said: count my tokens" and reply["usage"]["prompt_tokens"] > 0
+    assert saved["profile"] == "bailian" and saved["model"] == "qwen-plus" and saved["system"] == "You are terse."
+    assert [m["content"] for m in saved["messages"]] == ["count my tokens", "You said: count my tokens"]
+    assert saved["messages"][1]["usage"]["prompt_tokens"] > 0
     chat.command(f"/save {tmp_path / 'chat.md'}")
     assert "You said: count my tokens" in (tmp_path / "chat.md").read_text(encoding="utf-8")
     assert "Usage: /save FILE" in chat.command(f"/save {tmp_path / 'chat.txt'}")
+
+
+def test_save_writes_what_history_export_writes(repl, llmchat, tmp_path: Path) -> None:
+    """Issue 14: one format. The chat's /save files equal `history export`, and import back exactly."""
+    chat = repl()
+    chat.ask("first question")
+    chat.ask("second question")
+    saved_json, saved_md = tmp_path / "chat.json", tmp_path / "chat.md"
+    chat.command(f"/save {saved_json}")
+    chat.command(f"/save {saved_md}")
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+    record = json.loads(saved_json.read_text(encoding="utf-8"))
+    for fmt, saved in (("json", saved_json), ("md", saved_md)):
+        exported = tmp_path / f"export.{fmt}"
+        assert llmchat("history", "export", record["id"], "--format", fmt, "-o", str(exported)).code == 0
+        assert exported.read_text(encoding="utf-8") == saved.read_text(encoding="utf-8")
+    elsewhere = {"XDG_DATA_HOME": str(tmp_path / "elsewhere")}  # another machine's empty history
+    run = llmchat("history", "import", str(saved_json), **elsewhere)
+    assert run.code == 0 and f"Imported {record['id']} (\"first question\", 2 turns)." in run.stdout
+    again = tmp_path / "again.json"
+    assert llmchat("history", "export", record["id"], "--format", "json", "-o", str(again), **elsewhere).code == 0
+    assert again.read_bytes() == saved_json.read_bytes()
+
+
+def test_save_of_a_chat_that_is_not_saved_imports_and_matches_its_export(repl, llmchat, tmp_path: Path) -> None:
+    chat = repl("--no-save")
+    chat.ask("nothing is stored")
+    saved_json, saved_md = tmp_path / "chat.json", tmp_path / "chat.md"
+    assert f"Saved 1 turn to {saved_json}" in chat.command(f"/save {saved_json}")
+    chat.command(f"/save {saved_md}")
+    chat.enter("/exit")
+    assert chat.wait_exit() == 0
+    assert "no saved conversation" in llmchat("history", "list").output.lower()  # --no-save kept its word
+    record = json.loads(saved_json.read_text(encoding="utf-8"))
+    assert record["format"] == "llmchat-conversation" and record["messages"][0]["content"] == "nothing is stored"
+    assert llmchat("history", "import", str(saved_json)).code == 0
+    exported = tmp_path / "export.json"
+    assert llmchat("history", "export", record["id"], "--format", "json", "-o", str(exported)).code == 0
+    assert exported.read_bytes() == saved_json.read_bytes()
+    markdown = tmp_path / "export.md"
+    assert llmchat("history", "export", record["id"], "--format", "md", "-o", str(markdown)).code == 0
+    updated = f"- updated: {record['updated']}\n"  # each /save is stamped with its own time
+    md = saved_md.read_text(encoding="utf-8")
+    assert md.startswith(f"# nothing is stored\n\n- id: {record['id']}\n")
+    assert re.sub(r"- updated: .*\n", updated, md) == markdown.read_text(encoding="utf-8")
 
 
 # -------------------------------------------------------------------------------------------- input
