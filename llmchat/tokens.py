@@ -1,4 +1,5 @@
-"""Cheap token estimates, context-window sizes, and per-conversation token accounting.
+"""Cheap token estimates, which context window applies (the profile's, the server's, a known one), and
+per-conversation token accounting.
 
 No tokenizer is shipped (they are large and model-specific); the base estimate errs on the high side:
 about 4 characters a token for Latin text, one token per CJK character (Bailian's docs give 1-2

@@ -346,6 +346,7 @@ context_window = 400
     chat = repl("-p", "tiny")
     out = chat.command("/context")
     assert "of 400 tokens" in out and "History: summarize" in out
+    assert "window: context_window (profile or /set)" in out  # where the window comes from
     for n in range(3):
         chat.ask("word " * 60 + str(n))
     assert "Context: summarised 1 older exchange" in chat.text()
