@@ -75,7 +75,7 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
     context = manager_for(profile, options, config, connect, provider=provider, on_summary=keep_summary)
 
     def turn(view: TurnView) -> tuple[TurnResult, ProviderError | None]:
-        return run_turn(conversation, question, provider, request_options(sent, profile.provider), view,
+        return run_turn(conversation, question, provider, request_options(sent, profile.provider, provider), view,
                         retries=profile.retries, recorder=recorder, context=context)
 
     result, error = turn(view)

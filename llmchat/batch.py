@@ -523,7 +523,13 @@ class Batch:
         """The row's options as sent: its own model if it names one, and that model's window as the
         Ollama num_ctx (as in ask and the chat), so a long prompt is not cut silently."""
         options = replace(self.options, model=row.model) if row.model else self.options
-        return request_options(options, self.profile.provider)
+        return request_options(options, self.profile.provider, self.provider)
+
+    def learn_windows(self) -> None:
+        """Ask the server for each model's window before the loop starts (Ollama: one `/api/show` per
+        model, cached by the provider), so no row blocks the event loop on it."""
+        for model in dict.fromkeys(row.model or self.options.model for row in self.rows):
+            request_options(replace(self.options, model=model), self.profile.provider, self.provider)
 
     async def run_row(self, index: int, row: Row) -> None:
         """Run one row and hand its record to the writer; whatever happens, the row gets a record."""
@@ -602,6 +608,7 @@ def run_batch(
     try:
         if todo:
             batch.reporter = make_reporter(len(todo), rows_on_stdout=out_path is None)
+            batch.learn_windows()
             asyncio.run(batch.run())
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
         batch.outcome.interrupted = True

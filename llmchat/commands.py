@@ -121,7 +121,7 @@ class ReplState:
 
     def request_options(self) -> ChatOptions:
         """The options as sent: the effective context window filled in (Ollama's num_ctx)."""
-        return request_options(self.options, self.profile.provider)
+        return request_options(self.options, self.profile.provider, self.provider)
 
     def context(self) -> ContextManager:
         """The history strategy for the next request, as the profile, /model and /set now say."""

@@ -61,9 +61,9 @@ class Budget:
     reserve: int  # kept free for the answer
 
     @classmethod
-    def of(cls, options: ChatOptions, provider: str) -> Budget | None:
+    def of(cls, options: ChatOptions, provider: str, server: Provider | None = None) -> Budget | None:
         """The budget for these options, or None when the model's window is unknown."""
-        window, source = context_window(options.model, options.context_window, provider)
+        window, source = effective_window(options, provider, server)
         if not window:
             return None
         if options.max_tokens:
@@ -88,12 +88,26 @@ class Budget:
         return max(100, min(self.window // 10, 2000))
 
 
-def request_options(options: ChatOptions, provider: str) -> ChatOptions:
+def effective_window(options: ChatOptions, provider: str, server: Provider | None = None) -> tuple[int | None, str]:
+    """The window for these options and where it comes from (`tokens.context_window`'s precedence).
+
+    The server (`server`, the connected provider) is asked only when the options set no window: a
+    profile's context_window costs no request, and an OpenAI-compatible provider answers None without
+    one. Ollama's answer is cached per provider and model, so this is one `/api/show` per process at most.
+    """
+    served = None
+    if not options.context_window and server is not None:
+        served = server.context_length(options.model)
+    return context_window(options.model, options.context_window, provider, served)
+
+
+def request_options(options: ChatOptions, provider: str, server: Provider | None = None) -> ChatOptions:
     """The options as sent: with the effective window filled in, so Ollama's `num_ctx` is the window
-    the history is managed for, known defaults included (otherwise Ollama truncates at its own)."""
+    the history is managed for, known defaults included (otherwise Ollama truncates at its own), and the
+    same number on every request for a model (Ollama reloads a model whose num_ctx changes)."""
     if options.context_window is not None:
         return options
-    window, _ = context_window(options.model, None, provider)
+    window, _ = effective_window(options, provider, server)
     return replace(options, context_window=window) if window else options
 
 
@@ -122,7 +136,17 @@ class Summarizer:
     sleep: Sleep = field(default=time.sleep, repr=False)
 
     def budget(self) -> Budget | None:
-        return Budget.of(self.options, self.profile.provider)
+        """The summarising model's budget; connecting costs no request, and a profile that cannot connect
+        (its key is missing) gets the table's window here and its error when a summary is asked for."""
+        return Budget.of(self.options, self.profile.provider, self._connected())
+
+    def _connected(self) -> Provider | None:
+        if self.provider is None:
+            try:
+                self.provider = self.connect(self.profile)
+            except LlmchatError:
+                return None
+        return self.provider
 
     def summarise(self, previous: str | None, exchanges: list[Exchange],
                   tokens: int) -> tuple[ContextSummary | None, str]:
@@ -136,7 +160,7 @@ class Summarizer:
         except LlmchatError as exc:
             return None, f"profile {self.profile.name}: {exc.message}"
         conversation = summary_request(previous, exchanges)
-        options = request_options(self.options, self.profile.provider)
+        options = request_options(self.options, self.profile.provider, self.provider)
         # No reasoning (it would eat the length cap) and no web search; a cap so it cannot run away.
         options = replace(options, think=False, thinking_budget=None, search=None, max_tokens=4 * tokens)
         result, error = run_turn(conversation, summary_question(tokens), self.provider, options, _Silent(),
@@ -343,7 +367,7 @@ def manager_for(profile: Profile, options: ChatOptions, config: Config | None,
         summarizer = Summarizer(other, ChatOptions.from_profile(other), connect)
     else:
         summarizer = Summarizer(replace(profile, model=options.model), options, connect, provider)
-    return ContextManager(strategy=profile.history, budget=Budget.of(options, profile.provider),
+    return ContextManager(strategy=profile.history, budget=Budget.of(options, profile.provider, provider),
                           summarizer=summarizer, on_summary=on_summary)
 
 

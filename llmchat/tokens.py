@@ -1,4 +1,5 @@
-"""Cheap token estimates, context-window sizes, and per-conversation token accounting.
+"""Cheap token estimates, which context window applies (the profile's, the server's, a known one), and
+per-conversation token accounting.
 
 No tokenizer is shipped (they are large and model-specific); the base estimate errs on the high side:
 about 4 characters a token for Latin text, one token per CJK character (Bailian's docs give 1-2
@@ -19,7 +20,8 @@ from typing import Any
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 MESSAGE_OVERHEAD = 4  # role and separators, per message
 
-#: Context windows (tokens) of models the source docs name; a profile's context_window wins.
+#: Context windows (tokens) of models the source docs name: the fallback when the server does not say
+#: (cloud APIs never do; Ollama before `/api/show` had `model_info`, or when the call fails).
 #: A key matches the model exactly, its family before ":" (qwen3:0.6b), or a dated/"-latest" variant.
 KNOWN_WINDOWS: dict[str, int] = {
     "qwen-plus": 131_072,  # also qwen-plus-latest and the dated snapshots (Bailian: 128K)
@@ -27,6 +29,11 @@ KNOWN_WINDOWS: dict[str, int] = {
 }
 #: Ollama's default num_ctx on versions 0.6-0.15.4, for models whose window nobody knows.
 OLLAMA_DEFAULT_NUM_CTX = 4096
+#: The most llmchat sends as Ollama's num_ctx unasked. num_ctx is what Ollama allocates its KV cache for
+#: on every load, so a model trained for 131,072 (llama3.x, gemma3) or 262,144 (qwen3-2507) would take
+#: 3-6 times the memory of qwen3's 40,960, which llmchat has always sent and which is near Ollama's own
+#: automatic 32k tier. A profile's context_window goes past it: that is the user asking.
+OLLAMA_NUM_CTX_CAP = 40_960
 #: A reported/estimated ratio outside this range is not a tokenizer difference but something else
 #: (Ollama counting only the uncached part of a prompt, or truncating it), so it is not trusted.
 CALIBRATION_RANGE = (0.5, 2.0)
@@ -41,17 +48,26 @@ def estimate_messages(messages: Iterable[Mapping[str, Any]]) -> int:
     return sum(estimate_tokens(str(m.get("content") or "")) + MESSAGE_OVERHEAD for m in messages)
 
 
-def context_window(model: str, configured: int | None, provider: str) -> tuple[int | None, str]:
+def context_window(model: str, configured: int | None, provider: str,
+                   served: int | None = None) -> tuple[int | None, str]:
     """The window to manage and where that number comes from (for notices and `/context`).
 
-    None when nobody knows it (a cloud model the docs give no size for): the history is then sent
-    whole, and only the server's "too long" answer makes it shrink.
+    Precedence: the user's word (`configured`: the profile's context_window, or /set), then what the
+    server says the model was trained for (`served`: Ollama's /api/show; capped for Ollama, see
+    OLLAMA_NUM_CTX_CAP), then llmchat's table, then Ollama's own default. None when nobody knows it (a
+    cloud model the table lacks): the history is then sent whole, and only the server's "too long"
+    answer makes it shrink.
     """
     if configured:
-        return configured, "context_window"
+        return configured, "context_window (profile or /set)"
+    if served:
+        if provider == "ollama" and served > OLLAMA_NUM_CTX_CAP:
+            return OLLAMA_NUM_CTX_CAP, (f"the server's context length for {model} ({served:,}), capped at "
+                                        f"{OLLAMA_NUM_CTX_CAP:,} for memory; set context_window to use more")
+        return served, f"the server's context length for {model}"
     known = _known_window(model)
     if known is not None:
-        return known, f"{model}'s context window"
+        return known, f"llmchat's default for {model}"
     if provider == "ollama":
         return OLLAMA_DEFAULT_NUM_CTX, "Ollama's default num_ctx (set context_window in the profile to raise it)"
     return None, ""

@@ -349,6 +349,11 @@ class FakeServer:
         """``/api/version``'s answer; None replays the recorded ``ollama_version.json`` (0.13.5)."""
         self.tags_capabilities: bool = False
         """Ollama >= 0.30 shape for ``/api/tags``: ``details.context_length`` and per-model ``capabilities``."""
+        self.context_lengths: dict[str, int | None] = {}
+        """Per model (the resolved name, e.g. ``llama3.2:latest``): ``model_info["<arch>.context_length"]``
+        in ``/api/show`` and ``details.context_length`` in >= 0.30 ``/api/tags``; None leaves the key out (a
+        server or model that does not say). Unset: by family, as real models are trained (qwen3 40960,
+        llama 131072, others 32768)."""
         self.registry: dict[str, list[int]] = {"qwen3:14b": [9_276_198_565, 11_338, 487], "llava:7b": [4_113_289_216]}
         """Models ``/api/pull`` can download: name -> layer sizes in bytes. A pulled model joins ``models``."""
         self.pull_steps: int = 4
@@ -917,6 +922,12 @@ def _capabilities(fake: FakeServer, name: str) -> list[str]:
     return caps
 
 
+def _context_length(fake: FakeServer, name: str) -> int | None:
+    if name in fake.context_lengths:
+        return fake.context_lengths[name]
+    return {"qwen3": 40960, "llama": 131072}.get(_family(name), 32768)
+
+
 def _tags_body(fake: FakeServer) -> bytes:
     models = []
     for m in fake.models:
@@ -929,8 +940,8 @@ def _tags_body(fake: FakeServer) -> bytes:
             "details": _details(m),
         }
         if fake.tags_capabilities:  # >= 0.30 (ollama_tags_v030.json): two more details, then capabilities
-            family = entry["details"]["family"]
-            entry["details"]["context_length"] = {"qwen3": 40960, "llama": 131072}.get(family, 32768)
+            if (ctx := _context_length(fake, m)) is not None:
+                entry["details"]["context_length"] = ctx
             entry["details"]["embedding_length"] = 4096
             entry["capabilities"] = _capabilities(fake, m)
         models.append(entry)
@@ -968,8 +979,9 @@ def _show_body(fake: FakeServer, name: str) -> bytes:
         info[key] = value
     info["general.architecture"] = family
     info["general.size_label"] = details["parameter_size"]
-    ctx = {"qwen3": 40960, "llama": 131072}.get(family, 32768)
-    info[f"{family}.context_length"] = ctx
+    del info[f"{family}.context_length"]
+    if (ctx := _context_length(fake, name)) is not None:
+        info[f"{family}.context_length"] = ctx
     show["model_info"] = dict(sorted(info.items()))  # Go marshals map keys sorted
     show["capabilities"] = _capabilities(fake, name)
     return go_json(show).encode()
@@ -1046,6 +1058,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Go's net package sets TCP_NODELAY on every connection, and so does this: without it, a response
+        # written in two pieces (headers, then body) waits for the client's delayed ACK, ~40 ms a request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self.connection, True)
 
     def finish(self) -> None:

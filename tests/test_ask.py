@@ -196,6 +196,7 @@ def test_legacy_think_unsupported_text_is_recognised(fake_server, config_file, l
 
 def test_very_large_stdin_warns_that_it_will_not_fit(fake_server, config_file, llmchat) -> None:
     big = "word " * 6000  # ~7,500 tokens: over Ollama's default num_ctx of 4,096 (a model of unknown window)
+    fake_server.context_lengths["llama3.2:latest"] = None  # the server does not say either
     run = llmchat("ask", "-m", "llama3.2", "summarise", input=big)
     assert run.code == 0
     assert "Warning: the input is about" in run.stderr and "4,096" in run.stderr and "num_ctx" in run.stderr

@@ -65,6 +65,10 @@ class RoutedServer(FakeServer):
         return sum(1 for r in list(self.requests) if r.path.endswith("chat") or r.path.endswith("completions")
                    if last_user(r.body) == prompt)
 
+    def chats(self) -> list[Any]:
+        """The chat requests, in order (an Ollama batch also asks `/api/show` once for the model's window)."""
+        return [r for r in list(self.requests) if r.path.endswith(("/api/chat", "/chat/completions"))]
+
     def _record(self, rec: Any) -> None:
         super()._record(rec)
         self._local.prompt = last_user(rec.body)
@@ -179,7 +183,7 @@ def test_text_input_one_prompt_per_line_blank_lines_skipped(fake_server, batch) 
     assert code == 0
     assert ids(out) == [1, 4, 5]  # ids are line numbers
     assert [r["prompt"] for r in out] == ["first prompt", "second prompt", "third"]
-    assert sorted(last_user(r.body) for r in fake_server.requests) == ["first prompt", "second prompt", "third"]
+    assert sorted(last_user(r.body) for r in fake_server.chats()) == ["first prompt", "second prompt", "third"]
 
 
 def test_output_goes_to_stdout_without_o(fake_server, batch, capsys) -> None:
@@ -211,7 +215,7 @@ def test_jsonl_messages_system_and_model_per_row(fake_server, batch) -> None:
     code, out = batch(jsonl(*rows), name="rows.jsonl", system="Be terse.")
     assert code == 0 and ids(out) == [1, 2, 3, 4, 5]
     assert out[2]["prompt"] == "and now?" and out[2]["answer"] == "You said: and now?"
-    sent = {last_user(r.body): r.body for r in fake_server.requests}
+    sent = {last_user(r.body): r.body for r in fake_server.chats()}
     assert sent["plain"]["messages"][0] == {"role": "system", "content": "Be terse."}
     assert sent["own system"]["messages"][0] == {"role": "system", "content": "Be a pirate."}
     assert sent["and now?"]["messages"] == [{"role": "system", "content": "Be terse."}, *rows[2]["messages"]]
@@ -287,7 +291,7 @@ def test_unreachable_server_fails_every_row_without_stopping(fake_server, config
 def test_a_model_without_thinking_is_retried_without_it_per_row(fake_server, batch) -> None:
     code, out = batch("one\ntwo\n", model="llama3.2", think=True)
     assert code == 0 and [r["answer"] for r in out] == ["You said: one", "You said: two"]
-    thinks = [r.body.get("think") for r in fake_server.requests if last_user(r.body) == "one"]
+    thinks = [r.body.get("think") for r in fake_server.chats() if last_user(r.body) == "one"]
     assert thinks == [True, None]
 
 
@@ -336,10 +340,10 @@ def test_resume_retries_only_failed_rows_and_leaves_each_id_once_in_order(fake_s
     fake_server.route("c", Raw(status=400, body='{"error":"bad"}', content_type="application/json"))
     code, first = batch("a\nb\nc\nd\n")
     assert code == 1 and first[2]["error"] is not None
-    before = len(fake_server.requests)
+    before = len(fake_server.chats())
     code, final = batch("a\nb\nc\nd\n", resume=True)
     assert code == 0
-    assert [last_user(r.body) for r in fake_server.requests[before:]] == ["c"]
+    assert [last_user(r.body) for r in fake_server.chats()[before:]] == ["c"]
     assert ids(final) == [1, 2, 3, 4] and all(r["error"] is None for r in final)
 
 
@@ -358,7 +362,7 @@ def test_resume_drops_a_row_cut_short_by_a_kill(fake_server, batch, tmp_path) ->
     out.write_text(json.dumps(good) + "\n" + '{"id": 2, "prompt": "b", "ans', encoding="utf-8")
     code, rows = batch("a\nb\nc\n", resume=True, output=out)
     assert code == 0 and ids(rows) == [1, 2, 3]
-    assert sorted(last_user(r.body) for r in fake_server.requests) == ["b", "c"]  # the cut row is rerun
+    assert sorted(last_user(r.body) for r in fake_server.chats()) == ["b", "c"]  # the cut row is rerun
 
 
 def test_resume_refuses_a_file_that_is_not_batch_output(batch, tmp_path) -> None:
@@ -434,7 +438,7 @@ def test_format_json_reaches_ollama(fake_server, batch) -> None:
 def test_format_json_on_dashscope_mentions_json_when_the_prompt_does_not(fake_server, batch) -> None:
     code, _ = batch("give me a fruit\nanswer in JSON please\n", profile="bailian", fmt="json", system="Be brief.")
     assert code == 0
-    sent = {last_user(r.body): r.body for r in fake_server.requests}
+    sent = {last_user(r.body): r.body for r in fake_server.chats()}
     assert all(body["response_format"] == {"type": "json_object"} for body in sent.values())
     assert sent["give me a fruit"]["messages"][0] == {"role": "system",
                                                       "content": "Be brief.\n\nAnswer with a single JSON object."}
@@ -574,11 +578,11 @@ def test_resume_after_sigkill_finishes_only_the_missing_ids(fake_server, config_
     assert written == list(range(1, len(written) + 1)) and 3 <= len(written) < 12  # a prefix, in order
 
     fake_server.default_reply = Stream()
-    before = len(fake_server.requests)
+    before = len(fake_server.chats())
     resumed = subprocess.run(batch_argv(str(source), "-o", str(out), "--resume"), env=env, capture_output=True,
                              stdin=subprocess.DEVNULL, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
-    asked = sorted(last_user(r.body) for r in fake_server.requests[before:])
+    asked = sorted(last_user(r.body) for r in fake_server.chats()[before:])
     assert asked == prompts[len(written):]  # only the missing ids
     final = read_rows(out)
     assert ids(final) == list(range(1, 13))  # every id exactly once, in input order
@@ -674,9 +678,12 @@ def test_cli_exit_1_when_a_row_failed(fake_server, config_file, llmchat, tmp_pat
 
 def test_ollama_rows_send_the_models_window_as_num_ctx(fake_server, config_file, llmchat, tmp_path) -> None:
     rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b", "model": "llama3.2"}\n')
+    rows.write_text('{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b", "model": "llama3.2"}\n'
+                    '{"id": 3, "prompt": "c", "model": "llama3.2"}\n')
+    fake_server.context_lengths["llama3.2:latest"] = 8192  # what this server's /api/show says
     run = llmchat("batch", str(rows), "-p", "local")
     assert run.code == 0, run.stderr
-    sent = {r.body["messages"][-1]["content"]: r.body["options"] for r in fake_server.requests
-            if r.path == "/api/chat"}
-    assert sent == {"a": {"num_ctx": 40960}, "b": {"num_ctx": 4096}}
+    sent = {r.body["messages"][-1]["content"]: r.body["options"] for r in fake_server.chats()}
+    assert sent == {"a": {"num_ctx": 40960}, "b": {"num_ctx": 8192}, "c": {"num_ctx": 8192}}
+    shown = sorted(r.body["model"] for r in fake_server.requests if r.path == "/api/show")
+    assert shown == ["llama3.2", "qwen3:0.6b"]  # once per model, before the rows start

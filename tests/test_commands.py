@@ -39,6 +39,9 @@ class FakeProvider:
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
         yield Answer("ok")
 
+    def context_length(self, model: str) -> int | None:
+        return None  # the window comes from the profile or the table, as with a cloud server
+
     def list_models(self) -> list[ModelInfo]:
         self.listed += 1
         if self.fail:

@@ -259,7 +259,8 @@ def test_known_windows_and_what_is_sent_as_num_ctx() -> None:
     assert context_window("qwen3:0.6b", None, "ollama")[0] == 40_960
     assert context_window("llama3.2", None, "ollama")[0] == 4096  # unknown: Ollama's default num_ctx
     assert context_window("qwen3-max", None, "bailian") == (None, "")  # unknown: only the server can say
-    assert context_window("qwen3:0.6b", 8192, "ollama") == (8192, "context_window")
+    window, source = context_window("qwen3:0.6b", 8192, "ollama", served=40_960)
+    assert window == 8192 and source.startswith("context_window")  # the user's word beats the server's
     assert request_options(ChatOptions(model="qwen3:8b"), "ollama").context_window == 40_960
     assert request_options(ChatOptions(model="qwen3:8b", context_window=2048), "ollama").context_window == 2048
     assert request_options(ChatOptions(model="qwen3-max"), "bailian").context_window is None
@@ -345,6 +346,7 @@ context_window = 400
     chat = repl("-p", "tiny")
     out = chat.command("/context")
     assert "of 400 tokens" in out and "History: summarize" in out
+    assert "window: context_window (profile or /set)" in out  # where the window comes from
     for n in range(3):
         chat.ask("word " * 60 + str(n))
     assert "Context: summarised 1 older exchange" in chat.text()

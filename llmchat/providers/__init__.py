@@ -105,6 +105,11 @@ class Provider(Protocol):
         """What the server says `model` can do, or None when this kind of server does not say."""
         ...
 
+    def context_length(self, model: str) -> int | None:
+        """The context length the server says `model` was trained for; None when this kind of server
+        does not say, or the answer cannot be had. Never raises: it is a hint, not a requirement."""
+        ...
+
 
 def api_key_for(profile: Profile) -> str | None:
     """The profile's key from its environment variable, checked before any request is made."""

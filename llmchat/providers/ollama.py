@@ -54,7 +54,12 @@ class OllamaProvider:
         self._timeout = httpx.Timeout(connect=connect_timeout(read_timeout), read=read_timeout, write=30.0, pool=5.0)
         self._client = ollama.Client(host=host, timeout=self._timeout, event_hooks=_HOOKS)
         self._async_client: ollama.AsyncClient | None = None  # built on first `astream`
+        #: What `/api/show` said per model, asked at most once per model while it answers: the vision
+        #: check and the context window share one call. `_unshown`: models whose call failed, so the
+        #: window (a hint) falls back without asking again on every turn.
         self._capabilities: dict[str, frozenset[str] | None] = {}
+        self._context_lengths: dict[str, int | None] = {}
+        self._unshown: set[str] = set()
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
         request = self._request(messages, options)
@@ -237,6 +242,8 @@ class OllamaProvider:
         details = shown.details
         capabilities = tuple(shown.capabilities) if shown.capabilities is not None else None
         self._capabilities[model] = frozenset(capabilities) if capabilities is not None else None
+        self._context_lengths[model] = _context_length(shown.modelinfo)
+        self._unshown.discard(model)
         return ModelInfo(
             name=model, family=details.family if details else None,
             parameters=details.parameter_size if details else None,
@@ -251,6 +258,17 @@ class OllamaProvider:
             self.show(model)
         return self._capabilities[model]
 
+    def context_length(self, model: str) -> int | None:
+        """`model_info["<architecture>.context_length"]` from `/api/show`: the length the model was trained
+        for. Asked once per model; any failure (404, 500, a proxy's page, a shape this code does not know)
+        is None, remembered, and the caller falls back to its table: a hint must never fail a turn."""
+        if model not in self._context_lengths and model not in self._unshown:
+            try:
+                self.show(model)
+            except Exception:  # noqa: BLE001 (whatever went wrong, the server did not say)
+                self._unshown.add(model)
+        return self._context_lengths.get(model)
+
     def pull(self, model: str) -> Iterator[PullProgress]:
         """Download `model` into the server, yielding its streamed progress lines until "success"."""
         try:
@@ -264,6 +282,8 @@ class OllamaProvider:
                 raise
             raise error from None
         self._capabilities.pop(model, None)
+        self._context_lengths.pop(model, None)
+        self._unshown.discard(model)
 
     def _pull_error(self, exc: ollama.ResponseError, model: str) -> ProviderError:
         """Pull failures arrive in-band (status 200, an {"error": …} line), so the text tells them apart."""
@@ -322,6 +342,21 @@ async def _akeep_error_headers(response: httpx.Response) -> None:
 
 _HOOKS = {"response": [_keep_error_headers]}
 _ASYNC_HOOKS = {"response": [_akeep_error_headers]}
+
+
+def _context_length(info: Mapping[str, Any] | None) -> int | None:
+    """The trained context length in `/api/show`'s `model_info`: the key is `<general.architecture>.context_length`
+    (qwen3.context_length, llama.context_length); None when absent or not a positive integer."""
+    if not isinstance(info, Mapping):
+        return None
+    architecture = info.get("general.architecture")
+    value = info.get(f"{architecture}.context_length") if isinstance(architecture, str) else None
+    if value is None:  # no architecture key: accept the one context_length there is, if only one
+        found = [v for k, v in info.items() if isinstance(k, str) and k.endswith(".context_length")]
+        value = found[0] if len(found) == 1 else None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value
 
 
 def _model_info(entry: dict[str, Any]) -> ModelInfo:

@@ -360,6 +360,10 @@ class OpenAICompatProvider:
         """OpenAI-compatible servers do not say what a model can do: None, the server's answer decides."""
         return None
 
+    def context_length(self, model: str) -> int | None:
+        """`/models` gives no window (Bailian's and vLLM's list only names): None, without a request."""
+        return None
+
     def list_models(self) -> list[ModelInfo]:
         """`GET /models`, read from the raw response: a proxy's page or an empty body where the list
         should be is reported as such, not as the SDK's AttributeError deep inside its page parser."""
