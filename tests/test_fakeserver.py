@@ -876,7 +876,8 @@ def test_stop_wakes_stalled_handlers_and_frees_the_port() -> None:
     server.stop()
     worker.join(5)
     assert not worker.is_alive() and time.monotonic() - started < 3
-    assert errors and isinstance(errors[0], httpx.RemoteProtocolError)
+    # the server hung up: a clean close or, when the close races the client's read, a reset
+    assert errors and isinstance(errors[0], (httpx.RemoteProtocolError, httpx.ReadError)), errors
     server.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = server.url
