@@ -21,12 +21,11 @@ from conftest import TEST_KEY
 from rich.console import Console
 from rich.markdown import Markdown
 
-from llmchat import history_cli
-from llmchat import store as store_module
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import Timing, TurnResult, Usage
-from llmchat.history_cli import (
+from llmchat.config.profile import Profile
+from llmchat.core.events import Timing, TurnResult, Usage
+from llmchat.engine import history as history_cli
+from llmchat.engine.chat import Conversation, Exchange
+from llmchat.engine.history import (
     draw_transcript,
     history_export,
     history_import,
@@ -34,7 +33,8 @@ from llmchat.history_cli import (
     history_rm,
     history_show,
 )
-from llmchat.store import ImportFormatError, NotFound, Store, data_dir, default_path, open_store
+from llmchat.store import db as store_module
+from llmchat.store.db import ImportFormatError, NotFound, Store, data_dir, default_path, open_store
 
 PROFILE = Profile(name="local", provider="ollama", model="qwen3:0.6b")
 
@@ -314,7 +314,7 @@ def test_rm_deletes_and_says_what(saved: list[str], capsys: pytest.CaptureFixtur
 
 def _cli_has(command: str, option: str | None = None) -> bool:
     """Whether cli.py already offers `command` (and `option` on it): these tests wait for the wiring."""
-    from llmchat.cli import app
+    from llmchat.cli.app import app
 
     group = typer.main.get_command(app)
     found = getattr(group, "commands", {}).get(command)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fakeserver import Raw
 
-from llmchat.commands import COMMANDS, ReplState
-from llmchat.config import Config, Profile
-from llmchat.repl import ask
+from llmchat.config.profile import Config, Profile
+from llmchat.repl.app import ask
+from llmchat.repl.commands import COMMANDS, ReplState
 
 
 def shows(server: Any) -> list[Any]:

@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 from conftest import TEST_KEY
 
-from llmchat import store as store_module
-from llmchat.chat import Conversation, Exchange, run_turn
-from llmchat.config import Profile
-from llmchat.errors import StreamBroken, Unreachable
-from llmchat.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
+from llmchat.config.profile import Profile
+from llmchat.core.errors import StreamBroken, Unreachable
+from llmchat.core.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
+from llmchat.engine.chat import Conversation, Exchange, run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store import (
+from llmchat.store import db as store_module
+from llmchat.store.db import (
     SCHEMA_VERSION,
     ImportFormatError,
     NotFound,
@@ -500,10 +500,10 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import TurnResult
-from llmchat.store import Store
+from llmchat.engine.chat import Conversation, Exchange
+from llmchat.config.profile import Profile
+from llmchat.core.events import TurnResult
+from llmchat.store.db import Store
 
 path, go, name, turns = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 while not go.exists():
@@ -593,10 +593,10 @@ def test_a_writer_waits_for_a_long_transaction_instead_of_failing(db: Store) -> 
 KILLED = r"""
 import sqlite3, sys, time
 from pathlib import Path
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import TurnResult
-from llmchat.store import Store
+from llmchat.engine.chat import Conversation, Exchange
+from llmchat.config.profile import Profile
+from llmchat.core.events import TurnResult
+from llmchat.store.db import Store
 
 path, mode = Path(sys.argv[1]), sys.argv[2]
 store = Store(path)
@@ -627,8 +627,8 @@ if mode == "hold":
     print("ready", flush=True)
     time.sleep(60)
 elif mode == "stream":  # run_turn with a paced provider: the recorder saves the answer as it streams
-    from llmchat.chat import run_turn
-    from llmchat.events import Answer
+    from llmchat.engine.chat import run_turn
+    from llmchat.core.events import Answer
     from llmchat.providers import ChatOptions
 
     class Paced:

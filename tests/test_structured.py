@@ -11,10 +11,9 @@ import pytest
 from fakeserver import Stream
 from test_images import bailian, needs_ask_extras, ollama
 
-from llmchat.errors import ConfigError
-from llmchat.events import TurnResult
-from llmchat.providers import ChatOptions
-from llmchat.structured import (
+from llmchat.core.errors import ConfigError
+from llmchat.core.events import TurnResult
+from llmchat.engine.structured import (
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
     OutputFormat,
@@ -26,6 +25,7 @@ from llmchat.structured import (
     schema_name,
     validate,
 )
+from llmchat.providers import ChatOptions
 
 PERSON = {
     "title": "Person record",
@@ -265,7 +265,7 @@ def test_output_format_from_flags(tmp_path, capsys) -> None:
 
 
 _IMPORTS_AFTER = (
-    "import sys\nfrom llmchat.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    "import sys\nfrom llmchat.cli.app import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
     "print('jsonschema' in sys.modules, file=sys.stderr)"
 )
 

@@ -14,15 +14,15 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
+from llmchat.core.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
 
 if TYPE_CHECKING:
-    from llmchat.config import Profile
-    from llmchat.events import Event
-    from llmchat.images import Image
+    from llmchat.config.profile import Profile
+    from llmchat.core.events import Event
+    from llmchat.core.images import Image
 
 #: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
-#: "images": a tuple of `llmchat.images.Image`, which each provider turns into its own wire form.
+#: "images": a tuple of `llmchat.core.images.Image`, which each provider turns into its own wire form.
 CONNECT_TIMEOUT_S = 5.0  # a server that accepts no connection within this is treated as unreachable
 
 

@@ -9,10 +9,10 @@ from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from llmchat.config import Config, config_path, load_config, profile_as_table
-from llmchat.errors import ConfigError, LlmchatError
-from llmchat.safe_text import json_for, text_for
-from llmchat.session import Overrides, resolve
+from llmchat.config.profile import Config, config_path, load_config, profile_as_table
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import ConfigError, LlmchatError
+from llmchat.core.safe_text import json_for, text_for
 
 if TYPE_CHECKING:
     from llmchat.providers import ModelInfo, Provider
@@ -62,7 +62,7 @@ def print_models(flags: Overrides, *, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from llmchat.pull import format_bytes
+    from llmchat.engine.pull import format_bytes
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ["name", "size", "family", "parameters", "quantization", "capabilities", "modified", "owner"]
@@ -129,7 +129,7 @@ def _as_dict(model: ModelInfo) -> dict[str, object]:
 
 
 def config_template() -> str:
-    return resources.files("llmchat").joinpath("config_template.toml").read_text(encoding="utf-8")
+    return resources.files("llmchat.config").joinpath("template.toml").read_text(encoding="utf-8")
 
 
 def init_config(config_file: str | None, *, force: bool) -> None:

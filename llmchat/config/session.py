@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, fields
 
-from llmchat.config import Config, Profile, apply_overrides, load_config
-from llmchat.safe_text import sanitize
+from llmchat.config.profile import Config, Profile, apply_overrides, load_config
+from llmchat.core.safe_text import sanitize
 
 
 @dataclass(frozen=True)

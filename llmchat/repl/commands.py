@@ -17,21 +17,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-from llmchat.chat import ContextSummary, Conversation, Exchange
-from llmchat.config import LIMITS, Config, Profile, out_of_range
-from llmchat.context import ContextManager, describe, manager_for, request_options
-from llmchat.errors import LlmchatError
-from llmchat.events import TurnResult
-from llmchat.images import ImageError, PendingImages
+from llmchat.config.profile import LIMITS, Config, Profile, out_of_range
+from llmchat.config.session import Overrides, with_flags
+from llmchat.core.errors import LlmchatError
+from llmchat.core.events import TurnResult
+from llmchat.core.images import ImageError, PendingImages
+from llmchat.core.safe_text import sanitize
+from llmchat.core.suggest import closest, did_you_mean
+from llmchat.engine.chat import ContextSummary, Conversation, Exchange
+from llmchat.engine.context import ContextManager, describe, manager_for, request_options
+from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Provider, connect
-from llmchat.safe_text import sanitize
-from llmchat.session import Overrides, with_flags
-from llmchat.suggest import closest, did_you_mean
-from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
-    from llmchat.chat import TurnRecorder
-    from llmchat.store import Store
+    from llmchat.engine.chat import TurnRecorder
+    from llmchat.store.db import Store
 
 QUIT_HINT = "(Ctrl-D or /exit to quit)"
 KEYS_HELP = """Keys:
@@ -70,7 +70,7 @@ Report = Callable[[LlmchatError], None]
 
 
 def _print_error(error: LlmchatError) -> None:
-    from llmchat.cli import print_error
+    from llmchat.cli.app import print_error
 
     print_error(error)
 
@@ -634,7 +634,7 @@ def cmd_save(state: ReplState, args: str) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".md", ".markdown", ".json"):
         raise UsageError(f"'{path.name}' must end in .md or .json, which picks the format.")
-    from llmchat.history_cli import transcript_text
+    from llmchat.engine.history import transcript_text
 
     record = transcript_record(state)
     text = transcript_text(record, "json" if suffix == ".json" else "md")
@@ -650,7 +650,7 @@ def cmd_save(state: ReplState, args: str) -> None:
 def transcript_record(state: ReplState) -> dict[str, Any]:
     """The conversation's export record: the store's, when this chat is saved there (so the file equals
     `history export`), else built from memory (--no-save, save = false, or the saved copy is gone)."""
-    from llmchat.store import conversation_record, now
+    from llmchat.store.db import conversation_record, now
 
     conversation = state.conversation
     if state.recorder() is not None and conversation.id is not None and state.store is not None:

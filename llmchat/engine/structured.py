@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmchat.errors import ConfigError, ProviderError
+from llmchat.core.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:
-    from llmchat.chat import TurnView
-    from llmchat.events import TurnResult
+    from llmchat.core.events import TurnResult
+    from llmchat.engine.chat import TurnView
     from llmchat.providers import ChatOptions
 
 FORMATS = ("json",)

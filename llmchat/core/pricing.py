@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmchat.events import Usage
+from llmchat.core.events import Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,14 +24,14 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from llmchat import __version__
-from llmchat.ask import make_turn_view
-from llmchat.chat import run_turn
-from llmchat.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
-from llmchat.errors import LlmchatError
-from llmchat.images import check_images
-from llmchat.safe_text import sanitize
-from llmchat.session import Overrides, resolve
-from llmchat.stops import Terminated
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import LlmchatError
+from llmchat.core.images import check_images
+from llmchat.core.safe_text import sanitize
+from llmchat.core.stops import Terminated
+from llmchat.engine.ask import make_turn_view
+from llmchat.engine.chat import run_turn
+from llmchat.repl.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -50,7 +50,7 @@ def run_repl(flags: Overrides, *, plain: bool, save: bool = True, resume: str | 
     config, profile = resolve(flags)
     state = ReplState.start(config, profile, flags=flags)
     if save or resume:
-        from llmchat.store import open_store
+        from llmchat.store.db import open_store
 
         state.store = open_store(reading=True)  # read-only: it resumes, and the first save offers to go on
     if resume:
@@ -162,7 +162,7 @@ def is_utf8(text: str) -> bool:
 
 
 def _question_unsaved(state: ReplState, error: LlmchatError) -> bool:
-    from llmchat.store import StoreError  # already loaded: there is a recorder
+    from llmchat.store.db import StoreError  # already loaded: there is a recorder
 
     exchanges = state.conversation.exchanges
     return isinstance(error, StoreError) and bool(exchanges) and exchanges[-1].slot is None

@@ -23,14 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from llmchat.chat import ContextSummary, Conversation, Exchange, Notify, Sleep, run_turn
-from llmchat.config import HISTORY_STRATEGIES, HistoryStrategy
-from llmchat.errors import LlmchatError
-from llmchat.events import TurnResult
-from llmchat.tokens import MESSAGE_OVERHEAD, context_window, estimate_tokens
+from llmchat.config.profile import HISTORY_STRATEGIES, HistoryStrategy
+from llmchat.core.errors import LlmchatError
+from llmchat.core.events import TurnResult
+from llmchat.core.tokens import MESSAGE_OVERHEAD, context_window, estimate_tokens
+from llmchat.engine.chat import ContextSummary, Conversation, Exchange, Notify, Sleep, run_turn
 
 if TYPE_CHECKING:
-    from llmchat.config import Config, Profile
+    from llmchat.config.profile import Config, Profile
     from llmchat.providers import ChatOptions, Provider
 
 STRATEGIES = HISTORY_STRATEGIES

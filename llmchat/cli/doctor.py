@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from llmchat.errors import AuthFailed, BadRequest, ConfigError, LlmchatError, ModelNotFound, ProviderError
+from llmchat.core.errors import AuthFailed, BadRequest, ConfigError, LlmchatError, ModelNotFound, ProviderError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from llmchat.config import Config, Profile
+    from llmchat.config.profile import Config, Profile
+    from llmchat.config.session import Overrides
     from llmchat.providers import ModelInfo, Provider
-    from llmchat.session import Overrides
 
 MARKS = {"ok": "✓", "fail": "✗", "skip": "–", "unknown": "?", "warn": "!"}
 STYLES = {"ok": "green", "fail": "bold red", "skip": "dim", "unknown": "yellow", "warn": "yellow"}
@@ -229,9 +229,9 @@ def profiles_to_check(config: Config, name: str | None) -> list[Profile]:
 
 
 def run_doctor(flags: Overrides, *, probe: bool = False) -> int:
-    from llmchat.commands_info import table_console
-    from llmchat.config import load_config
-    from llmchat.session import with_flags
+    from llmchat.cli.info import table_console
+    from llmchat.config.profile import load_config
+    from llmchat.config.session import with_flags
 
     console = table_console()
     try:

@@ -19,11 +19,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from llmchat.errors import ProviderError, StreamUnfinished
-from llmchat.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.core.errors import ProviderError, StreamUnfinished
+from llmchat.core.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
 
 if TYPE_CHECKING:
-    from llmchat.events import Event
+    from llmchat.core.events import Event
 
 Clock = Callable[[], float]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from llmchat.chat import TurnView
-from llmchat.config import Profile
-from llmchat.events import TurnResult
-from llmchat.safe_text import json_for, sanitize
+from llmchat.config.profile import Profile
+from llmchat.core.events import TurnResult
+from llmchat.core.safe_text import json_for, sanitize
+from llmchat.engine.chat import TurnView
 
 
 class BufferedView:

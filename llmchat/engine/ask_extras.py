@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmchat.images import Image, check_images, load
-from llmchat.structured import OutputFormat
+from llmchat.core.images import Image, check_images, load
+from llmchat.engine.structured import OutputFormat
 
 if TYPE_CHECKING:
-    from llmchat.chat import TurnView
-    from llmchat.events import TurnResult
+    from llmchat.core.events import TurnResult
+    from llmchat.engine.chat import TurnView
     from llmchat.providers import ChatOptions, Provider
 
 

@@ -52,13 +52,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmchat.chat import ContextSummary, Conversation, Exchange
-from llmchat.errors import ConfigError, LlmchatError
-from llmchat.events import Timing, TurnResult, Usage
-from llmchat.images import Image
+from llmchat.core.errors import ConfigError, LlmchatError
+from llmchat.core.events import Timing, TurnResult, Usage
+from llmchat.core.images import Image
+from llmchat.engine.chat import ContextSummary, Conversation, Exchange
 
 if TYPE_CHECKING:
-    from llmchat.config import Profile
+    from llmchat.config.profile import Profile
 
 DB_FILENAME = "history.db"
 BUSY_TIMEOUT_S = 10.0
@@ -1038,7 +1038,7 @@ def _delete_slot(db: sqlite3.Connection, cid: str, slot: int) -> None:
 
 
 def _warn(text: str) -> None:
-    from llmchat.safe_text import sanitize
+    from llmchat.core.safe_text import sanitize
 
     print(sanitize(text), file=sys.stderr, flush=True)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmchat.errors import ConfigError
+from llmchat.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from llmchat.providers import Provider

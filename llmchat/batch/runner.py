@@ -30,19 +30,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.context import request_options
-from llmchat.errors import ConfigError, ProviderError, StreamUnfinished
-from llmchat.events import TurnResult, Usage
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import ConfigError, ProviderError, StreamUnfinished
+from llmchat.core.events import TurnResult, Usage
+from llmchat.core.suggest import closest
+from llmchat.engine.context import request_options
+from llmchat.engine.structured import check_format
+from llmchat.engine.turn import Turn, adrive
+from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, connect
-from llmchat.session import Overrides, resolve
-from llmchat.structured import check_format
-from llmchat.suggest import closest
-from llmchat.turn import Turn, adrive
-from llmchat.usage_report import Tally
 
 if TYPE_CHECKING:
-    from llmchat.config import Profile
-    from llmchat.events import Event
+    from llmchat.config.profile import Profile
+    from llmchat.core.events import Event
     from llmchat.providers import Message, Provider
 
 ROW_KEYS = ("id", "prompt", "messages", "system", "model")
@@ -232,7 +232,7 @@ class StdoutSink:
     """Rows on stdout, flushed one by one so a pipe sees each as soon as its turn comes."""
 
     def write(self, record: dict[str, Any]) -> None:
-        from llmchat.safe_text import json_for  # a terminal gets C1/bidi escaped; a pipe the exact row
+        from llmchat.core.safe_text import json_for  # a terminal gets C1/bidi escaped; a pipe the exact row
 
         sys.stdout.write(json_for(sys.stdout, json.dumps(record, ensure_ascii=False)) + "\n")
         sys.stdout.flush()
@@ -491,7 +491,7 @@ async def ask_row(
 
 def batch_record(row: Row, profile: Profile, result: TurnResult, error: ProviderError | None) -> dict[str, Any]:
     """One OUTPUT row; usage and timing have the shapes of `ask --json` (outputs.turn_record)."""
-    from llmchat.outputs import turn_record
+    from llmchat.engine.outputs import turn_record
 
     shape = turn_record(profile, result)
     return {
@@ -666,6 +666,6 @@ def summary(outcome: Outcome, profile: Profile, *, skipped: int, seconds: float,
 
 
 def _say(text: str) -> None:
-    from llmchat.safe_text import sanitize
+    from llmchat.core.safe_text import sanitize
 
     print(sanitize(text), file=sys.stderr, flush=True)  # quotes ids, errors from servers: DESIGN §4

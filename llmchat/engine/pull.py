@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from llmchat.errors import ConfigError
-from llmchat.safe_text import sanitize, text_for
+from llmchat.core.errors import ConfigError
+from llmchat.core.safe_text import sanitize, text_for
 
 if TYPE_CHECKING:
+    from llmchat.config.session import Overrides
     from llmchat.providers import Provider, PullProgress
-    from llmchat.session import Overrides
 
 
 @dataclass
@@ -176,8 +176,8 @@ def pull_model(provider: Provider, model: str, *, err: TextIO | None = None) -> 
 
 def run_pull(flags: Overrides, model: str | None) -> int:
     """`llmchat pull [MODEL]`: MODEL, else the profile's model. Exit 0 once the server says success."""
+    from llmchat.config.session import resolve
     from llmchat.providers import connect
-    from llmchat.session import resolve
 
     _, profile = resolve(flags)
     if profile.provider != "ollama":

@@ -16,11 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from llmchat.errors import ConfigError
+from llmchat.core.errors import ConfigError
+from llmchat.core.safe_text import json_for, sanitize, text_for
 from llmchat.render import wants_plain
 from llmchat.render.usage import format_usage, usage_parts, wrap_fields
-from llmchat.safe_text import json_for, sanitize, text_for
-from llmchat.store import (
+from llmchat.store.db import (
     ImportFormatError,
     NotFound,
     Store,

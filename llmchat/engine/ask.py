@@ -5,32 +5,32 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from llmchat.chat import ContextSummary, Conversation, TurnView, run_turn
-from llmchat.config import Profile
-from llmchat.context import manager_for, request_options
-from llmchat.errors import LlmchatError, ModelNotFound
+from llmchat.config.profile import Profile
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import LlmchatError, ModelNotFound
+from llmchat.engine.chat import ContextSummary, Conversation, TurnView, run_turn
+from llmchat.engine.context import manager_for, request_options
+from llmchat.engine.pull import offer_pull
 from llmchat.providers import ChatOptions, connect
-from llmchat.pull import offer_pull
-from llmchat.session import Overrides, resolve
 
 if TYPE_CHECKING:
-    from llmchat.ask_extras import AskExtras
-    from llmchat.errors import ProviderError
-    from llmchat.events import TurnResult
-    from llmchat.store import Store
+    from llmchat.core.errors import ProviderError
+    from llmchat.core.events import TurnResult
+    from llmchat.engine.ask_extras import AskExtras
+    from llmchat.store.db import Store
 
 
 def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> TurnView:
     """The view for one `ask`: JSON, buffered, or the live/plain renderer chosen by the terminal."""
     if as_json:
-        from llmchat.outputs import JsonView
+        from llmchat.engine.outputs import JsonView
 
         return JsonView(profile, sys.stdout, sys.stderr)
     from llmchat.render import make_view
 
     view = make_view(plain=plain, thinking=profile.thinking, show_usage=usage, price=profile.price)
     if not stream:
-        from llmchat.outputs import BufferedView
+        from llmchat.engine.outputs import BufferedView
 
         return BufferedView(view)
     return view
@@ -38,7 +38,7 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
 
 def open_saved_store(*, reading: bool = False) -> Store:
     """The history store, imported only when a turn is saved or resumed (sqlite3 is not free at startup)."""
-    from llmchat.store import open_store
+    from llmchat.store.db import open_store
 
     return open_store(reading=reading)
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from llmchat import stops
-from llmchat.config import LIMITS, out_of_range
-from llmchat.errors import ConfigError, LlmchatError
-from llmchat.session import Overrides
+from llmchat.config.profile import LIMITS, out_of_range
+from llmchat.config.session import Overrides
+from llmchat.core import stops
+from llmchat.core.errors import ConfigError, LlmchatError
 
 if TYPE_CHECKING:
-    from llmchat.ask_extras import AskExtras
+    from llmchat.engine.ask_extras import AskExtras
 
 app = typer.Typer(
     name="llmchat",
@@ -59,7 +59,7 @@ Grouping = _choice("Grouping", GROUPINGS)
 
 def _complete_profiles(incomplete: str) -> list[str]:
     try:
-        from llmchat.config import load_config
+        from llmchat.config.profile import load_config
 
         names = load_config().profiles
     except LlmchatError:
@@ -178,7 +178,7 @@ def ask(
     """
     extras = None
     if image or fmt or schema:  # imported only when used: startup stays lean for plain questions
-        from llmchat.ask_extras import AskExtras
+        from llmchat.engine.ask_extras import AskExtras
 
         # bad images or schema: exit 2 before anything
         extras = AskExtras.from_flags(image or [], fmt.value if fmt else None, schema)
@@ -226,7 +226,7 @@ RefArg = Annotated[str, typer.Argument(help="A conversation id (or its first cha
 def history(ctx: typer.Context, limit: LimitOpt = 20, search: SearchTextOpt = None, as_json: JsonOpt = False) -> None:
     """Saved conversations; with no subcommand, the same as `history list`."""
     if ctx.invoked_subcommand is None:
-        from llmchat.history_cli import history_list
+        from llmchat.engine.history import history_list
 
         history_list(limit, search, as_json)
 
@@ -234,7 +234,7 @@ def history(ctx: typer.Context, limit: LimitOpt = 20, search: SearchTextOpt = No
 @history_app.command("list")
 def history_list_cmd(limit: LimitOpt = 20, search: SearchTextOpt = None, as_json: JsonOpt = False) -> None:
     """Saved conversations, newest first: id, updated, profile/model, turns, title."""
-    from llmchat.history_cli import history_list
+    from llmchat.engine.history import history_list
 
     history_list(limit, search, as_json)
 
@@ -243,7 +243,7 @@ def history_list_cmd(limit: LimitOpt = 20, search: SearchTextOpt = None, as_json
 def history_show_cmd(ctx: typer.Context, ref: RefArg = "last", show_thinking: ThinkingOpt = None,
                      plain: PlainOpt = False) -> None:
     """Print a conversation as the chat showed it (Markdown text when piped)."""
-    from llmchat.history_cli import history_show
+    from llmchat.engine.history import history_show
 
     thinking = "collapse" if show_thinking is None else ("show" if show_thinking else "hide")
     history_show(ref, thinking=thinking, plain=plain or bool(ctx.meta.get("plain")))
@@ -257,7 +257,7 @@ def history_export_cmd(
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
 ) -> None:
     """Export a conversation as Markdown or JSON."""
-    from llmchat.history_cli import history_export
+    from llmchat.engine.history import history_export
 
     history_export(ref, ExportFormat(fmt).value, out)
 
@@ -265,7 +265,7 @@ def history_export_cmd(
 @history_app.command("import")
 def history_import_cmd(file: Annotated[Path, typer.Argument(help="A JSON export (`-` for stdin).")]) -> None:
     """Save a conversation exported with `history export ID --format json`."""
-    from llmchat.history_cli import history_import
+    from llmchat.engine.history import history_import
 
     history_import(file)
 
@@ -273,7 +273,7 @@ def history_import_cmd(file: Annotated[Path, typer.Argument(help="A JSON export 
 @history_app.command("rm")
 def history_rm_cmd(ref: RefArg) -> None:
     """Delete a saved conversation."""
-    from llmchat.history_cli import history_rm
+    from llmchat.engine.history import history_rm
 
     history_rm(ref)
 
@@ -288,7 +288,7 @@ def usage_cmd(
     plain: PlainOpt = False,
 ) -> None:
     """Token and cost totals from saved conversations (each turn priced when it was made)."""
-    from llmchat.usage_report import print_usage
+    from llmchat.engine.usage import print_usage
 
     print_usage(since, Grouping(by).value, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")))
 
@@ -296,7 +296,7 @@ def usage_cmd(
 @app.command()
 def profiles(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """List the profiles: name, provider, model and where it points; the default is marked."""
-    from llmchat.commands_info import print_profiles
+    from llmchat.cli.info import print_profiles
 
     print_profiles(_flags(ctx, config=config).config)
 
@@ -305,7 +305,7 @@ def profiles(ctx: typer.Context, config: ConfigOpt = None) -> None:
 def models(ctx: typer.Context, profile: ProfileOpt = None, config: ConfigOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
     """List the models the profile's server offers."""
-    from llmchat.commands_info import print_models
+    from llmchat.cli.info import print_models
 
     print_models(_flags(ctx, profile=profile, config=config), as_json=as_json)
 
@@ -320,7 +320,7 @@ def pull(
     config: ConfigOpt = None,
 ) -> None:
     """Download a model into the profile's Ollama server, with progress."""
-    from llmchat.pull import run_pull
+    from llmchat.engine.pull import run_pull
 
     raise typer.Exit(run_pull(_flags(ctx, profile=profile, config=config), model_name))
 
@@ -338,7 +338,7 @@ def doctor(
 
     Exit 0 when every check passed, 1 otherwise.
     """
-    from llmchat.doctor import run_doctor
+    from llmchat.cli.doctor import run_doctor
 
     raise typer.Exit(run_doctor(_flags(ctx, profile=profile, config=config, model=model), probe=probe))
 
@@ -371,7 +371,7 @@ def batch(
     Exit 0 when every row answered, 1 when any row failed (its `error` says why), 130 on Ctrl-C.
     `--resume -o OUT.jsonl` continues a killed or interrupted batch.
     """
-    from llmchat.batch import run_batch
+    from llmchat.batch.runner import run_batch
 
     flags = _flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, config=config)
@@ -384,7 +384,7 @@ def batch(
 @config_app.command("path")
 def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print where the config file is read from."""
-    from llmchat.config import config_path
+    from llmchat.config.profile import config_path
 
     path, _ = config_path(_flags(ctx, config=config).config)
     typer.echo(str(path))
@@ -397,7 +397,7 @@ def config_init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config (never overwrites without --force)."""
-    from llmchat.commands_info import init_config
+    from llmchat.cli.info import init_config
 
     init_config(_flags(ctx, config=config).config, force=force)
 
@@ -405,7 +405,7 @@ def config_init(
 @config_app.command("show")
 def config_show(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print the effective config as TOML; keys are never shown, only whether they are set."""
-    from llmchat.commands_info import show_config
+    from llmchat.cli.info import show_config
 
     show_config(_flags(ctx, config=config).config)
 
@@ -432,7 +432,7 @@ def _read_stdin() -> str | None:
 
 def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
          save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> None:
-    from llmchat.ask import run_ask
+    from llmchat.engine.ask import run_ask
 
     question = " ".join(words).strip()
     piped = _read_stdin()
@@ -451,7 +451,7 @@ def _ask(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usag
 
 
 def _chat(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> None:
-    from llmchat.repl import run_repl
+    from llmchat.repl.app import run_repl
 
     raise typer.Exit(_until_stopped(lambda: run_repl(flags, plain=plain, save=save, resume=resume)))
 
@@ -481,7 +481,7 @@ def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
 
     Messages quote servers and file names, so they are sanitized wherever stderr goes (DESIGN §4).
     """
-    from llmchat.safe_text import sanitize
+    from llmchat.core.safe_text import sanitize
 
     message = sanitize(error.message if isinstance(error, LlmchatError) else error)
     hint = error.hint if isinstance(error, LlmchatError) else hint

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
-from llmchat.errors import ConfigError
-from llmchat.pricing import Price
-from llmchat.suggest import did_you_mean
+from llmchat.core.errors import ConfigError
+from llmchat.core.pricing import Price
+from llmchat.core.suggest import did_you_mean
 
 ProviderName = Literal["ollama", "bailian", "openai"]
 ThinkingDisplay = Literal["collapse", "show", "hide"]

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.errors import ContextTooLong, ProviderError
-from llmchat.events import TurnResult, Usage
-from llmchat.stops import Terminated
-from llmchat.tokens import TokenLedger
-from llmchat.turn import Turn, drive
+from llmchat.core.errors import ContextTooLong, ProviderError
+from llmchat.core.events import TurnResult, Usage
+from llmchat.core.stops import Terminated
+from llmchat.core.tokens import TokenLedger
+from llmchat.engine.turn import Turn, drive
 
 if TYPE_CHECKING:
-    from llmchat.images import Image
+    from llmchat.core.images import Image
     from llmchat.providers import ChatOptions, Message, Provider
 
 

@@ -18,14 +18,14 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmchat.errors import ConfigError
-from llmchat.events import Usage
-from llmchat.pricing import Price
-from llmchat.safe_text import json_for, text_for
-from llmchat.suggest import did_you_mean
+from llmchat.core.errors import ConfigError
+from llmchat.core.events import Usage
+from llmchat.core.pricing import Price
+from llmchat.core.safe_text import json_for, text_for
+from llmchat.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from llmchat.store import UsageRow
+    from llmchat.store.db import UsageRow
 
 GROUPINGS = ("profile", "model", "day")
 
@@ -147,7 +147,7 @@ def check_by(by: str) -> str:
 def print_usage(since: str | None, by: str, *, as_json: bool, plain: bool = False, path: Path | None = None) -> None:
     """`llmchat usage`: totals from the store as a table (Rich in a terminal) or one JSON object."""
     from llmchat.render import wants_plain
-    from llmchat.store import existing_store
+    from llmchat.store.db import existing_store
 
     by = check_by(by)
     since_utc = parse_since(since) if since else None
