@@ -502,7 +502,7 @@ def test_async_and_sync_streams_yield_the_same_events(fake_server, config_file, 
 DRIVER = r"""
 import argparse, sys
 from llmchat.batch.runner import run_batch
-from llmchat.cli.app import print_error
+from llmchat.render.errors import print_error
 from llmchat.core.errors import LlmchatError
 from llmchat.config.session import Overrides
 p = argparse.ArgumentParser()

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from llmchat.config.profile import Config, Profile
+from llmchat.core.conversation import Exchange
 from llmchat.core.errors import LlmchatError, MissingApiKey, Unreachable
 from llmchat.core.events import Answer, Event, TurnResult, Usage
 from llmchat.core.images import Image
 from llmchat.core.pricing import Price
-from llmchat.engine.chat import Exchange
 from llmchat.engine.history import markdown_transcript
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Message, ModelInfo

@@ -20,9 +20,9 @@ from conftest import TEST_KEY
 from fakeserver import Raw, Stream
 
 from llmchat.config.profile import Config, Profile, parse_config
+from llmchat.core.conversation import Conversation, Exchange
 from llmchat.core.errors import ConfigError
 from llmchat.core.tokens import TokenLedger, context_window, estimate_tokens
-from llmchat.engine.chat import Conversation, Exchange
 from llmchat.engine.context import SUMMARY_INSTRUCTIONS, Budget, ContextManager, request_options
 from llmchat.providers import ChatOptions
 from llmchat.repl.app import ask

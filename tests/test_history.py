@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation, Exchange
 from llmchat.core.events import Timing, TurnResult, Usage
 from llmchat.engine import history as history_cli
-from llmchat.engine.chat import Conversation, Exchange
 from llmchat.engine.history import (
     draw_transcript,
     history_export,

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation
 from llmchat.core.events import Answer, Finish, TurnResult
 from llmchat.core.images import load
-from llmchat.engine.chat import Conversation, run_turn
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
 from llmchat.store.db import Store, default_path, open_store
 

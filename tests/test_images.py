@@ -20,13 +20,12 @@ from llmchat.core.images import (
     ImageError,
     PendingImages,
     attach,
-    check_images,
     for_ollama,
     for_openai,
     load,
     sniff,
 )
-from llmchat.providers import ChatOptions
+from llmchat.providers import ChatOptions, check_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(16)

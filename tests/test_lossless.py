@@ -20,8 +20,9 @@ import pytest
 from fakeserver import Stream
 from test_store import PROFILE, NullView, Script, turn
 
+from llmchat.core.conversation import Conversation
 from llmchat.core.events import Answer, Finish
-from llmchat.engine.chat import Conversation, run_turn
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
 from llmchat.store.db import Store
 
@@ -349,7 +350,8 @@ SAVE_CUT = r"""
 import sys
 from pathlib import Path
 from llmchat.core import stops
-from llmchat.engine.chat import Conversation, run_turn
+from llmchat.core.conversation import Conversation
+from llmchat.engine.chat import run_turn
 from llmchat.config.profile import Profile
 from llmchat.core.events import Answer, Finish
 from llmchat.providers import ChatOptions

@@ -27,9 +27,10 @@ import pytest
 from conftest import TEST_KEY
 
 from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation, Exchange
 from llmchat.core.errors import StreamBroken, Unreachable
 from llmchat.core.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
-from llmchat.engine.chat import Conversation, Exchange, run_turn
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
 from llmchat.store import db as store_module
 from llmchat.store.db import (
@@ -500,7 +501,7 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from llmchat.engine.chat import Conversation, Exchange
+from llmchat.core.conversation import Conversation, Exchange
 from llmchat.config.profile import Profile
 from llmchat.core.events import TurnResult
 from llmchat.store.db import Store
@@ -593,7 +594,7 @@ def test_a_writer_waits_for_a_long_transaction_instead_of_failing(db: Store) -> 
 KILLED = r"""
 import sqlite3, sys, time
 from pathlib import Path
-from llmchat.engine.chat import Conversation, Exchange
+from llmchat.core.conversation import Conversation, Exchange
 from llmchat.config.profile import Profile
 from llmchat.core.events import TurnResult
 from llmchat.store.db import Store

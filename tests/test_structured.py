@@ -13,19 +13,15 @@ from test_images import bailian, needs_ask_extras, ollama
 
 from llmchat.core.errors import ConfigError
 from llmchat.core.events import TurnResult
-from llmchat.engine.structured import (
+from llmchat.engine.structured import OutputFormat, StructuredOutputError, load_schema, parse_answer, validate
+from llmchat.providers import ChatOptions
+from llmchat.providers.json_mode import (
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
-    OutputFormat,
-    StructuredOutputError,
-    load_schema,
     mention_json,
-    parse_answer,
     response_format,
     schema_name,
-    validate,
 )
-from llmchat.providers import ChatOptions
 
 PERSON = {
     "title": "Person record",

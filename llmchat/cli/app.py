@@ -19,6 +19,7 @@ from llmchat.config.profile import LIMITS, out_of_range
 from llmchat.config.session import Overrides
 from llmchat.core import stops
 from llmchat.core.errors import ConfigError, LlmchatError
+from llmchat.render.errors import print_error
 
 if TYPE_CHECKING:
     from llmchat.engine.ask_extras import AskExtras
@@ -474,24 +475,6 @@ def _until_stopped(run: Callable[[], int]) -> int:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-
-
-def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
-    """One short paragraph on stderr: what happened, then what to do.
-
-    Messages quote servers and file names, so they are sanitized wherever stderr goes (DESIGN §4).
-    """
-    from llmchat.core.safe_text import sanitize
-
-    message = sanitize(error.message if isinstance(error, LlmchatError) else error)
-    hint = error.hint if isinstance(error, LlmchatError) else hint
-    hint = sanitize(hint) if hint else hint
-    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-    label = "\x1b[1;31mError:\x1b[0m" if color else "Error:"
-    text = f"{label} {message}"
-    if hint:
-        text += f"\n{hint}"
-    print(text, file=sys.stderr, flush=True)
 
 
 def refuse_undecodable_argv(args: list[str]) -> None:

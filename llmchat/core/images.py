@@ -24,12 +24,9 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmchat.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from llmchat.providers import Provider
 
 #: OpenAI's per-image limit; Ollama has none, but a 20 MB base64 body is already a slow request.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -201,29 +198,6 @@ def _describe(data: bytes) -> str:
     except UnicodeDecodeError:
         return "unknown binary data"
     return "it is text"
-
-
-# --------------------------------------------------------------------------------------------- checks
-
-
-def check_images(provider: Provider, model: str, images: Sequence[Image]) -> None:
-    """Before sending: the provider can take these images, and the model can see (when the server says).
-
-    Ollama reports capabilities (`/api/show`); OpenAI-compatible servers do not, so there the server's
-    own answer decides. Raises ImageError (exit 2): no model call was made, the input must change.
-    """
-    if not images:
-        return
-    if not getattr(provider, "image_urls", True):
-        for image in images:
-            image.base64()  # raises for a URL, with the fix
-    capabilities = provider.capabilities(model)
-    if capabilities is not None and "vision" not in capabilities:
-        shown = ", ".join(sorted(capabilities)) or "none reported"
-        raise ImageError(
-            f"{model} cannot see images (its capabilities: {shown}).",
-            hint="Use a vision model, e.g. -m qwen2.5vl or -m gemma3; `llmchat models` shows which can see.",
-        )
 
 
 # ------------------------------------------------------------------------------------------ wire forms

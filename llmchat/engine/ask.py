@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from llmchat.config.profile import Profile
 from llmchat.config.session import Overrides, resolve
+from llmchat.core.conversation import ContextSummary, Conversation
 from llmchat.core.errors import LlmchatError, ModelNotFound
-from llmchat.engine.chat import ContextSummary, Conversation, TurnView, run_turn
+from llmchat.engine.chat import TurnView, run_turn
 from llmchat.engine.context import manager_for, request_options
 from llmchat.engine.pull import offer_pull
 from llmchat.providers import ChatOptions, connect

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmchat.core.images import Image, check_images, load
+from llmchat.core.images import Image, load
 from llmchat.engine.structured import OutputFormat
+from llmchat.providers import check_images
 
 if TYPE_CHECKING:
     from llmchat.core.events import TurnResult

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from llmchat.config.profile import HISTORY_STRATEGIES, HistoryStrategy
+from llmchat.core.conversation import ContextSummary, Conversation, Exchange
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
 from llmchat.core.tokens import MESSAGE_OVERHEAD, context_window, estimate_tokens
-from llmchat.engine.chat import ContextSummary, Conversation, Exchange, Notify, Sleep, run_turn
+from llmchat.engine.chat import Notify, Sleep, run_turn
 
 if TYPE_CHECKING:
     from llmchat.config.profile import Config, Profile

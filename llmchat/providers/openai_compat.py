@@ -38,8 +38,8 @@ from llmchat.core.errors import (
 )
 from llmchat.core.events import Answer, Event, Finish, Reasoning, Usage
 from llmchat.core.images import attach, for_openai
-from llmchat.engine.structured import as_json_object, mention_json, response_format
 from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
+from llmchat.providers.json_mode import as_json_object, mention_json, response_format
 from llmchat.providers.thinktags import ThinkTagSplitter
 
 

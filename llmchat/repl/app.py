@@ -26,11 +26,11 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from llmchat import __version__
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.errors import LlmchatError
-from llmchat.core.images import check_images
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import make_turn_view
 from llmchat.engine.chat import run_turn
+from llmchat.providers import check_images
 from llmchat.repl.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
 
 PROMPT = ">>> "

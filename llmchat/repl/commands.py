@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from llmchat.config.profile import LIMITS, Config, Profile, out_of_range
 from llmchat.config.session import Overrides, with_flags
+from llmchat.core.conversation import ContextSummary, Conversation, Exchange
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
 from llmchat.core.images import ImageError, PendingImages
 from llmchat.core.safe_text import sanitize
 from llmchat.core.suggest import closest, did_you_mean
-from llmchat.engine.chat import ContextSummary, Conversation, Exchange
 from llmchat.engine.context import ContextManager, describe, manager_for, request_options
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Provider, connect
@@ -70,7 +70,7 @@ Report = Callable[[LlmchatError], None]
 
 
 def _print_error(error: LlmchatError) -> None:
-    from llmchat.cli.app import print_error
+    from llmchat.render.errors import print_error
 
     print_error(error)
 

@@ -52,10 +52,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmchat.core.conversation import ContextSummary, Conversation, Exchange
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.core.events import Timing, TurnResult, Usage
 from llmchat.core.images import Image
-from llmchat.engine.chat import ContextSummary, Conversation, Exchange
 
 if TYPE_CHECKING:
     from llmchat.config.profile import Profile
