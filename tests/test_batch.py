@@ -29,7 +29,9 @@ import pytest
 from conftest import TEST_KEY
 from fakeserver import FakeServer, Raw, Reply, Stream
 
-from llmchat.batch.runner import OrderedWriter, RichReporter, run_batch
+from llmchat.batch.output import OrderedWriter
+from llmchat.batch.progress import RichReporter
+from llmchat.batch.runner import run_batch
 from llmchat.config.session import Overrides
 from llmchat.core.errors import ConfigError
 
