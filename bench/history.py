@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llmchat.engine.history import history_list, history_show
-from llmchat.store.db import default_path, open_store
+from llmchat.store.db import open_store
+from llmchat.store.files import default_path
 
 CONVERSATIONS = 10_000
 TURNS = 100_000  # 200,000 messages

@@ -21,7 +21,8 @@ from llmchat.engine.history import markdown_transcript
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Message, ModelInfo
 from llmchat.repl.commands import COMMANDS, Action, Command, Registry, ReplState, is_command
-from llmchat.store.db import Store, record_parts
+from llmchat.store.db import Store
+from llmchat.store.export import record_parts
 
 LOCAL = Profile(name="local", provider="ollama", model="qwen3:0.6b", base_url="http://127.0.0.1:9",
                 system="Be terse.", temperature=0.7)

@@ -33,8 +33,10 @@ from llmchat.engine.history import (
     history_rm,
     history_show,
 )
-from llmchat.store import db as store_module
-from llmchat.store.db import ImportFormatError, NotFound, Store, data_dir, default_path, open_store
+from llmchat.store import records as store_records
+from llmchat.store.db import Store, open_store
+from llmchat.store.files import data_dir, default_path
+from llmchat.store.records import ImportFormatError, NotFound
 
 PROFILE = Profile(name="local", provider="ollama", model="qwen3:0.6b")
 
@@ -52,7 +54,8 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
     minutes = itertools.count()
-    monkeypatch.setattr(store_module, "now", lambda: f"2025-03-01T10:{next(minutes):02d}:00.000+00:00")
+    # every store module reads the clock through records.now
+    monkeypatch.setattr(store_records, "now", lambda: f"2025-03-01T10:{next(minutes):02d}:00.000+00:00")
 
 
 def record_turn(store: Store, conversation: Conversation, question: str, answer: str = "", *,

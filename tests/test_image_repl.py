@@ -19,7 +19,8 @@ from llmchat.core.events import Answer, Finish, TurnResult
 from llmchat.core.images import load
 from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store.db import Store, default_path, open_store
+from llmchat.store.db import Store, open_store
+from llmchat.store.files import default_path
 
 pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(60)

@@ -32,18 +32,11 @@ from llmchat.core.errors import StreamBroken, Unreachable
 from llmchat.core.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
 from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store import db as store_module
-from llmchat.store.db import (
-    SCHEMA_VERSION,
-    ImportFormatError,
-    NotFound,
-    Store,
-    StoreError,
-    data_dir,
-    default_path,
-    existing_store,
-    open_store,
-)
+from llmchat.store import records as store_records
+from llmchat.store.db import Store, existing_store, open_store
+from llmchat.store.files import data_dir, default_path
+from llmchat.store.records import ImportFormatError, NotFound, StoreError
+from llmchat.store.schema import SCHEMA_VERSION
 
 PROFILE = Profile(name="local", provider="ollama", model="qwen3:0.6b")
 UNICODE_QUESTION = '天空为什么是蓝色的？ "quotes" 100% _x_'
@@ -109,7 +102,8 @@ def integrity(path: Path) -> str:
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Distinct, increasing timestamps, so ordering by `updated` never depends on the millisecond."""
     ticks = itertools.count()
-    monkeypatch.setattr(store_module, "now", lambda: f"2025-01-01T00:00:{next(ticks):06.3f}+00:00")
+    # every store module reads the clock through records.now
+    monkeypatch.setattr(store_records, "now", lambda: f"2025-01-01T00:00:{next(ticks):06.3f}+00:00")
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from llmchat.engine.ask import run_ask
 from llmchat.engine.usage import parse_since, print_usage
 from llmchat.repl.app import ask
 from llmchat.repl.commands import COMMANDS, ReplState
-from llmchat.store.db import default_path, open_store
+from llmchat.store.db import open_store
+from llmchat.store.files import default_path
 
 CNY_IN, CNY_OUT, CNY_CACHED = 0.0008, 0.002, 0.0002
 USD_IN, USD_OUT = 0.001, 0.003
@@ -191,7 +192,7 @@ def test_usage_argument_errors_and_an_empty_history(env, llmchat) -> None:
 
 def test_answers_saved_before_costs_were_kept_count_as_unpriced(env, tmp_path: Path) -> None:
     """The migration gives old answers their conversation's profile and no cost (the price then is unknown)."""
-    from llmchat.store.db import _migrate_to_1
+    from llmchat.store.schema import _migrate_to_1
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)

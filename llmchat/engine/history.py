@@ -20,16 +20,9 @@ from llmchat.core.errors import ConfigError
 from llmchat.core.safe_text import json_for, sanitize, text_for
 from llmchat.render import wants_plain
 from llmchat.render.usage import format_usage, usage_parts, wrap_fields
-from llmchat.store.db import (
-    ImportFormatError,
-    NotFound,
-    Store,
-    StoredMessage,
-    Summary,
-    existing_store,
-    open_store,
-    record_parts,
-)
+from llmchat.store.db import Store, existing_store, open_store
+from llmchat.store.export import record_parts
+from llmchat.store.records import ImportFormatError, NotFound, StoredMessage, Summary
 
 if TYPE_CHECKING:
     from rich.console import Console

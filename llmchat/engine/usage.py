@@ -25,7 +25,7 @@ from llmchat.core.safe_text import json_for, text_for
 from llmchat.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from llmchat.store.db import UsageRow
+    from llmchat.store.records import UsageRow
 
 GROUPINGS = ("profile", "model", "day")
 

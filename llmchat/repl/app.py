@@ -162,7 +162,7 @@ def is_utf8(text: str) -> bool:
 
 
 def _question_unsaved(state: ReplState, error: LlmchatError) -> bool:
-    from llmchat.store.db import StoreError  # already loaded: there is a recorder
+    from llmchat.store.records import StoreError  # already loaded: there is a recorder
 
     exchanges = state.conversation.exchanges
     return isinstance(error, StoreError) and bool(exchanges) and exchanges[-1].slot is None

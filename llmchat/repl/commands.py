@@ -650,7 +650,8 @@ def cmd_save(state: ReplState, args: str) -> None:
 def transcript_record(state: ReplState) -> dict[str, Any]:
     """The conversation's export record: the store's, when this chat is saved there (so the file equals
     `history export`), else built from memory (--no-save, save = false, or the saved copy is gone)."""
-    from llmchat.store.db import conversation_record, now
+    from llmchat.store.export import conversation_record
+    from llmchat.store.records import now
 
     conversation = state.conversation
     if state.recorder() is not None and conversation.id is not None and state.store is not None:
