@@ -20,7 +20,9 @@ from llmchat.core.pricing import Price
 from llmchat.engine.history import markdown_transcript
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Message, ModelInfo
-from llmchat.repl.commands import COMMANDS, Action, Command, Registry, ReplState, is_command
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.registry import Command, Registry, is_command
+from llmchat.repl.state import Action, ReplState
 from llmchat.store.db import Store
 from llmchat.store.export import record_parts
 

@@ -26,7 +26,8 @@ from llmchat.core.tokens import TokenLedger, context_window, estimate_tokens
 from llmchat.engine.context import SUMMARY_INSTRUCTIONS, Budget, ContextManager, request_options
 from llmchat.providers import ChatOptions
 from llmchat.repl.app import ask
-from llmchat.repl.commands import COMMANDS, ReplState
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
 from llmchat.store.db import Store
 
 pytest_plugins = ("conftest_repl",)  # the `repl` fixture, for the pseudo-terminal test at the end

@@ -16,7 +16,8 @@ from fakeserver import Raw
 
 from llmchat.config.profile import Config, Profile
 from llmchat.repl.app import ask
-from llmchat.repl.commands import COMMANDS, ReplState
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
 
 
 def shows(server: Any) -> list[Any]:

@@ -24,7 +24,8 @@ from llmchat.config.session import Overrides
 from llmchat.engine.ask import run_ask
 from llmchat.engine.usage import parse_since, print_usage
 from llmchat.repl.app import ask
-from llmchat.repl.commands import COMMANDS, ReplState
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
 from llmchat.store.db import open_store
 from llmchat.store.files import default_path
 

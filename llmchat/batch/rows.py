@@ -21,7 +21,6 @@ ROLES = ("system", "user", "assistant")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
-
 @dataclass(frozen=True)
 class Row:
     """One prompt to run. `id` is the user's (JSONL) or the line number (text); `line` is for messages."""

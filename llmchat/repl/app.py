@@ -31,7 +31,9 @@ from llmchat.core.stops import Terminated
 from llmchat.engine.ask import make_turn_view
 from llmchat.engine.chat import run_turn
 from llmchat.providers import check_images
-from llmchat.repl.commands import COMMANDS, QUIT_HINT, Action, ReplState, is_command
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.registry import is_command
+from llmchat.repl.state import QUIT_HINT, Action, ReplState
 
 PROMPT = ">>> "
 CONTINUATION = "... "

@@ -119,7 +119,6 @@ def _translated(method: _Method) -> _Method:
     return wrapper  # type: ignore[return-value]
 
 
-
 class Store:
     """The history database. Thread-safe (one connection behind a lock); use one per process.
 
@@ -573,8 +572,6 @@ class Store:
         return summary
 
 
-
-
 def _is_busy(exc: sqlite3.Error) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED, whatever the message says ("database is locked", "… busy")."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -586,7 +583,5 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def _like_pattern(word: str) -> str:
     escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llmchat.store.records import (
     SymlinkRefused,
@@ -13,10 +12,6 @@ from llmchat.store.records import (
 from llmchat.store.schema import (
     DB_FILENAME,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 # ------------------------------------------------------------------------------------------- location
 
