@@ -23,7 +23,7 @@ from rich.console import Console  # noqa: E402
 from rich.style import Style  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from llmchat.config.profile import load_config  # noqa: E402
+from llmchat.config.load import load_config  # noqa: E402
 from llmchat.core.conversation import Conversation  # noqa: E402
 from llmchat.core.pricing import Price  # noqa: E402
 from llmchat.engine.chat import run_turn  # noqa: E402

@@ -29,6 +29,14 @@ def test_every_contract_is_checked() -> None:
     assert "Contracts: 4 kept, 0 broken." in done.stdout, done.stdout
 
 
+def test_no_module_over_600_lines() -> None:
+    sizes = {path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+             for path in (ROOT / "llmchat").rglob("*.py")}
+    assert sizes, "no modules found"
+    too_long = {path: lines for path, lines in sizes.items() if lines > MAX_LINES}
+    assert not too_long, f"split these by job (at most {MAX_LINES} lines each): {too_long}"
+
+
 def test_every_package_says_what_it_is_for() -> None:
     """Each subpackage's __init__ docstring is its one line of responsibility (DESIGN §1's package map)."""
     packages = sorted(p.parent for p in (ROOT / "llmchat").rglob("__init__.py") if p.parent != ROOT / "llmchat")

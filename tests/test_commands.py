@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.config.profile import Config, Profile
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
 from llmchat.core.conversation import Exchange
 from llmchat.core.errors import LlmchatError, MissingApiKey, Unreachable
 from llmchat.core.events import Answer, Event, TurnResult, Usage

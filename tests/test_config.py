@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.config.profile import REGIONS, load_config, ollama_host_url
+from llmchat.config.load import load_config
+from llmchat.config.profile import REGIONS, ollama_host_url
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.errors import ConfigError
 
@@ -206,7 +207,7 @@ def test_help_imports_no_pydantic_and_a_config_file_does(env, tmp_path: Path) ->
 
     path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = "m"\n')
     code = ("import sys\nfrom llmchat.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('pydantic' in sys.modules)\nfrom llmchat.config.profile import load_config\n"
+            "print('pydantic' in sys.modules)\nfrom llmchat.config.load import load_config\n"
             f"load_config({str(path)!r})\nprint('pydantic' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stderr

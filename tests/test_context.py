@@ -19,7 +19,8 @@ import pytest
 from conftest import TEST_KEY
 from fakeserver import Raw, Stream
 
-from llmchat.config.profile import Config, Profile, parse_config
+from llmchat.config.load import Config, parse_config
+from llmchat.config.profile import Profile
 from llmchat.core.conversation import Conversation, Exchange
 from llmchat.core.errors import ConfigError
 from llmchat.core.tokens import TokenLedger, context_window, estimate_tokens

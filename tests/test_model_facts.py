@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from fakeserver import Raw
 
-from llmchat.config.profile import Config, Profile
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
 from llmchat.repl.app import ask
 from llmchat.repl.commands import COMMANDS
 from llmchat.repl.state import ReplState

@@ -14,7 +14,7 @@ from fakeserver import FakeServer, Raw, load_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmchat.config.profile import parse_config
+from llmchat.config.load import parse_config
 from llmchat.core.errors import ConfigError
 from llmchat.core.events import Answer, Finish, Reasoning, Usage
 from llmchat.providers import ChatOptions

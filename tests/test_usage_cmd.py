@@ -19,7 +19,7 @@ from conftest import TEST_KEY
 from fakeserver import Stream
 from test_context import chat_bodies, is_summary_call, server_count
 
-from llmchat.config.profile import load_config
+from llmchat.config.load import load_config
 from llmchat.config.session import Overrides
 from llmchat.engine.ask import run_ask
 from llmchat.engine.usage import parse_since, print_usage

@@ -60,7 +60,7 @@ Grouping = _choice("Grouping", GROUPINGS)
 
 def _complete_profiles(incomplete: str) -> list[str]:
     try:
-        from llmchat.config.profile import load_config
+        from llmchat.config.load import load_config
 
         names = load_config().profiles
     except LlmchatError:
@@ -385,7 +385,7 @@ def batch(
 @config_app.command("path")
 def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print where the config file is read from."""
-    from llmchat.config.profile import config_path
+    from llmchat.config.load import config_path
 
     path, _ = config_path(_flags(ctx, config=config).config)
     typer.echo(str(path))

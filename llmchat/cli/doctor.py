@@ -26,7 +26,8 @@ from llmchat.core.errors import AuthFailed, BadRequest, ConfigError, LlmchatErro
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from llmchat.config.profile import Config, Profile
+    from llmchat.config.load import Config
+    from llmchat.config.profile import Profile
     from llmchat.config.session import Overrides
     from llmchat.providers import ModelInfo, Provider
 
@@ -230,7 +231,7 @@ def profiles_to_check(config: Config, name: str | None) -> list[Profile]:
 
 def run_doctor(flags: Overrides, *, probe: bool = False) -> int:
     from llmchat.cli.info import table_console
-    from llmchat.config.profile import load_config
+    from llmchat.config.load import load_config
     from llmchat.config.session import with_flags
 
     console = table_console()

@@ -9,7 +9,8 @@ from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from llmchat.config.profile import Config, config_path, load_config, profile_as_table
+from llmchat.config.load import Config, config_path, load_config
+from llmchat.config.profile import profile_as_table
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.core.safe_text import json_for, text_for

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, fields
 
-from llmchat.config.profile import Config, Profile, apply_overrides, load_config
+from llmchat.config.load import Config, load_config
+from llmchat.config.profile import Profile, apply_overrides
 from llmchat.core.safe_text import sanitize
 
 

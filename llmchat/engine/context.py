@@ -31,7 +31,8 @@ from llmchat.core.tokens import MESSAGE_OVERHEAD, context_window, estimate_token
 from llmchat.engine.chat import Notify, Sleep, run_turn
 
 if TYPE_CHECKING:
-    from llmchat.config.profile import Config, Profile
+    from llmchat.config.load import Config
+    from llmchat.config.profile import Profile
     from llmchat.providers import ChatOptions, Provider
 
 STRATEGIES = HISTORY_STRATEGIES

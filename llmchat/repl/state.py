@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-from llmchat.config.profile import Config, Profile
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
 from llmchat.config.session import Overrides
 from llmchat.core.conversation import ContextSummary, Conversation
 from llmchat.core.errors import LlmchatError
