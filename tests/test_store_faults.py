@@ -72,13 +72,16 @@ def test_a_read_only_data_directory_still_reads(fake_server, config_file, env, l
         usage = llmchat("usage", "--json")
         assert usage.code == 0 and json.loads(usage.stdout)["total"]["turns"] == 1, usage.output
 
-        requests = len(fake_server.requests)
+        def questions() -> int:  # model calls; /api/show (the model's context length) asks nothing
+            return sum(1 for r in fake_server.requests if r.path == "/api/chat")
+
+        requests = questions()
         asked = llmchat("ask", "not saved")
         assert asked.code == 1, asked.output
         assert_one_clear_message(asked.stderr)
         assert "read-only" in asked.stderr and "--no-save" in asked.stderr
         assert "Move the file away" not in asked.stderr
-        assert len(fake_server.requests) == requests  # nothing is asked that is not on record
+        assert questions() == requests  # nothing is asked that is not on record
 
         unsaved = llmchat("ask", "--no-save", "fine without history")
         assert unsaved.code == 0 and unsaved.stdout == "You said: fine without history\n"
