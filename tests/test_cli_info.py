@@ -84,7 +84,7 @@ def test_choice_flags_list_their_values_and_refuse_others_with_typers_error(env,
 
 def test_choice_values_match_the_modules_that_check_them() -> None:
     """The CLI's choice tuples and the library-level checks (used by non-CLI callers) cannot drift apart."""
-    from llmchat.cli import app as cli
+    from llmchat.cli import options as cli
     from llmchat.engine import history as history_cli
     from llmchat.engine import structured
     from llmchat.engine import usage as usage_report

@@ -148,7 +148,6 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
                   warnings=tuple(locate.warnings))
 
 
-
 def allowed_values(key: str) -> str:
     """How messages describe what `key` takes: from the field's metadata, its Literal or its LIMITS range."""
     spec = {f.name: f for f in fields(Profile)}[key]
