@@ -1,1 +1,1 @@
-"""One turn and one session: the turn loop, context policy, structured output, the wiring ask/REPL/batch share."""
+"""One turn and one session: the turn loop, context, structured output, and the ask/pull/history/usage work."""
