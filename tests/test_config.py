@@ -245,6 +245,6 @@ def test_every_set_setting_is_a_profile_and_request_field() -> None:
 
     from llmchat.config.profile import PROFILE_KEYS
     from llmchat.providers import ChatOptions
-    from llmchat.repl.commands import SETTINGS
+    from llmchat.repl.settings import SETTINGS
 
     assert set(SETTINGS) <= set(PROFILE_KEYS) & {f.name for f in fields(ChatOptions)}
