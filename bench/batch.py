@@ -33,7 +33,7 @@ LIMIT = 1.15
 ANSWER = "0123456789"  # 10 pieces of one character
 PIECE_DELAY = 0.1  # 9 gaps between pieces + 1 before the final chunk: 1.0 s per answer
 DRIVER = (
-    "import sys\nfrom llmchat.batch import run_batch\nfrom llmchat.session import Overrides\n"
+    "import sys\nfrom llmchat.batch.runner import run_batch\nfrom llmchat.config.session import Overrides\n"
     "sys.exit(run_batch(Overrides(profile=sys.argv[1]), sys.argv[2], output=sys.argv[3], "
     "concurrency=int(sys.argv[4]), resume=False, fmt=None))"
 )

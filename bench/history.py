@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from llmchat.history_cli import history_list, history_show
-from llmchat.store import default_path, open_store
+from llmchat.engine.history import history_list, history_show
+from llmchat.store.db import open_store
+from llmchat.store.files import default_path
 
 CONVERSATIONS = 10_000
 TURNS = 100_000  # 200,000 messages
@@ -123,7 +124,7 @@ def timed_process(cmd: list[str], env: dict[str, str], runs: int) -> float:
 def cli_wired() -> bool:
     import typer
 
-    from llmchat.cli import app
+    from llmchat.cli.app import app
 
     return "history" in getattr(typer.main.get_command(app), "commands", {})
 
@@ -178,7 +179,7 @@ def report(path: Path, long_id: str, built: float, runs: int) -> None:
         label, cmd = "llmchat history list (CLI process)", [sys.executable, "-m", "llmchat", "history", "list"]
     else:
         label = "history_list() in a fresh process (cli.py not wired yet)"
-        cmd = [sys.executable, "-c", "from llmchat.history_cli import history_list; history_list()"]
+        cmd = [sys.executable, "-c", "from llmchat.engine.history import history_list; history_list()"]
     rows.append(("python -c pass (for scale)", timed_process([sys.executable, "-c", "pass"], env, runs)))
     rows.append((label, timed_process(cmd, env, runs)))
     width = max(len(name) for name, _ in rows)

@@ -1,4 +1,4 @@
-from llmchat.cli import main
+from llmchat.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -23,9 +23,10 @@ from rich.console import Console  # noqa: E402
 from rich.style import Style  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from llmchat.chat import Conversation, run_turn  # noqa: E402
-from llmchat.config import load_config  # noqa: E402
-from llmchat.pricing import Price  # noqa: E402
+from llmchat.config.load import load_config  # noqa: E402
+from llmchat.core.conversation import Conversation  # noqa: E402
+from llmchat.core.pricing import Price  # noqa: E402
+from llmchat.engine.chat import run_turn  # noqa: E402
 from llmchat.providers import ChatOptions, connect  # noqa: E402
 from llmchat.render.live import LiveView  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Run `llmchat.cli.main(argv)` inside the test process, as `python -m llmchat` would run in a subprocess.
+"""Run `llmchat.cli.app.main(argv)` inside the test process, as `python -m llmchat` would run in a subprocess.
 
 Why: a subprocess costs 0.3-0.5 s of interpreter start and imports per call, and most CLI tests only
 look at exit codes and text, which the same `cli.main` produces in-process. What a child process gives
@@ -34,7 +34,7 @@ def run_in_process(args: Sequence[str], stdin: bytes | None, env: Mapping[str, s
 
     Returns (exit code, stdout, stderr) decoded as UTF-8 with replacement, like the subprocess runner.
     """
-    from llmchat import cli
+    from llmchat.cli import app as cli
 
     out_bytes, err_bytes = io.BytesIO(), io.BytesIO()
     fake_in = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")

@@ -153,7 +153,7 @@ def test_help_imports_no_provider_client(env) -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom llmchat.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom llmchat.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'openai', 'ollama', 'httpx', 'httpx2'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -208,6 +208,6 @@ def test_very_large_stdin_warns_that_it_will_not_fit(fake_server, config_file, l
 
 
 def test_cjk_text_is_estimated_per_character() -> None:
-    from llmchat.tokens import estimate_tokens
+    from llmchat.core.tokens import estimate_tokens
 
     assert estimate_tokens("你好世界") == 4 and estimate_tokens("abcdefgh") == 2

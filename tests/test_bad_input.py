@@ -129,9 +129,9 @@ def test_llmchat_timeout_out_of_range_is_a_usage_error(llmchat, config_file, fak
 def test_the_temperature_flag_and_the_file_share_one_table(llmchat, config_file) -> None:
     import typer.main
 
-    from llmchat.cli import app
-    from llmchat.config import BUILTIN_PROFILES, LIMITS, apply_overrides
-    from llmchat.errors import ConfigError
+    from llmchat.cli.app import app
+    from llmchat.config.profile import BUILTIN_PROFILES, LIMITS, apply_overrides
+    from llmchat.core.errors import ConfigError
 
     for command in ("ask", "chat", "batch"):
         flag = next(p for p in typer.main.get_command(app).commands[command].params if p.name == "temperature")

@@ -29,9 +29,11 @@ import pytest
 from conftest import TEST_KEY
 from fakeserver import FakeServer, Raw, Reply, Stream
 
-from llmchat.batch import OrderedWriter, RichReporter, run_batch
-from llmchat.errors import ConfigError
-from llmchat.session import Overrides
+from llmchat.batch.output import OrderedWriter
+from llmchat.batch.progress import RichReporter
+from llmchat.batch.runner import run_batch
+from llmchat.config.session import Overrides
+from llmchat.core.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------- fixtures
 
@@ -472,8 +474,8 @@ def test_progress_bar_shows_done_failed_speed_and_notices_once() -> None:
 
 @pytest.mark.parametrize("profile", ["local", "bailian"])
 def test_async_and_sync_streams_yield_the_same_events(fake_server, config_file, monkeypatch, profile) -> None:
+    from llmchat.config.session import resolve
     from llmchat.providers import ChatOptions, connect
-    from llmchat.session import resolve
 
     monkeypatch.setenv("DASHSCOPE_API_KEY", TEST_KEY)
     _, resolved = resolve(Overrides(config=str(config_file), profile=profile, think=True))
@@ -501,10 +503,10 @@ def test_async_and_sync_streams_yield_the_same_events(fake_server, config_file, 
 
 DRIVER = r"""
 import argparse, sys
-from llmchat.batch import run_batch
-from llmchat.cli import print_error
-from llmchat.errors import LlmchatError
-from llmchat.session import Overrides
+from llmchat.batch.runner import run_batch
+from llmchat.render.errors import print_error
+from llmchat.core.errors import LlmchatError
+from llmchat.config.session import Overrides
 p = argparse.ArgumentParser()
 p.add_argument("input")
 p.add_argument("-o", "--output")
@@ -534,7 +536,7 @@ def _cli_has_batch() -> bool:
     under xdist every worker collects)."""
     import typer
 
-    from llmchat.cli import app
+    from llmchat.cli.app import app
 
     return "batch" in getattr(typer.main.get_command(app), "commands", {})
 

@@ -84,7 +84,10 @@ def test_choice_flags_list_their_values_and_refuse_others_with_typers_error(env,
 
 def test_choice_values_match_the_modules_that_check_them() -> None:
     """The CLI's choice tuples and the library-level checks (used by non-CLI callers) cannot drift apart."""
-    from llmchat import cli, history_cli, structured, usage_report
+    from llmchat.cli import options as cli
+    from llmchat.engine import history as history_cli
+    from llmchat.engine import structured
+    from llmchat.engine import usage as usage_report
 
     assert cli.ANSWER_FORMATS == structured.FORMATS
     assert cli.GROUPINGS == usage_report.GROUPINGS

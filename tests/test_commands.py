@@ -11,17 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.chat import Exchange
-from llmchat.commands import COMMANDS, Action, Command, Registry, ReplState, is_command
-from llmchat.config import Config, Profile
-from llmchat.errors import LlmchatError, MissingApiKey, Unreachable
-from llmchat.events import Answer, Event, TurnResult, Usage
-from llmchat.history_cli import markdown_transcript
-from llmchat.images import Image
-from llmchat.pricing import Price
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
+from llmchat.core.conversation import Exchange
+from llmchat.core.errors import LlmchatError, MissingApiKey, Unreachable
+from llmchat.core.events import Answer, Event, TurnResult, Usage
+from llmchat.core.images import Image
+from llmchat.core.pricing import Price
+from llmchat.engine.history import markdown_transcript
+from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Message, ModelInfo
-from llmchat.store import Store, record_parts
-from llmchat.usage_report import Tally
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.registry import Command, Registry, is_command
+from llmchat.repl.state import Action, ReplState
+from llmchat.store.db import Store
+from llmchat.store.export import record_parts
 
 LOCAL = Profile(name="local", provider="ollama", model="qwen3:0.6b", base_url="http://127.0.0.1:9",
                 system="Be terse.", temperature=0.7)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.config import REGIONS, load_config, ollama_host_url
-from llmchat.errors import ConfigError
-from llmchat.session import Overrides, resolve
+from llmchat.config.load import load_config
+from llmchat.config.profile import REGIONS, ollama_host_url
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -135,7 +136,7 @@ def test_ollama_host_forms(host: str | None, url: str) -> None:
 def test_example_config_is_the_template_init_writes_and_it_loads() -> None:
     root = Path(__file__).parent.parent
     example = root / "config.example.toml"
-    assert example.read_text(encoding="utf-8") == (root / "llmchat" / "config_template.toml").read_text("utf-8")
+    assert example.read_text(encoding="utf-8") == (root / "llmchat" / "config" / "template.toml").read_text("utf-8")
     config = load_config(example)
     assert config.default == "local" and {"local", "qwen", "max", "bailian"} <= set(config.profiles)
 
@@ -193,7 +194,7 @@ def test_the_profile_model_refuses_what_toml_would_coerce(tmp_path: Path) -> Non
 def test_the_file_keys_come_from_the_profile_model() -> None:
     from dataclasses import fields
 
-    from llmchat.config import PROFILE_KEYS, Profile
+    from llmchat.config.profile import PROFILE_KEYS, Profile
 
     assert set(PROFILE_KEYS) == {f.name for f in fields(Profile)} - {"name", "origin", "api_key"}
     assert set(REGIONS) == {"beijing", "singapore"}
@@ -205,8 +206,8 @@ def test_help_imports_no_pydantic_and_a_config_file_does(env, tmp_path: Path) ->
     import sys
 
     path = write(tmp_path, '[profiles.x]\nprovider = "ollama"\nmodel = "m"\n')
-    code = ("import sys\nfrom llmchat.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('pydantic' in sys.modules)\nfrom llmchat.config import load_config\n"
+    code = ("import sys\nfrom llmchat.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules)\nfrom llmchat.config.load import load_config\n"
             f"load_config({str(path)!r})\nprint('pydantic' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stderr
@@ -216,7 +217,7 @@ def test_request_options_take_every_setting_the_profile_has() -> None:
     """ChatOptions.from_profile copies by field name, so a setting added to Profile reaches the request."""
     from dataclasses import replace
 
-    from llmchat.config import BUILTIN_PROFILES
+    from llmchat.config.profile import BUILTIN_PROFILES
     from llmchat.providers import ChatOptions
 
     profile = replace(BUILTIN_PROFILES["local"], think=True, thinking_budget=9, search=False, temperature=0.3,
@@ -227,8 +228,8 @@ def test_request_options_take_every_setting_the_profile_has() -> None:
 
 
 def test_flags_named_like_profile_fields_set_them() -> None:
-    from llmchat.config import BUILTIN_PROFILES
-    from llmchat.session import with_flags
+    from llmchat.config.profile import BUILTIN_PROFILES
+    from llmchat.config.session import with_flags
 
     base = BUILTIN_PROFILES["local"]
     changed = with_flags(base, Overrides(profile="other", model="m2", system="s", think=True, temperature=0.2,
@@ -242,8 +243,8 @@ def test_every_set_setting_is_a_profile_and_request_field() -> None:
     """/set names settings by their Profile field, and they reach the request through ChatOptions."""
     from dataclasses import fields
 
-    from llmchat.commands import SETTINGS
-    from llmchat.config import PROFILE_KEYS
+    from llmchat.config.profile import PROFILE_KEYS
     from llmchat.providers import ChatOptions
+    from llmchat.repl.settings import SETTINGS
 
     assert set(SETTINGS) <= set(PROFILE_KEYS) & {f.name for f in fields(ChatOptions)}

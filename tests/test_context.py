@@ -19,15 +19,17 @@ import pytest
 from conftest import TEST_KEY
 from fakeserver import Raw, Stream
 
-from llmchat.chat import Conversation, Exchange
-from llmchat.commands import COMMANDS, ReplState
-from llmchat.config import Config, Profile, parse_config
-from llmchat.context import SUMMARY_INSTRUCTIONS, Budget, ContextManager, request_options
-from llmchat.errors import ConfigError
+from llmchat.config.load import Config, parse_config
+from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.core.errors import ConfigError
+from llmchat.core.tokens import TokenLedger, context_window, estimate_tokens
+from llmchat.engine.context import SUMMARY_INSTRUCTIONS, Budget, ContextManager, request_options
 from llmchat.providers import ChatOptions
-from llmchat.repl import ask
-from llmchat.store import Store
-from llmchat.tokens import TokenLedger, context_window, estimate_tokens
+from llmchat.repl.app import ask
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
+from llmchat.store.db import Store
 
 pytest_plugins = ("conftest_repl",)  # the `repl` fixture, for the pseudo-terminal test at the end
 

@@ -21,12 +21,11 @@ from conftest import TEST_KEY
 from rich.console import Console
 from rich.markdown import Markdown
 
-from llmchat import history_cli
-from llmchat import store as store_module
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import Timing, TurnResult, Usage
-from llmchat.history_cli import (
+from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.core.events import Timing, TurnResult, Usage
+from llmchat.engine import history as history_cli
+from llmchat.engine.history import (
     draw_transcript,
     history_export,
     history_import,
@@ -34,7 +33,10 @@ from llmchat.history_cli import (
     history_rm,
     history_show,
 )
-from llmchat.store import ImportFormatError, NotFound, Store, data_dir, default_path, open_store
+from llmchat.store import records as store_records
+from llmchat.store.db import Store, open_store
+from llmchat.store.files import data_dir, default_path
+from llmchat.store.records import ImportFormatError, NotFound
 
 PROFILE = Profile(name="local", provider="ollama", model="qwen3:0.6b")
 
@@ -52,7 +54,8 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
     minutes = itertools.count()
-    monkeypatch.setattr(store_module, "now", lambda: f"2025-03-01T10:{next(minutes):02d}:00.000+00:00")
+    # every store module reads the clock through records.now
+    monkeypatch.setattr(store_records, "now", lambda: f"2025-03-01T10:{next(minutes):02d}:00.000+00:00")
 
 
 def record_turn(store: Store, conversation: Conversation, question: str, answer: str = "", *,
@@ -314,7 +317,7 @@ def test_rm_deletes_and_says_what(saved: list[str], capsys: pytest.CaptureFixtur
 
 def _cli_has(command: str, option: str | None = None) -> bool:
     """Whether cli.py already offers `command` (and `option` on it): these tests wait for the wiring."""
-    from llmchat.cli import app
+    from llmchat.cli.app import app
 
     group = typer.main.get_command(app)
     found = getattr(group, "commands", {}).get(command)

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.chat import Conversation, run_turn
-from llmchat.config import Profile
-from llmchat.events import Answer, Finish, TurnResult
-from llmchat.images import load
+from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation
+from llmchat.core.events import Answer, Finish, TurnResult
+from llmchat.core.images import load
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store import Store, default_path, open_store
+from llmchat.store.db import Store, open_store
+from llmchat.store.files import default_path
 
 pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""Images: loading and checking (`llmchat.images`), both wire forms on the fake server, and `ask --image`.
+"""Images: loading and checking (`llmchat.core.images`), both wire forms on the fake server, and `ask --image`.
 
 The request-body tests assert the exact message the server received: Ollama's `images` list of base64
 strings on the question, and the OpenAI content-part list (text first, then one `image_url` per image).
@@ -14,9 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.errors import ConfigError
-from llmchat.images import Image, ImageError, PendingImages, attach, check_images, for_ollama, for_openai, load, sniff
-from llmchat.providers import ChatOptions
+from llmchat.core.errors import ConfigError
+from llmchat.core.images import (
+    Image,
+    ImageError,
+    PendingImages,
+    attach,
+    for_ollama,
+    for_openai,
+    load,
+    sniff,
+)
+from llmchat.providers import ChatOptions, check_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(16)
@@ -26,7 +35,7 @@ GIF = b"GIF89a" + bytes(16)
 
 def needs_ask_extras() -> pytest.MarkDecorator:
     """`ask --image/--format/--schema` reach the request once ask.py takes `extras` (see the issue 8 report)."""
-    from llmchat.ask import run_ask
+    from llmchat.engine.ask import run_ask
 
     missing = "extras" not in inspect.signature(run_ask).parameters
     return pytest.mark.skipif(missing, reason="ask.py does not take `extras` yet (issue 8 integration patch)")
@@ -81,7 +90,7 @@ def test_unreadable_images_are_clear_usage_errors(tmp_path, monkeypatch) -> None
         load(str(tmp_path))
     with pytest.raises(ImageError, match="is empty"):
         load(str(tmp_path / "empty.png"))
-    monkeypatch.setattr("llmchat.images.MAX_IMAGE_BYTES", 10)
+    monkeypatch.setattr("llmchat.core.images.MAX_IMAGE_BYTES", 10)
     (tmp_path / "big.png").write_bytes(PNG)
     with pytest.raises(ImageError, match="images are limited to"):
         load(str(tmp_path / "big.png"))

@@ -20,10 +20,11 @@ import pytest
 from fakeserver import Stream
 from test_store import PROFILE, NullView, Script, turn
 
-from llmchat.chat import Conversation, run_turn
-from llmchat.events import Answer, Finish
+from llmchat.core.conversation import Conversation
+from llmchat.core.events import Answer, Finish
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store import Store
+from llmchat.store.db import Store
 
 pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(60)
@@ -348,12 +349,13 @@ def test_a_full_disk_offers_to_go_on_unsaved(repl, fake_server, env) -> None:
 SAVE_CUT = r"""
 import sys
 from pathlib import Path
-from llmchat import stops
-from llmchat.chat import Conversation, run_turn
-from llmchat.config import Profile
-from llmchat.events import Answer, Finish
+from llmchat.core import stops
+from llmchat.core.conversation import Conversation
+from llmchat.engine.chat import run_turn
+from llmchat.config.profile import Profile
+from llmchat.core.events import Answer, Finish
 from llmchat.providers import ChatOptions
-from llmchat.store import Store
+from llmchat.store.db import Store
 
 store = Store(Path(sys.argv[1]))
 recorder = store.recorder(Profile(name="local", provider="ollama", model="m"))

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from fakeserver import Raw
 
-from llmchat.commands import COMMANDS, ReplState
-from llmchat.config import Config, Profile
-from llmchat.repl import ask
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
+from llmchat.repl.app import ask
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
 
 
 def shows(server: Any) -> list[Any]:

@@ -10,9 +10,9 @@ import socket
 import pytest
 from test_images import ollama
 
-from llmchat.errors import ModelNotFound
+from llmchat.core.errors import ModelNotFound
+from llmchat.engine.pull import PlainPullView, PullTracker, RichPullView, follow, offer_pull
 from llmchat.providers import PullProgress
-from llmchat.pull import PlainPullView, PullTracker, RichPullView, follow, offer_pull
 
 
 def closed_port_url() -> str:

@@ -14,9 +14,9 @@ from fakeserver import FakeServer, Raw, load_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmchat.config import parse_config
-from llmchat.errors import ConfigError
-from llmchat.events import Answer, Finish, Reasoning, Usage
+from llmchat.config.load import parse_config
+from llmchat.core.errors import ConfigError
+from llmchat.core.events import Answer, Finish, Reasoning, Usage
 from llmchat.providers import ChatOptions
 from llmchat.providers.ollama import OllamaProvider
 from llmchat.providers.openai_compat import OpenAICompatProvider

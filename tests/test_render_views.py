@@ -19,8 +19,8 @@ import pytest
 from rich.console import Console
 from rich.markdown import Markdown
 
-from llmchat.events import Timing, TurnResult, Usage
-from llmchat.pricing import Price
+from llmchat.core.events import Timing, TurnResult, Usage
+from llmchat.core.pricing import Price
 from llmchat.render import PlainView, make_view
 from llmchat.render.live import LiveView
 

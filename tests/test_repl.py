@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakeserver import Raw, Stream
 
-from llmchat.repl import block_is_open, unwrap_block
+from llmchat.repl.app import block_is_open, unwrap_block
 
 pytest_plugins = ("conftest_repl",)  # the `repl` fixture, whether or not conftest.py imports it
 pytestmark = pytest.mark.timeout(30)

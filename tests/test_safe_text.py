@@ -1,4 +1,4 @@
-"""The sanitizer (`llmchat.safe_text`) and the safe console every command draws with (DESIGN §4).
+"""The sanitizer (`llmchat.core.safe_text`) and the safe console every command draws with (DESIGN §4).
 
 The end-to-end cases (every writer, in a pseudo-terminal) are in test_terminal_safety.py; these pin
 the mapping itself: per character and so chunk-safe, nothing harmful left, ordinary text untouched,
@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from rich.table import Table
 from rich.text import Text
 
+from llmchat.core.safe_text import json_for, sanitize, sanitize_json, text_for
+from llmchat.engine.pull import PlainPullView, RichPullView, follow
 from llmchat.providers import PullProgress
-from llmchat.pull import PlainPullView, RichPullView, follow
 from llmchat.render.terminal import terminal_console
-from llmchat.safe_text import json_for, sanitize, sanitize_json, text_for
 
 HARMFUL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 ATTACKS = "\x1b]52;c;aGVsbG8=\x1b\\\x1b]0;pwned\x1b\\\x1b[2J\x1b]8;;http://evil/\x1b\\https://bank/\x1b]8;;\x1b\\\x9b31m\u202e"
@@ -133,7 +133,7 @@ def test_pull_status_lines_from_the_server() -> None:
 
 
 def test_repl_toolbar_shows_a_hostile_model_name_visibly() -> None:
-    from llmchat.repl import toolbar
+    from llmchat.repl.app import toolbar
 
     state = SimpleNamespace(
         profile=SimpleNamespace(name="p"), options=SimpleNamespace(model=f"m{ATTACKS}"),
@@ -143,7 +143,7 @@ def test_repl_toolbar_shows_a_hostile_model_name_visibly() -> None:
 
 
 def test_views_sanitize_notices_and_keep_a_piped_answer_exact() -> None:
-    from llmchat.events import TurnResult
+    from llmchat.core.events import TurnResult
     from llmchat.render.live import LiveView
     from llmchat.render.plain import PlainView
 

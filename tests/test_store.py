@@ -26,23 +26,17 @@ from typing import Any
 import pytest
 from conftest import TEST_KEY
 
-from llmchat import store as store_module
-from llmchat.chat import Conversation, Exchange, run_turn
-from llmchat.config import Profile
-from llmchat.errors import StreamBroken, Unreachable
-from llmchat.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
+from llmchat.config.profile import Profile
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.core.errors import StreamBroken, Unreachable
+from llmchat.core.events import Answer, Event, Finish, Reasoning, TurnResult, Usage
+from llmchat.engine.chat import run_turn
 from llmchat.providers import ChatOptions
-from llmchat.store import (
-    SCHEMA_VERSION,
-    ImportFormatError,
-    NotFound,
-    Store,
-    StoreError,
-    data_dir,
-    default_path,
-    existing_store,
-    open_store,
-)
+from llmchat.store import records as store_records
+from llmchat.store.db import Store, existing_store, open_store
+from llmchat.store.files import data_dir, default_path
+from llmchat.store.records import ImportFormatError, NotFound, StoreError
+from llmchat.store.schema import SCHEMA_VERSION
 
 PROFILE = Profile(name="local", provider="ollama", model="qwen3:0.6b")
 UNICODE_QUESTION = '天空为什么是蓝色的？ "quotes" 100% _x_'
@@ -108,7 +102,8 @@ def integrity(path: Path) -> str:
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Distinct, increasing timestamps, so ordering by `updated` never depends on the millisecond."""
     ticks = itertools.count()
-    monkeypatch.setattr(store_module, "now", lambda: f"2025-01-01T00:00:{next(ticks):06.3f}+00:00")
+    # every store module reads the clock through records.now
+    monkeypatch.setattr(store_records, "now", lambda: f"2025-01-01T00:00:{next(ticks):06.3f}+00:00")
 
 
 @pytest.fixture
@@ -500,10 +495,10 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import TurnResult
-from llmchat.store import Store
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.config.profile import Profile
+from llmchat.core.events import TurnResult
+from llmchat.store.db import Store
 
 path, go, name, turns = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 while not go.exists():
@@ -593,10 +588,10 @@ def test_a_writer_waits_for_a_long_transaction_instead_of_failing(db: Store) -> 
 KILLED = r"""
 import sqlite3, sys, time
 from pathlib import Path
-from llmchat.chat import Conversation, Exchange
-from llmchat.config import Profile
-from llmchat.events import TurnResult
-from llmchat.store import Store
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.config.profile import Profile
+from llmchat.core.events import TurnResult
+from llmchat.store.db import Store
 
 path, mode = Path(sys.argv[1]), sys.argv[2]
 store = Store(path)
@@ -627,8 +622,8 @@ if mode == "hold":
     print("ready", flush=True)
     time.sleep(60)
 elif mode == "stream":  # run_turn with a paced provider: the recorder saves the answer as it streams
-    from llmchat.chat import run_turn
-    from llmchat.events import Answer
+    from llmchat.engine.chat import run_turn
+    from llmchat.core.events import Answer
     from llmchat.providers import ChatOptions
 
     class Paced:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llmchat.store import Store
+from llmchat.store.db import Store
 
 pytest_plugins = ("conftest_repl",)
 pytestmark = pytest.mark.timeout(120)

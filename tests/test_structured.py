@@ -11,20 +11,16 @@ import pytest
 from fakeserver import Stream
 from test_images import bailian, needs_ask_extras, ollama
 
-from llmchat.errors import ConfigError
-from llmchat.events import TurnResult
+from llmchat.core.errors import ConfigError
+from llmchat.core.events import TurnResult
+from llmchat.engine.structured import OutputFormat, StructuredOutputError, load_schema, parse_answer, validate
 from llmchat.providers import ChatOptions
-from llmchat.structured import (
+from llmchat.providers.json_mode import (
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
-    OutputFormat,
-    StructuredOutputError,
-    load_schema,
     mention_json,
-    parse_answer,
     response_format,
     schema_name,
-    validate,
 )
 
 PERSON = {
@@ -265,7 +261,7 @@ def test_output_format_from_flags(tmp_path, capsys) -> None:
 
 
 _IMPORTS_AFTER = (
-    "import sys\nfrom llmchat.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    "import sys\nfrom llmchat.cli.app import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
     "print('jsonschema' in sys.modules, file=sys.stderr)"
 )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmchat.events import Answer, Reasoning
+from llmchat.core.events import Answer, Reasoning
 from llmchat.providers.thinktags import ThinkTagSplitter
 
 WIRE = Path(__file__).parent / "wire"

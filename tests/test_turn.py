@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from llmchat.errors import BadRequest, ContextTooLong, ProviderError, RateLimited, ServerError, StreamUnfinished
-from llmchat.events import Answer, Event, Finish, Notice, Reasoning, Timing, TurnResult, Usage
-from llmchat.turn import Turn, adrive, backoff, drive
+from llmchat.core.errors import BadRequest, ContextTooLong, ProviderError, RateLimited, ServerError, StreamUnfinished
+from llmchat.core.events import Answer, Event, Finish, Notice, Reasoning, Timing, TurnResult, Usage
+from llmchat.engine.turn import Turn, adrive, backoff, drive
 
 Script = list[Event | ProviderError]  # one attempt: events, then perhaps the error that ends it
 

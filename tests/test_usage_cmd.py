@@ -19,13 +19,15 @@ from conftest import TEST_KEY
 from fakeserver import Stream
 from test_context import chat_bodies, is_summary_call, server_count
 
-from llmchat.ask import run_ask
-from llmchat.commands import COMMANDS, ReplState
-from llmchat.config import load_config
-from llmchat.repl import ask
-from llmchat.session import Overrides
-from llmchat.store import default_path, open_store
-from llmchat.usage_report import parse_since, print_usage
+from llmchat.config.load import load_config
+from llmchat.config.session import Overrides
+from llmchat.engine.ask import run_ask
+from llmchat.engine.usage import parse_since, print_usage
+from llmchat.repl.app import ask
+from llmchat.repl.commands import COMMANDS
+from llmchat.repl.state import ReplState
+from llmchat.store.db import open_store
+from llmchat.store.files import default_path
 
 CNY_IN, CNY_OUT, CNY_CACHED = 0.0008, 0.002, 0.0002
 USD_IN, USD_OUT = 0.001, 0.003
@@ -191,7 +193,7 @@ def test_usage_argument_errors_and_an_empty_history(env, llmchat) -> None:
 
 def test_answers_saved_before_costs_were_kept_count_as_unpriced(env, tmp_path: Path) -> None:
     """The migration gives old answers their conversation's profile and no cost (the price then is unknown)."""
-    from llmchat.store import _migrate_to_1
+    from llmchat.store.schema import _migrate_to_1
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmchat.events import Timing, TurnResult, Usage
-from llmchat.pricing import Price
+from llmchat.core.events import Timing, TurnResult, Usage
+from llmchat.core.pricing import Price
 from llmchat.render.usage import NOT_REPORTED, format_seconds, format_usage, usage_parts
 
 FULL = TurnResult(

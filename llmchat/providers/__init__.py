@@ -14,24 +14,22 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmchat.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
+from llmchat.core.conversation import Message
+from llmchat.core.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
+from llmchat.core.images import Image, ImageError
 
 if TYPE_CHECKING:
-    from llmchat.config import Profile
-    from llmchat.events import Event
-    from llmchat.images import Image
+    from llmchat.config.profile import Profile
+    from llmchat.core.events import Event
 
 #: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
-#: "images": a tuple of `llmchat.images.Image`, which each provider turns into its own wire form.
+#: "images": a tuple of `llmchat.core.images.Image`, which each provider turns into its own wire form.
 CONNECT_TIMEOUT_S = 5.0  # a server that accepts no connection within this is treated as unreachable
 
 
 def connect_timeout(read_timeout: float) -> float:
     """Seconds to wait for a connection: 5, or less when the read timeout is shorter (LLMCHAT_TIMEOUT=1)."""
     return min(CONNECT_TIMEOUT_S, read_timeout)
-
-
-Message = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -222,3 +220,23 @@ def gateway_error(server: str, status: int, body: str, content_type: str | None 
     error.brief = f"{status}{phrase} from a proxy or gateway."
     error.not_the_api = True
     return error
+
+
+def check_images(provider: Provider, model: str, images: Sequence[Image]) -> None:
+    """Before sending: the provider can take these images, and the model can see (when the server says).
+
+    Ollama reports capabilities (`/api/show`); OpenAI-compatible servers do not, so there the server's
+    own answer decides. Raises ImageError (exit 2): no model call was made, the input must change.
+    """
+    if not images:
+        return
+    if not getattr(provider, "image_urls", True):
+        for image in images:
+            image.base64()  # raises for a URL, with the fix
+    capabilities = provider.capabilities(model)
+    if capabilities is not None and "vision" not in capabilities:
+        shown = ", ".join(sorted(capabilities)) or "none reported"
+        raise ImageError(
+            f"{model} cannot see images (its capabilities: {shown}).",
+            hint="Use a vision model, e.g. -m qwen2.5vl or -m gemma3; `llmchat models` shows which can see.",
+        )

@@ -5,7 +5,7 @@ exact generation timings; and because a mid-stream error is visible there but lo
 
 The blocking path (`stream`, used by `ask` and the REPL) and the asyncio path (`astream`, used by
 batch) differ only in how they wait: request building, turning a chunk into events and mapping an
-exception into an `llmchat.errors` error are shared, so both report failures in the same words.
+exception into an `llmchat.core.errors` error are shared, so both report failures in the same words.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import ollama
 
-from llmchat.config import mask_url
-from llmchat.errors import (
+from llmchat.config.profile import mask_url
+from llmchat.core.errors import (
     BadRequest,
     ModelNotFound,
     ProviderError,
@@ -29,8 +29,8 @@ from llmchat.errors import (
     Timeout,
     Unreachable,
 )
-from llmchat.events import Answer, Event, Finish, Notice, Reasoning, Usage
-from llmchat.images import attach, for_ollama
+from llmchat.core.events import Answer, Event, Finish, Notice, Reasoning, Usage
+from llmchat.core.images import attach, for_ollama
 from llmchat.providers import (
     ChatOptions,
     Message,

@@ -22,8 +22,8 @@ from typing import Any
 
 import openai
 
-from llmchat.config import mask_url
-from llmchat.errors import (
+from llmchat.config.profile import mask_url
+from llmchat.core.errors import (
     AuthFailed,
     BadRequest,
     ContextTooLong,
@@ -36,11 +36,11 @@ from llmchat.errors import (
     Timeout,
     Unreachable,
 )
-from llmchat.events import Answer, Event, Finish, Reasoning, Usage
-from llmchat.images import attach, for_openai
+from llmchat.core.events import Answer, Event, Finish, Reasoning, Usage
+from llmchat.core.images import attach, for_openai
 from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
+from llmchat.providers.json_mode import as_json_object, mention_json, response_format
 from llmchat.providers.thinktags import ThinkTagSplitter
-from llmchat.structured import as_json_object, mention_json, response_format
 
 
 class OpenAICompatProvider:

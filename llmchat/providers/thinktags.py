@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from llmchat.events import Answer, Reasoning
+from llmchat.core.events import Answer, Reasoning
 
 OPEN, CLOSE = "<think>", "</think>"
 

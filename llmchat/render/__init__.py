@@ -11,8 +11,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
-from llmchat.events import TurnResult
-from llmchat.pricing import Price
+from llmchat.core.events import TurnResult
+from llmchat.core.pricing import Price
 from llmchat.render.plain import PlainView, is_terminal
 
 if TYPE_CHECKING:

@@ -28,11 +28,11 @@ from rich.panel import Panel
 from rich.segment import ControlType, Segment
 from rich.text import Text
 
-from llmchat.events import TurnResult
-from llmchat.pricing import Price
+from llmchat.core.events import TurnResult
+from llmchat.core.pricing import Price
+from llmchat.core.safe_text import sanitize
 from llmchat.render.markdown_stream import ANSWER_MARKDOWN, MarkdownStream
 from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
-from llmchat.safe_text import sanitize
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType, RenderResult

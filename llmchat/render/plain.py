@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, TextIO
 
-from llmchat.events import TurnResult
-from llmchat.pricing import Price
+from llmchat.core.events import TurnResult
+from llmchat.core.pricing import Price
+from llmchat.core.safe_text import is_terminal, sanitize
 from llmchat.render.usage import format_usage
-from llmchat.safe_text import is_terminal, sanitize
 
 if TYPE_CHECKING:
     from llmchat.render import ThinkingMode

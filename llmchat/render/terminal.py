@@ -1,6 +1,6 @@
 """The one Rich console every command draws with, so no writer can forget untrusted text (DESIGN §4).
 
-Callers still sanitize text where it enters (`llmchat.safe_text.sanitize`), which keeps Rich's
+Callers still sanitize text where it enters (`llmchat.core.safe_text.sanitize`), which keeps Rich's
 layout exact; this console is the net under them:
 
 - markup and emoji codes are off by default, so a model name like `[link=http://evil]bank[/link]`
@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.text import Text
 
-from llmchat.safe_text import UNSAFE, sanitize
+from llmchat.core.safe_text import UNSAFE, sanitize
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType

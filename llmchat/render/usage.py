@@ -7,8 +7,8 @@ than shown as zero or estimated, because a wrong number is worse than none.
 
 from __future__ import annotations
 
-from llmchat.events import TurnResult
-from llmchat.pricing import Price
+from llmchat.core.events import TurnResult
+from llmchat.core.pricing import Price
 
 SEPARATOR = " · "
 NOT_REPORTED = "tokens not reported by the server"

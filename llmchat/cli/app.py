@@ -1,0 +1,119 @@
+"""The command line: parse, resolve the profile, delegate, and map errors to exit codes.
+
+Nothing here talks HTTP or draws a turn; `main()` is the only place that turns exceptions into
+messages and exit codes (DESIGN §5), so no command prints a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+# The command modules register themselves on the apps in cli.options when imported, in this order, which is
+# the order `llmchat --help` lists them in.
+from llmchat.cli import ask, usage, models, batch, history, config_cmd  # noqa: F401  # isort: skip
+from llmchat.cli.ask import ask_words, chat_session, stdin_is_terminal
+from llmchat.cli.options import (
+    ConfigOpt,
+    ModelOpt,
+    NoSaveOpt,
+    PlainOpt,
+    ProfileOpt,
+    SearchOpt,
+    SystemOpt,
+    TemperatureOpt,
+    ThinkingOpt,
+    ThinkOpt,
+    app,
+    command_flags,
+)
+from llmchat.core.errors import ConfigError, LlmchatError
+from llmchat.render.errors import print_error
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    think: ThinkOpt = None,
+    temperature: TemperatureOpt = None,
+    config: ConfigOpt = None,
+    show_thinking: ThinkingOpt = None,
+    plain: PlainOpt = False,
+    search: SearchOpt = None,
+    no_save: NoSaveOpt = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from llmchat import __version__
+
+        typer.echo(f"llmchat {__version__}")
+        raise typer.Exit()
+    flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
+                   search=search, show_thinking=show_thinking, config=config)
+    ctx.obj = flags
+    if ctx.invoked_subcommand is not None:
+        ctx.meta["plain"] = plain
+        ctx.meta["no_save"] = no_save
+        return
+    if not stdin_is_terminal():
+        ask_words(flags, [], plain=plain, as_json=False, usage=None, stream=True, save=not no_save)
+        return
+    chat_session(flags, plain=plain, save=not no_save)
+
+
+# ------------------------------------------------------------------------------------------- entry point
+
+
+def refuse_undecodable_argv(args: list[str]) -> None:
+    """Arguments must be UTF-8 text, as piped stdin must (DESIGN §5): exit 2 before anything runs.
+
+    Python decodes argv with surrogateescape, so bytes that are not UTF-8 (a GBK or Latin-1
+    terminal, a script in another encoding) arrive as lone surrogates; left in, they fail much
+    later and far away (encoding the request, saving the history) with a misleading error.
+    """
+    for number, arg in enumerate(args, 1):
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            try:
+                shown = repr(os.fsencode(arg))[2:-1]
+            except UnicodeError:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii")
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise ConfigError(
+                f"Argument {number} of the command line is not UTF-8 text ('{shown}').",
+                hint="Give text in UTF-8 (check the terminal's or the script's encoding; convert with "
+                "`iconv -f GBK -t UTF-8`), or pipe the text in on stdin.",
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
+
+    Typer reports its own usage errors (exit 2) and turns Ctrl-C into exit 130; everything of ours
+    arrives here as an LlmchatError and becomes one paragraph on stderr instead of a traceback.
+    """
+    command = typer.main.get_command(app)
+    debug = os.environ.get("LLMCHAT_DEBUG") == "1"
+    try:
+        refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
+        command.main(args=argv, prog_name="llmchat", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code == 130:
+            print_error("Interrupted.")
+        raise
+    except LlmchatError as exc:
+        if debug:
+            raise
+        print_error(exc)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: one paragraph, and the traceback only with LLMCHAT_DEBUG=1
+        if debug:
+            raise
+        print_error(f"Unexpected internal error: {type(exc).__name__}: {exc}",
+                    "This is a bug in llmchat. Rerun with LLMCHAT_DEBUG=1 to see the traceback, and report it.")
+        sys.exit(1)

@@ -1,0 +1,41 @@
+"""`llmchat config path|init|show`: where the config file lives, a commented one, the effective values."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmchat.cli.options import ConfigOpt, command_flags, config_app
+
+
+@config_app.command("path")
+def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Print where the config file is read from."""
+    from llmchat.config.load import config_path
+
+    path, _ = config_path(command_flags(ctx, config=config).config)
+    typer.echo(str(path))
+
+
+@config_app.command("init")
+def config_init(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config (never overwrites without --force)."""
+    from llmchat.cli.info import init_config
+
+    init_config(command_flags(ctx, config=config).config, force=force)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Print the effective config as TOML; keys are never shown, only whether they are set."""
+    from llmchat.cli.info import show_config
+
+    show_config(command_flags(ctx, config=config).config)
+
+
+# --------------------------------------------------------------------------------------------- actions

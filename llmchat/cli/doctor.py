@@ -1,0 +1,266 @@
+"""`llmchat doctor`: is each profile ready to chat, and if not, what exactly to do about it.
+
+Why it is shaped this way:
+- One row per check, each with ✓/✗ and the fix, in the order a user would debug: the config, the key,
+  the server, the model, what the model can do, and (opt-in) a real request. A failure early on
+  marks the checks that depend on it "–" (skipped) instead of piling up consequences of one cause.
+- It reuses the providers and their error mapping, so the fix shown here is the hint `ask` would
+  give for the same failure, not a second wording of it.
+- Capabilities come from where the server says them (Ollama's `/api/show`); OpenAI-compatible servers
+  do not say, so those rows read "?" (unknown), never a guess. Missing thinking only fails when the
+  profile asks for it (`think = true`); missing vision is information, not a failure.
+- `--probe` sends one request of one token and times the round trip: it costs a (tiny) call, so it
+  is opt-in. Exit 0 when nothing failed, 1 otherwise (a broken config is a finding here, not exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from llmchat.core.errors import AuthFailed, BadRequest, ConfigError, LlmchatError, ModelNotFound, ProviderError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmchat.config.load import Config
+    from llmchat.config.profile import Profile
+    from llmchat.config.session import Overrides
+    from llmchat.providers import ModelInfo, Provider
+
+MARKS = {"ok": "✓", "fail": "✗", "skip": "–", "unknown": "?", "warn": "!"}
+STYLES = {"ok": "green", "fail": "bold red", "skip": "dim", "unknown": "yellow", "warn": "yellow"}
+PROBE_QUESTION = "Reply with the single word OK."
+
+
+@dataclass
+class Check:
+    name: str
+    state: str  # a key of MARKS
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "fail"
+
+
+@dataclass
+class _Context:
+    """What the checks of one profile learned so far (later checks depend on earlier ones)."""
+
+    profile: Profile
+    provider: Provider | None = None
+    key_ok: bool = True
+    reachable: bool = False
+    listing: list[ModelInfo] | None = None
+    model_ok: bool = False
+    capabilities: frozenset[str] | None = None
+
+
+def diagnose(profile: Profile, warnings: tuple[str, ...] = (), *, probe: bool = False,
+             connect: Callable[..., Provider] | None = None) -> list[Check]:
+    """Every check for one profile, in order; never raises for what it finds."""
+    if connect is None:
+        from llmchat.providers import connect
+    ctx = _Context(profile)
+    checks = [_config(profile, warnings), _key(ctx)]
+    checks.append(_server(ctx, connect))
+    if checks[1].state == "ok" and not ctx.key_ok:  # the server refused the key the profile supplies
+        checks[1] = _rejected(profile)
+    checks.append(_model(ctx))
+    checks += _capabilities(ctx)
+    checks.append(_probe(ctx) if probe else Check("latency", "skip", "not measured", "add --probe to time "
+                                                  "a one-token request"))
+    return checks
+
+
+def _config(profile: Profile, warnings: tuple[str, ...]) -> Check:
+    try:
+        endpoint = profile.shown_endpoint
+    except ConfigError as exc:
+        return Check("config", "fail", exc.message, exc.hint or "")
+    own = [w for w in warnings if w.startswith(f"profiles.{profile.name} ")]
+    origin = "built-in" if profile.origin == "built-in" else f"from {profile.origin}"
+    detail = f"{profile.provider} · {profile.model} · {endpoint} ({origin})"
+    if own:
+        return Check("config", "warn", f"{detail}; " + "; ".join(own))
+    return Check("config", "ok", detail)
+
+
+def _key(ctx: _Context) -> Check:
+    profile = ctx.profile
+    if profile.api_key:
+        return Check("API key", "ok", "written in the (owner-only) config file")
+    variable = profile.key_variable
+    if variable is None:
+        return Check("API key", "ok", "none needed")
+    if os.environ.get(variable, "").strip():
+        return Check("API key", "ok", f"{variable} is set")
+    ctx.key_ok = False
+    return Check("API key", "fail", f"{variable} is not set", _key_fix(profile))
+
+
+def _rejected(profile: Profile) -> Check:
+    if profile.key_variable is None and not profile.api_key:
+        return Check("API key", "fail", "the server wants a key, but the profile names none",
+                     'Add api_key_env = "NAME" to the profile, then export NAME=…')
+    source = profile.key_variable or "the key in the config file"
+    return Check("API key", "fail", f"the server rejected {source}", _key_fix(profile))
+
+
+def _key_fix(profile: Profile) -> str:
+    variable = profile.key_variable or "the profile's api_key_env"
+    where = f" for the {profile.region or 'beijing'} region" if profile.provider == "bailian" else ""
+    return f"export {variable}=sk-…  (a key{where} of {_endpoint(profile)})"
+
+
+def _endpoint(profile: Profile) -> str:
+    try:
+        return profile.shown_endpoint
+    except ConfigError:
+        return "?"
+
+
+def _server(ctx: _Context, connect: Callable[..., Provider]) -> Check:
+    profile = ctx.profile
+    try:
+        provider = ctx.provider = connect(profile, require_key=False)
+        if profile.provider == "ollama":
+            version = provider.version()  # type: ignore[attr-defined]
+            ctx.reachable = True
+            return Check("server", "ok", f"Ollama {version} at {profile.shown_endpoint}")
+        ctx.listing = provider.list_models()
+        ctx.reachable = True
+        return Check("server", "ok", f"answers at {profile.shown_endpoint} ({len(ctx.listing)} models listed)")
+    except AuthFailed as exc:
+        ctx.reachable = True  # it answered: only the key is wrong (or missing)
+        ctx.key_ok = False
+        return Check("server", "ok", f"answers at {_endpoint(profile)} (and refuses: {exc.message})")
+    except ProviderError as exc:
+        if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)) and not exc.not_the_api:
+            ctx.reachable = True  # a server without GET /models (some proxies): reachable, list unknown
+            return Check("server", "ok", f"answers at {profile.shown_endpoint} (it lists no models: {exc.message})")
+        return Check("server", "fail", exc.message, exc.hint or "")
+    except LlmchatError as exc:
+        return Check("server", "fail", exc.message, exc.hint or "")
+
+
+def _model(ctx: _Context) -> Check:
+    profile, model = ctx.profile, ctx.profile.model
+    if not ctx.reachable:
+        return Check("model", "skip", f"{model}: the server did not answer")
+    if profile.provider == "ollama":
+        try:
+            info = ctx.provider.show(model)  # type: ignore[union-attr]
+        except ModelNotFound:
+            return Check("model", "fail", f"{model} is not on this server",
+                         f"llmchat pull {model}   (or pick one from `llmchat models -p {profile.name}`)")
+        except LlmchatError as exc:
+            return Check("model", "fail", exc.message, exc.hint or "")
+        ctx.model_ok = True
+        ctx.capabilities = frozenset(info.capabilities) if info.capabilities is not None else None
+        facts = ", ".join(f for f in (info.family, info.parameters, info.quantization) if f)
+        return Check("model", "ok", f"{model}" + (f" ({facts})" if facts else ""))
+    if not ctx.key_ok:
+        return Check("model", "skip", f"{model}: needs a working key to check")
+    if ctx.listing is None:
+        ctx.model_ok = True  # cannot tell; let the probe (if any) decide
+        return Check("model", "unknown", f"{model}: the server does not list its models")
+    names = {m.name for m in ctx.listing}
+    if model in names:
+        ctx.model_ok = True
+        return Check("model", "ok", f"{model} is offered")
+    return Check("model", "fail", f"{model} is not among the {len(names)} models the server offers",
+                 f"Check the name: `llmchat models -p {profile.name}` lists them.")
+
+
+def _capabilities(ctx: _Context) -> list[Check]:
+    profile, model = ctx.profile, ctx.profile.model
+    if not ctx.model_ok:
+        return [Check("thinking", "skip", "model not checked"), Check("vision", "skip", "model not checked")]
+    caps = ctx.capabilities
+    if caps is None:
+        said = "the server does not say" if profile.provider != "ollama" else "this Ollama is too old to say"
+        return [Check("thinking", "unknown", said), Check("vision", "unknown", said)]
+    if "thinking" in caps:
+        thinking = Check("thinking", "ok", f"{model} can think")
+    elif profile.think:
+        thinking = Check("thinking", "fail", f"the profile asks for thinking (think = true); {model} cannot think",
+                         "Set think = false in the profile, or use a thinking model (e.g. qwen3).")
+    else:
+        thinking = Check("thinking", "skip", f"{model} cannot think")
+    if "vision" in caps:
+        vision = Check("vision", "ok", f"{model} can see images")
+    else:
+        vision = Check("vision", "skip", f"{model} cannot see images", "for --image, use a vision model "
+                       "(e.g. qwen2.5vl, gemma3)")
+    return [thinking, vision]
+
+
+def _probe(ctx: _Context) -> Check:
+    if not (ctx.reachable and ctx.key_ok and ctx.model_ok) or ctx.provider is None:
+        return Check("latency", "skip", "not measured: an earlier check failed")
+    from llmchat.providers import ChatOptions
+
+    options = replace(ChatOptions.from_profile(ctx.profile), max_tokens=1)
+    started = time.monotonic()
+    try:
+        for _ in ctx.provider.stream([{"role": "user", "content": PROBE_QUESTION}], options):
+            pass
+    except LlmchatError as exc:
+        return Check("latency", "fail", exc.message, exc.hint or "")
+    return Check("latency", "ok", f"{time.monotonic() - started:.2f} s for a one-token request")
+
+
+# -------------------------------------------------------------------------------------------- command
+
+
+def profiles_to_check(config: Config, name: str | None) -> list[Profile]:
+    """`-p NAME`: that one. Otherwise the default profile and every profile the config file defines
+    (built-ins nobody configured, e.g. a cloud profile without a key, would only add noise)."""
+    if name:
+        return [config.profile(name)]
+    default = config.profile()
+    rest = [p for p in config.profiles.values() if p.origin != "built-in" and p.name != default.name]
+    return [default, *rest]
+
+
+def run_doctor(flags: Overrides, *, probe: bool = False) -> int:
+    from llmchat.cli.info import table_console
+    from llmchat.config.load import load_config
+    from llmchat.config.session import with_flags
+
+    console = table_console()
+    try:
+        config = load_config(flags.config)
+    except ConfigError as exc:
+        _print_table(console, "config", [Check("config", "fail", exc.message, exc.hint or "")])
+        return 1
+    failed = 0
+    for profile in profiles_to_check(config, flags.profile):
+        profile = with_flags(profile, flags)
+        checks = diagnose(profile, config.warnings, probe=probe)
+        failed += sum(c.failed for c in checks)
+        _print_table(console, f"{profile.name} ({profile.provider} · {profile.model})", checks)
+    console.print("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.",
+                  style="green" if not failed else "bold red", highlight=False)
+    return 1 if failed else 0
+
+
+def _print_table(console: Console, title: str, checks: list[Check]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, header_style="bold",
+                  pad_edge=False)
+    for column in ("", "check", "result", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(Text(MARKS[check.state], style=STYLES[check.state]), check.name,
+                      Text(check.detail), Text(check.fix, style="dim"))
+    console.print(table)
+    console.print()

@@ -1,0 +1,165 @@
+"""The informational commands: `profiles`, `models`, `config init | show`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from llmchat.config.load import Config, config_path, load_config
+from llmchat.config.profile import profile_as_table
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.errors import ConfigError, LlmchatError
+from llmchat.core.safe_text import json_for, text_for
+
+if TYPE_CHECKING:
+    from llmchat.providers import ModelInfo, Provider
+
+
+def table_console():
+    """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it.
+
+    It is the safe console (no markup in cells, untrusted text sanitized): model names, families and
+    endpoints come from servers and config files.
+    """
+    from llmchat.render.terminal import terminal_console
+
+    return terminal_console(width=None if sys.stdout.isatty() else 1000)
+
+
+def print_profiles(config_file: str | None) -> None:
+    from rich.table import Table
+
+    config = load_config(config_file)
+    active = os.environ.get("LLMCHAT_PROFILE") or config.default
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("", "name", "provider", "model", "endpoint", "key", "from"):
+        table.add_column(column, overflow="fold")  # never "…": scripts read this too
+    for name, profile in config.profiles.items():
+        try:
+            endpoint = profile.shown_endpoint
+        except ConfigError:
+            endpoint = "?"
+        key = profile.key_variable or "-"
+        if profile.key_variable:
+            key += " ✓" if os.environ.get(profile.key_variable) else " (unset)"
+        origin = "built-in" if profile.origin == "built-in" else "config"
+        table.add_row("*" if name == active else "", name, profile.provider, profile.model, endpoint, key, origin)
+    table_console().print(table)
+
+
+def print_models(flags: Overrides, *, as_json: bool) -> None:
+    """The server's models with size, family and what each can do (thinking, vision, …) where it says."""
+    from llmchat.providers import connect
+
+    _, profile = resolve(flags)
+    provider = connect(profile)
+    listing = with_capabilities(provider, provider.list_models())
+    if as_json:
+        print(json_for(sys.stdout, json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2)))
+        return
+    from rich.table import Table
+
+    from llmchat.engine.pull import format_bytes
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["name", "size", "family", "parameters", "quantization", "capabilities", "modified", "owner"]
+    shown = [c for c in columns if c == "name" or any(getattr(m, c) for m in listing)]
+    for column in shown:
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for model in listing:
+        cells = []
+        for column in shown:
+            value = getattr(model, column)
+            if column == "size" and value:
+                cells.append(format_bytes(value))
+            elif column == "capabilities":
+                cells.append(", ".join(c for c in value or () if c != "completion"))  # every chat model has it
+            else:
+                cells.append(str(value or ""))
+        table.add_row(*cells)
+    console = table_console()
+    console.print(table)
+    if not listing:
+        console.print(f"{profile.shown_endpoint} offers no models.", style="dim")
+
+
+def with_capabilities(provider: Provider, listing: list[ModelInfo]) -> list[ModelInfo]:
+    """Fill in capabilities the listing lacks by asking per model (Ollama before 0.30: `/api/show`).
+
+    Servers that never say (OpenAI-compatible: `capabilities()` is None) cost no extra request; Ollama's
+    are asked a few at a time, since each `/api/show` also reads the model's tensor list.
+    """
+    missing = [m for m in listing if m.capabilities is None]
+    if not missing:
+        return listing
+
+    def ask(model: ModelInfo) -> ModelInfo:
+        if model.capabilities is not None:
+            return model
+        try:
+            capabilities = provider.capabilities(model.name)
+        except LlmchatError:
+            return model  # removed meanwhile, or a broken manifest: the listing still shows it
+        return model if capabilities is None else replace(model, capabilities=_ordered(capabilities))
+
+    first = ask(missing[0])
+    if first.capabilities is None:  # this server does not say: no request per model
+        return listing
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(ask, listing))
+
+
+_ORDER = ("completion", "tools", "insert", "vision", "embedding", "thinking")  # Ollama's own order
+
+
+def _ordered(capabilities: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(capabilities, key=lambda c: (_ORDER.index(c) if c in _ORDER else len(_ORDER), c)))
+
+
+def _as_dict(model: ModelInfo) -> dict[str, object]:
+    data = dict(model.__dict__)
+    if model.capabilities is not None:
+        data["capabilities"] = list(model.capabilities)
+    return data
+
+
+def config_template() -> str:
+    return resources.files("llmchat.config").joinpath("template.toml").read_text(encoding="utf-8")
+
+
+def init_config(config_file: str | None, *, force: bool) -> None:
+    path, _ = config_path(config_file)
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; not overwriting it.",
+                          hint="Use `llmchat config init --force` to replace it.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_template(), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write {path}: {exc.strerror}.") from None
+    print(f"Wrote {path}")
+
+
+def show_config(config_file: str | None) -> None:
+    import tomli_w
+
+    config: Config = load_config(config_file)
+    source = config.path if config.path else "built-in defaults (no config file)"
+    lines = [f"# effective config from {source}", ""]
+    lines.append(tomli_w.dumps({"default_profile": os.environ.get("LLMCHAT_PROFILE") or config.default}))
+    for name, profile in config.profiles.items():
+        table = profile_as_table(profile)
+        lines.append(f"# from {profile.origin}")
+        if profile.key_variable:
+            state = "is set (value hidden)" if os.environ.get(profile.key_variable) else "is NOT set"
+            lines.append(f"# {profile.key_variable} {state}")
+        lines.append(tomli_w.dumps({"profiles": {name: table}}))
+    print(text_for(sys.stdout, "\n".join(lines).rstrip()))
+
+

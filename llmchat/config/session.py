@@ -1,0 +1,49 @@
+"""Resolving what a command runs against: the config file, the profile, and the flags on top.
+
+Shared by `ask`, `chat` and the bare `llmchat`, so that every entry point applies the same
+precedence (flags > environment > file > built-ins) in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+
+from llmchat.config.load import Config, load_config
+from llmchat.config.profile import Profile, apply_overrides
+from llmchat.core.safe_text import sanitize
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Flags that change a profile for one run; None means the flag was not given."""
+
+    profile: str | None = None
+    model: str | None = None
+    system: str | None = None
+    think: bool | None = None
+    temperature: float | None = None
+    search: bool | None = None
+    show_thinking: bool | None = None  # True: --show-thinking, False: --hide-thinking
+    config: str | None = None
+
+
+def resolve(flags: Overrides) -> tuple[Config, Profile]:
+    """The config and the profile to use; warnings about that profile go to stderr, once."""
+    config = load_config(flags.config)
+    profile = config.profile(flags.profile)
+    for warning in config.warnings:
+        if warning.startswith(f"profiles.{profile.name} "):
+            print(sanitize(f"Warning: {warning}"), file=sys.stderr)
+    return config, with_flags(profile, flags)
+
+
+def with_flags(profile: Profile, flags: Overrides) -> Profile:
+    """The profile with the flags applied. A flag named like a Profile field sets that field, so adding a
+    flag for a setting needs no list kept here; --show/--hide-thinking set the `thinking` display."""
+    thinking = None if flags.show_thinking is None else ("show" if flags.show_thinking else "hide")
+    same = {f.name: getattr(flags, f.name) for f in fields(flags) if f.name in _PROFILE_FIELDS}
+    return apply_overrides(profile, **same, thinking=thinking)
+
+
+_PROFILE_FIELDS = frozenset(f.name for f in fields(Profile)) - {"name"}  # --profile chooses one, sets no field

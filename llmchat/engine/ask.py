@@ -1,0 +1,91 @@
+"""`llmchat ask`: one question, one streamed answer, then exit with DESIGN §5's code."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from llmchat.config.profile import Profile
+from llmchat.config.session import Overrides, resolve
+from llmchat.core.conversation import ContextSummary, Conversation
+from llmchat.core.errors import LlmchatError, ModelNotFound
+from llmchat.engine.chat import TurnView, run_turn
+from llmchat.engine.context import manager_for, request_options
+from llmchat.engine.pull import offer_pull
+from llmchat.providers import ChatOptions, connect
+
+if TYPE_CHECKING:
+    from llmchat.core.errors import ProviderError
+    from llmchat.core.events import TurnResult
+    from llmchat.engine.ask_extras import AskExtras
+    from llmchat.store.db import Store
+
+
+def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> TurnView:
+    """The view for one `ask`: JSON, buffered, or the live/plain renderer chosen by the terminal."""
+    if as_json:
+        from llmchat.engine.outputs import JsonView
+
+        return JsonView(profile, sys.stdout, sys.stderr)
+    from llmchat.render import make_view
+
+    view = make_view(plain=plain, thinking=profile.thinking, show_usage=usage, price=profile.price)
+    if not stream:
+        from llmchat.engine.outputs import BufferedView
+
+        return BufferedView(view)
+    return view
+
+
+def open_saved_store(*, reading: bool = False) -> Store:
+    """The history store, imported only when a turn is saved or resumed (sqlite3 is not free at startup)."""
+    from llmchat.store.db import open_store
+
+    return open_store(reading=reading)
+
+
+def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+            save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> int:
+    """Run the turn; returns the exit code (errors are raised for `main` to report).
+
+    With `-c` the saved history is sent, fitted to the window by the profile's `history` strategy
+    exactly as in the REPL (a summary made here is saved with the conversation).
+    """
+    config, profile = resolve(flags)
+    provider = connect(profile)
+    options = ChatOptions.from_profile(profile)
+    sent = extras.options(options, provider) if extras else options  # images, --format: checked before the turn
+
+    def new_view() -> TurnView:
+        view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
+        return extras.view(view, as_json=as_json, plain=plain) if extras else view
+
+    view = new_view()
+    saving = save and profile.save
+    store = open_saved_store(reading=not saving) if saving or resume else None
+    conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
+    recorder = store.recorder(profile) if store and save and profile.save else None
+
+    def keep_summary(conversation: Conversation, summary: ContextSummary) -> None:
+        if store is not None and recorder is not None:
+            try:
+                store.save_summary(conversation, summary)
+            except LlmchatError as exc:
+                view.notice(f"The summary could not be saved to history: {exc.message}")
+
+    context = manager_for(profile, options, config, connect, provider=provider, on_summary=keep_summary)
+
+    def turn(view: TurnView) -> tuple[TurnResult, ProviderError | None]:
+        return run_turn(conversation, question, provider, request_options(sent, profile.provider, provider), view,
+                        retries=profile.retries, recorder=recorder, context=context)
+
+    result, error = turn(view)
+    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
+        conversation.pop()  # asked again: its question takes the failed turn's place in the store
+        view = new_view()
+        result, error = turn(view)
+    if error is not None:
+        raise error
+    if result.interrupted:
+        return 130
+    return extras.finish(result) if extras else 0

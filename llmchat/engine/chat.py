@@ -1,0 +1,158 @@
+"""The one loop that runs a turn of a conversation (`core.conversation`), shared by `ask`, the REPL and batch.
+
+The APIs are stateless, so the history is resent every turn: the system prompt, then alternating
+user and assistant messages. Reasoning is kept for display and storage but never sent back.
+When the history outgrows the model's window, a `ContextPolicy` (context.py) replaces its oldest
+exchanges with a summary or stops sending them; the exchanges themselves are never deleted, so the
+transcript, `/history` and the store keep everything that was said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from llmchat.core.conversation import Conversation, Exchange
+from llmchat.core.errors import ContextTooLong, ProviderError
+from llmchat.core.events import TurnResult
+from llmchat.core.stops import Terminated
+from llmchat.engine.turn import Turn, drive
+
+if TYPE_CHECKING:
+    from llmchat.providers import ChatOptions, Provider
+
+
+class TurnView(Protocol):
+    """What the turn loop draws on; `llmchat.render` provides the terminal and pipe versions."""
+
+    def reasoning(self, text: str) -> None: ...
+    def answer(self, text: str) -> None: ...
+    def notice(self, text: str) -> None: ...
+    def close(self, result: TurnResult) -> None: ...
+
+
+class TurnRecorder(Protocol):
+    """Where turns are saved as they happen (the SQLite store); absent for `--no-save`.
+
+    `question` runs before the request goes out and `answer` when the turn ends however it ends,
+    so a crash mid-answer loses nothing that was already said. A recorder may also have
+    `progress(conversation, exchange, answer, reasoning)`: called about once a second while the answer
+    streams (PROGRESS_INTERVAL_S), so even SIGKILL loses at most the last second of it.
+    """
+
+    def question(self, conversation: Conversation, exchange: Exchange) -> None: ...
+    def answer(self, conversation: Conversation, exchange: Exchange, result: TurnResult) -> None: ...
+
+
+Notify = Callable[[str], None]
+
+
+class ContextPolicy(Protocol):
+    """Keeps the request within the model's window (context.py). Both calls run with the question
+    being asked already appended, as the last exchange, without an answer yet."""
+
+    def prepare(self, conversation: Conversation, notice: Notify) -> None:
+        """Before the request: summarise or drop older exchanges if the strategy says so."""
+        ...
+
+    def shrink(self, conversation: Conversation, notice: Notify) -> bool:
+        """The server said the request is too long: compact now; False when nothing can be dropped."""
+        ...
+
+
+Sleep = Callable[[float], None]
+
+#: How often a streaming answer is saved as far as it got (one UPDATE of its row): what SIGKILL can lose.
+PROGRESS_INTERVAL_S = 1.0
+
+
+def run_turn(
+    conversation: Conversation,
+    question: str,
+    provider: Provider,
+    options: ChatOptions,
+    view: TurnView,
+    *,
+    retries: int = 2,
+    sleep: Sleep = time.sleep,
+    recorder: TurnRecorder | None = None,
+    context: ContextPolicy | None = None,
+) -> tuple[TurnResult, ProviderError | None]:
+    """Ask `question` in `conversation`, streaming into `view`; the exchange is appended to the history.
+
+    Never raises for a failed call or Ctrl-C: both end the turn with the partial answer kept (and
+    `result.interrupted` set), the view closed, and the error returned, so that every caller (a
+    one-shot `ask`, the REPL that must survive) decides what to do without duplicating cleanup.
+    SIGTERM/SIGHUP (`stops.Terminated`) and a closed stdout (`BrokenPipeError`) end the turn the same
+    way, saved and marked, and are then re-raised: the process is ending.
+    A rate limit, a server error or a stream the server ended unfinished (no finish_reason) is retried
+    with backoff, visibly, while nothing was shown (text already on screen cannot be taken back). With a
+    `context` policy the history is fitted to the window first, and a "too long" answer from the
+    server makes it compact once and try again.
+    """
+    # The turn's images (`options.images`, sent on the question) stay with the exchange for later turns.
+    exchange = Exchange(user=question, model=options.model, images=tuple(options.images))
+    error: ProviderError | None = None
+    shrunk = False
+    ending: BaseException | None = None  # SIGTERM, SIGHUP or a closed stdout: re-raised once saved
+    conversation.exchanges.append(exchange)
+    if recorder is not None:
+        recorder.question(conversation, exchange)
+
+    messages = conversation.messages(question)  # the new exchange has no answer yet: sent as `question`
+    turn = Turn(options.model, view, retries=retries)  # the accumulation, retry policy and timing (turn.py)
+
+    def compact(exc: ProviderError) -> bool:
+        """A "too long" before any output: let the policy compact once, then ask again at once."""
+        nonlocal shrunk, messages
+        if not isinstance(exc, ContextTooLong) or context is None or shrunk or turn.output:
+            return False
+        shrunk = True  # once: a second "too long" means the question itself does not fit
+        if not context.shrink(conversation, turn.notice):
+            return False
+        messages = conversation.messages(question)
+        return True
+
+    progress = getattr(recorder, "progress", None)
+    saved_at = time.monotonic()
+
+    def save_progress(_event: object) -> None:
+        """About once a second, the answer so far goes to the store: a SIGKILL loses at most that second."""
+        nonlocal saved_at
+        now = time.monotonic()
+        if now - saved_at >= PROGRESS_INTERVAL_S:
+            saved_at = now
+            progress(conversation, exchange, "".join(turn.answer), "".join(turn.reasoning))
+
+    interrupted = False
+    try:
+        if context is not None:
+            context.prepare(conversation, turn.notice)  # may make a summary call: not part of this turn's timing
+            messages = conversation.messages(question)
+            turn.start()
+        error = drive(turn, lambda: provider.stream(messages, options), sleep=sleep, recover=compact,
+                      each=save_progress if progress is not None else None)
+    except ProviderError as exc:
+        error = exc
+    except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
+        interrupted = True
+        ending = exc if isinstance(exc, Terminated) else None
+    except BrokenPipeError as exc:  # stdout's reader went away (`| head`): save what arrived, then leave
+        interrupted = True
+        ending = exc
+    result = turn.finish(error, interrupted=interrupted)
+    if result.usage is not None and result.usage.prompt:
+        conversation.tokens.observe(messages, result.usage.prompt)
+    exchange.answer, exchange.reasoning = result.answer, result.reasoning
+    exchange.interrupted, exchange.usage = result.interrupted, result.usage
+    if recorder is not None:
+        recorder.answer(conversation, exchange, result)
+    if ending is not None:
+        with contextlib.suppress(OSError):  # the pipe or the terminal may be gone: the answer is saved
+            view.close(result)
+        raise ending
+    view.close(result)
+    return result, error
+

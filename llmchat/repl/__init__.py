@@ -1,0 +1,1 @@
+"""The interactive chat: the prompt-toolkit app, its state and the slash commands."""

@@ -1,0 +1,125 @@
+"""The REPL's slash commands: one table that feeds dispatch, `/help` and tab completion.
+
+Everything here works on a `ReplState` and writes to `state.out`, never to a terminal of its own,
+so the registry is tested with a `StringIO` and a fake provider; `repl/app.py` only wires it to
+prompt-toolkit. Adding a command means adding one `Command` to `COMMANDS`: its help line, usage and
+completion come with it, so the three can never drift apart. The handlers live by group: the session's
+own here (/help /exit /clear /resume), its settings in `settings.py`, the conversation's in
+`conversation.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from llmchat.core.conversation import Conversation
+from llmchat.repl.conversation import (
+    cmd_compact,
+    cmd_context,
+    cmd_history,
+    cmd_image,
+    cmd_retry,
+    cmd_save,
+    cmd_undo,
+    cmd_usage,
+)
+from llmchat.repl.registry import Command, Registry
+from llmchat.repl.settings import (
+    cmd_model,
+    cmd_profile,
+    cmd_search,
+    cmd_set,
+    cmd_system,
+    cmd_think,
+    complete_models,
+    complete_profiles,
+    complete_search,
+    complete_set,
+    complete_think,
+    no_args,
+)
+from llmchat.repl.state import Action, ReplState, UsageError
+
+KEYS_HELP = """Keys:
+  Enter              send · Alt-Enter (Esc Enter) adds a line · a \"\"\" line opens and closes a block
+  Ctrl-X Ctrl-E      edit the message in $EDITOR
+  Up/Down, Ctrl-R    recall and search earlier input · Right arrow takes the grey suggestion
+  Tab                complete commands, profiles, models, settings
+  Ctrl-C             stop an answer (at the prompt: clear the line) · Ctrl-D quit
+  //text             send text that starts with /"""
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+def cmd_help(state: ReplState, args: str) -> None:
+    if args:
+        command = COMMANDS.find(args.lstrip("/"))
+        if command is None:
+            near = COMMANDS.nearest(args.lstrip("/"))
+            raise UsageError(f"No command '/{args.lstrip('/')}'." + (f" Did you mean /{near}?" if near else ""))
+        also = f"  (also {', '.join('/' + a for a in command.aliases)})" if command.aliases else ""
+        state.say(f"{command.usage}{also}\n  {command.help}")
+        return
+    width = max(len(c.usage) for c in COMMANDS.commands) + 2
+    lines = ["Commands:"]
+    for command in COMMANDS.commands:
+        also = f" (also {', '.join('/' + a for a in command.aliases)})" if command.aliases else ""
+        lines.append(f"  {command.usage:<{width}}{command.help}{also}")
+    state.say("\n".join(lines) + "\n" + KEYS_HELP)
+
+
+def cmd_exit(state: ReplState, args: str) -> Action:
+    return Action(exit=True)
+
+
+def cmd_clear(state: ReplState, args: str) -> None:
+    no_args(args)
+    state.conversation = Conversation(system=state.conversation.system)
+    state.say("Started a new conversation (same system prompt).")
+
+
+def cmd_resume(state: ReplState, args: str) -> None:
+    if not args:
+        raise UsageError("Give a conversation id (see `llmchat history`), or `last`.")
+    if state.store is None:
+        raise UsageError("History is off in this chat (--no-save), so there is nothing to resume.")
+    state.conversation = state.store.load_conversation(args)
+    turns = len(state.conversation.exchanges)
+    state.say(f"Resumed conversation {state.conversation.id} ({turns} turn{'s' if turns != 1 else ''}); "
+              "/history shows it.")
+
+
+# ------------------------------------------------------------------------------------------- completers
+
+
+def _complete_help(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    return [] if before else [(c.name, c.help) for c in COMMANDS.commands]
+
+
+COMMANDS = Registry([
+    Command("help", cmd_help, "Show the commands, or one command's help", "[COMMAND]", ("?",), _complete_help),
+    Command("exit", cmd_exit, "Leave the chat", aliases=("quit", "bye")),
+    Command("clear", cmd_clear, "Start a new conversation with the same system prompt", aliases=("new",)),
+    Command("resume", cmd_resume, "Continue a saved conversation (see `llmchat history`)", "ID|last"),
+    Command("profile", cmd_profile, "Switch provider and model, keeping the conversation (alone: list them)", "[NAME]",
+            complete=complete_profiles),
+    Command("model", cmd_model, "Switch model (alone: list the server's models)", "[NAME]",
+            complete=complete_models),
+    Command("system", cmd_system, "Replace the system prompt (alone: show it; --clear removes it)", "[TEXT]"),
+    Command("think", cmd_think, "Ask for reasoning: on, off, auto, or a token budget", "[on|off|auto|BUDGET]",
+            complete=complete_think),
+    Command("search", cmd_search, "Bailian web search: on, off or auto (alone: show it)", "[on|off|auto]",
+            complete=complete_search),
+    Command("set", cmd_set, "Set a sampling option (alone: show them all)", "[KEY VALUE|default]",
+            complete=complete_set),
+    Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
+    Command("image", cmd_image, "Attach an image to the next question (alone: list them; clear drops them)",
+            "[PATH|URL|clear]"),
+    Command("undo", cmd_undo, "Drop the last question and its answer"),
+    Command("history", cmd_history, "Show this conversation's turns, shortened"),
+    Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),
+    Command("context", cmd_context, "Tokens used of the context window, and how the history is kept in it"),
+    Command("compact", cmd_compact, "Summarise (or, with history = truncate, drop) the older half of the history now"),
+    Command("save", cmd_save, "Write the conversation to FILE (.md or .json), as `history export` does", "FILE"),
+])

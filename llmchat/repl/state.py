@@ -1,0 +1,155 @@
+"""What a REPL session holds (profile, conversation, store, pending images) and the results commands return."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+
+from llmchat.config.load import Config
+from llmchat.config.profile import Profile
+from llmchat.config.session import Overrides
+from llmchat.core.conversation import ContextSummary, Conversation
+from llmchat.core.errors import LlmchatError
+from llmchat.core.events import TurnResult
+from llmchat.core.images import PendingImages
+from llmchat.core.safe_text import sanitize
+from llmchat.engine.context import ContextManager, manager_for, request_options
+from llmchat.engine.usage import Tally
+from llmchat.providers import ChatOptions, Provider, connect
+
+if TYPE_CHECKING:
+    from llmchat.engine.chat import TurnRecorder
+    from llmchat.store.db import Store
+
+
+QUIT_HINT = "(Ctrl-D or /exit to quit)"
+
+
+class UsageError(Exception):
+    """A command was given arguments it cannot use; dispatch prints this with the command's usage."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the loop does after a command: nothing more, leave, or ask the model a question."""
+
+    exit: bool = False
+    ask: str | None = None
+
+
+class Suggestion(NamedTuple):
+    """One completion, independent of prompt-toolkit: replace `-start` characters with `text`."""
+
+    text: str
+    start: int
+    meta: str = ""
+
+
+# ------------------------------------------------------------------------------------------- session state
+
+
+Report = Callable[[LlmchatError], None]
+
+
+def _print_error(error: LlmchatError) -> None:
+    from llmchat.render.errors import print_error
+
+    print_error(error)
+
+
+@dataclass
+class ReplState:
+    """Everything a command may read or change; the REPL loop owns one of these per session."""
+
+    config: Config
+    profile: Profile
+    provider: Provider
+    options: ChatOptions
+    conversation: Conversation
+    flags: Overrides = field(default_factory=Overrides)
+    totals: Tally = field(default_factory=Tally)  # since the REPL started, whatever profile each turn used
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    report: Report = _print_error
+    connector: Callable[[Profile], Provider] = connect
+    store: Store | None = None  # None: this chat is not saved (--no-save)
+    saving: bool = True  # False once the user chose to go on unsaved after a save failed (disk full)
+    compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
+    pending_images: PendingImages = field(default_factory=PendingImages)  # /image: for the next question
+    #: The conversation /save last wrote from memory, with the id and creation time it was given, so
+    #: saving it again (a growing file) keeps them and `history import` sees the same conversation.
+    unsaved: tuple[Conversation, str, str] | None = None
+    _models: list[str] | None = None
+
+    @classmethod
+    def start(cls, config: Config, profile: Profile, *, flags: Overrides | None = None,
+              connector: Callable[[Profile], Provider] = connect, **kwargs: Any) -> ReplState:
+        """Connect to the profile's provider (errors propagate: the REPL cannot start without one)."""
+        return cls(config=config, profile=profile, provider=connector(profile),
+                   options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
+                   flags=flags or Overrides(), connector=connector, **kwargs)
+
+    def say(self, text: str) -> None:
+        print(sanitize(text), file=self.out, flush=True)  # quotes models, servers, titles: DESIGN §4
+
+    def recorder(self) -> TurnRecorder | None:
+        """Where this turn is saved: nowhere under --no-save or for a profile with save = false."""
+        if self.store is None or not self.profile.save or not self.saving:
+            return None
+        return self.store.recorder(self.profile, warn=self.say)
+
+    def record(self, result: TurnResult) -> None:
+        self.totals.add(result.usage, self.profile.price)
+        self.compacted = False
+
+    def request_options(self) -> ChatOptions:
+        """The options as sent: the effective context window filled in (Ollama's num_ctx)."""
+        return request_options(self.options, self.profile.provider, self.provider)
+
+    def context(self) -> ContextManager:
+        """The history strategy for the next request, as the profile, /model and /set now say."""
+        return manager_for(self.profile, self.options, self.config, self.connector, provider=self.provider,
+                           on_summary=self.summarised)
+
+    def summarised(self, conversation: Conversation, summary: ContextSummary) -> None:
+        """A summary was made: count what it cost, and save it so a resumed conversation keeps it."""
+        self.totals.count(summary.usage, summary.cost, summary.currency, summary=True)  # billed, counted apart
+        if self.store is not None and self.profile.save and self.saving:
+            try:
+                self.store.save_summary(conversation, summary)
+            except LlmchatError as exc:
+                self.say(f"The summary could not be saved to history: {exc.message}")
+
+    def model_names(self) -> list[str]:
+        """The server's models, fetched once per provider; a failure means "no suggestions", not an error."""
+        if self._models is None:
+            try:
+                self._models = sorted(m.name for m in self.provider.list_models())
+            except Exception:  # completion must never break typing, whatever the server does
+                self._models = []
+        return self._models
+
+    def switch_profile(self, profile: Profile) -> None:
+        """Use another profile's provider, model and options; the conversation stays as it is."""
+        provider = self.connector(profile)  # raises before anything changes: the old profile stays usable
+        self.profile, self.provider, self._models = profile, provider, None
+        self.options = ChatOptions.from_profile(profile)
+
+    def thinking_label(self) -> str:
+        think = self.options.think
+        if think is None:
+            return "auto"
+        if think and self.options.thinking_budget:
+            return f"on ({self.options.thinking_budget:,})"
+        return "on" if think else "off"
+
+    def context_tokens(self) -> tuple[int, bool]:
+        """Tokens the next request starts from: the last reported count, or an estimate (True) without one
+        (or once the history was compacted after that report)."""
+        conversation = self.conversation
+        exchanges = conversation.exchanges
+        usage = exchanges[-1].usage if exchanges else None
+        if usage is not None and usage.prompt is not None and usage.completion is not None and not self.compacted:
+            return usage.prompt + usage.completion, False
+        return conversation.tokens.estimate(conversation.messages()), True

@@ -1,0 +1,143 @@
+"""The database layout: the column names, and the migrations that bring any older file to SCHEMA_VERSION."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+DB_FILENAME = "history.db"
+BUSY_TIMEOUT_S = 10.0
+EXPORT_FORMAT = "llmchat-conversation"
+EXPORT_VERSION = 1
+TITLE_CHARS = 80
+
+# Stored column -> Usage / Timing field. The export uses the column names (as `--json` does).
+USAGE_COLUMNS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "total_tokens": "total",
+                 "reasoning_tokens": "reasoning", "cached_tokens": "cached", "eval_s": "eval_seconds"}
+TIMING_COLUMNS = ("ttft_s", "total_s", "thinking_s", "tokens_per_s")
+COST_COLUMNS = ("profile", "cost", "currency")  # schema 2: who answered, and what it cost then
+MESSAGE_COLUMNS = ("position", "role", "content", "reasoning", "model", *USAGE_COLUMNS, *TIMING_COLUMNS,
+                   "finish_reason", "interrupted", "created", *COST_COLUMNS)
+SUMMARY_COLUMNS = ("covers", "content", "profile", "model", "prompt_tokens", "completion_tokens", "total_tokens",
+                   "reasoning_tokens", "cached_tokens", "cost", "currency", "created")
+CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system", "created", "updated")
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+def _migrate_to_1(db: sqlite3.Connection, fts: bool) -> None:
+    db.execute("""
+        CREATE TABLE conversations (
+            id       TEXT PRIMARY KEY,
+            title    TEXT NOT NULL,
+            profile  TEXT,
+            provider TEXT,
+            model    TEXT,
+            system   TEXT,
+            created  TEXT NOT NULL,
+            updated  TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX conversations_updated ON conversations (updated)")
+    db.execute("""
+        CREATE TABLE messages (
+            id                INTEGER PRIMARY KEY,
+            conversation      TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position          INTEGER NOT NULL,
+            role              TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content           TEXT NOT NULL,
+            reasoning         TEXT,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            total_tokens      INTEGER,
+            reasoning_tokens  INTEGER,
+            cached_tokens     INTEGER,
+            eval_s            REAL,
+            ttft_s            REAL,
+            total_s           REAL,
+            thinking_s        REAL,
+            tokens_per_s      REAL,
+            finish_reason     TEXT,
+            interrupted       INTEGER NOT NULL DEFAULT 0,
+            created           TEXT NOT NULL,
+            UNIQUE (conversation, position)
+        )""")
+    if fts:
+        _create_fts(db)
+
+
+def _create_fts(db: sqlite3.Connection) -> None:
+    """The trigram index and the triggers that keep it in step; skipped when this SQLite lacks them."""
+    db.execute("SAVEPOINT fts")
+    try:
+        db.execute("CREATE VIRTUAL TABLE messages_fts USING fts5("
+                   "content, content='messages', content_rowid='id', tokenize='trigram')")
+    except sqlite3.OperationalError:  # no FTS5, or an FTS5 older than 3.34 without trigram
+        db.execute("ROLLBACK TO fts")
+        db.execute("RELEASE fts")
+        return
+    # REPLACE would skip delete triggers; the store never uses it, so these three cover every change.
+    db.execute("CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+               "INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END")
+    db.execute("CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+               "INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content); END")
+    db.execute("CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+               "INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content); "
+               "INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END")
+    db.execute("RELEASE fts")
+
+
+def _migrate_to_2(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 6: the cost and profile of each answer, and the summaries that stand in for old turns.
+
+    Answers saved before this have no cost (the price then is unknown); their profile is the
+    conversation's, the best guess there is.
+    """
+    for column, kind in (("profile", "TEXT"), ("cost", "REAL"), ("currency", "TEXT")):
+        db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    db.execute("UPDATE messages SET profile = (SELECT c.profile FROM conversations c "
+               "WHERE c.id = messages.conversation) WHERE role = 'assistant'")
+    db.execute("""
+        CREATE TABLE summaries (
+            id                INTEGER PRIMARY KEY,
+            conversation      TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            covers            INTEGER NOT NULL,  -- it replaces exchanges 0 .. covers - 1
+            content           TEXT NOT NULL,
+            profile           TEXT,
+            model             TEXT,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            total_tokens      INTEGER,
+            reasoning_tokens  INTEGER,
+            cached_tokens     INTEGER,
+            cost              REAL,
+            currency          TEXT,
+            created           TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX summaries_conversation ON summaries (conversation, id)")
+    db.execute("CREATE INDEX messages_created ON messages (created)")
+
+
+def _migrate_to_3(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 8: images attached to questions, each kept once by hash however often it is attached."""
+    db.execute("""
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY,
+            mime   TEXT,
+            data   BLOB,  -- NULL for a URL (never downloaded)
+            url    TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE message_images (
+            conversation TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position     INTEGER NOT NULL,  -- the user message's position
+            ord          INTEGER NOT NULL,
+            sha256       TEXT NOT NULL REFERENCES images (sha256),
+            PRIMARY KEY (conversation, position, ord)
+        )""")
+
+
+#: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
+MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
+SCHEMA_VERSION = len(MIGRATIONS)
