@@ -88,5 +88,5 @@ def test_batch_reads_rows_and_writes_to_the_environments_streams(fake_server, co
     assert _run(["batch", "-"], Environment(stdin, out, err, dict(env))) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [row["answer"] for row in rows] == ["You said: first", "You said: second"]
-    assert err.getvalue().startswith("2 rows in ")  # the summary line went to the given stderr
+    assert err.getvalue().startswith("Batch: 2 rows in ")  # the summary line went to the given stderr
     assert capsys.readouterr() == ("", "")
