@@ -90,3 +90,17 @@ def test_batch_reads_rows_and_writes_to_the_environments_streams(fake_server, co
     assert [row["answer"] for row in rows] == ["You said: first", "You said: second"]
     assert err.getvalue().startswith("Batch: 2 rows in ")  # the summary line went to the given stderr
     assert capsys.readouterr() == ("", "")
+
+
+def test_profiles_and_config_show_report_the_environments_variables(fake_server, config_file, env, capsys,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-process")  # set in the process, unset in the Environment
+    variables = {**env, "LLMCHAT_PROFILE": "bailian", "DASHSCOPE_API_KEY": ""}
+    stdin, out, err = _streams()
+    assert _run(["config", "show"], Environment(stdin, out, err, variables)) == 0
+    assert 'default_profile = "bailian"' in out.getvalue() and "DASHSCOPE_API_KEY is NOT set" in out.getvalue()
+    stdin, out, err = _streams()
+    assert _run(["profiles"], Environment(stdin, out, err, variables)) == 0
+    marked = [line for line in out.getvalue().splitlines() if line.lstrip().startswith("*")]
+    assert len(marked) == 1 and "bailian" in marked[0] and "(unset)" in marked[0]
+    assert capsys.readouterr() == ("", "")
