@@ -56,4 +56,5 @@ def doctor(
     """
     from llmchat.cli.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(command_flags(ctx, profile=profile, config=config, model=model), probe=probe))
+    flags = command_flags(ctx, profile=profile, config=config, model=model)
+    raise typer.Exit(run_doctor(flags, environment_of(ctx), probe=probe))
