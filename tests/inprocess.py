@@ -4,8 +4,10 @@ Why: a subprocess costs 0.3-0.5 s of interpreter start and imports per call, and
 look at exit codes and text, which the same `cli.main` produces in-process. What a child process gives
 for free is rebuilt here, one piece of process state at a time, and put back afterwards:
 
-- the environment: `os.environ` is replaced by exactly the dict the test built (the `env` fixture plus
-  per-call variables), so variables the test removed are absent, as in a child given `env=`;
+- the environment: `main(argv, environment=...)` is given an `Environment` holding exactly the dict the
+  test built (the `env` fixture plus per-call variables) and the streams below, as in a child given
+  `env=`. `os.environ` is still swapped too, for what does not take the Environment: libraries
+  (platformdirs' XDG_*/HOME, the SDKs) and the reads DESIGN §1 lists as not yet threaded;
 - the standard streams: stdin is the piped bytes (or an empty pipe, like `stdin=DEVNULL`), stdout and
   stderr are UTF-8 byte buffers, none of them a terminal (as pipes are not); stdout is strict and stderr
   `backslashreplace`, the error handlers `PYTHONIOENCODING=utf-8` gives a real process;
@@ -35,6 +37,7 @@ def run_in_process(args: Sequence[str], stdin: bytes | None, env: Mapping[str, s
     Returns (exit code, stdout, stderr) decoded as UTF-8 with replacement, like the subprocess runner.
     """
     from llmchat.cli import app as cli
+    from llmchat.core.environment import Environment
 
     out_bytes, err_bytes = io.BytesIO(), io.BytesIO()
     fake_in = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
@@ -46,7 +49,8 @@ def run_in_process(args: Sequence[str], stdin: bytes | None, env: Mapping[str, s
     os.environ.update(env)
     sys.stdin, sys.stdout, sys.stderr = fake_in, fake_out, fake_err
     try:
-        code = _exit_code(cli.main, list(args))
+        environment = Environment(stdin=fake_in, stdout=fake_out, stderr=fake_err, variables=dict(env))
+        code = _exit_code(lambda argv: cli.main(argv, environment=environment), list(args))
     finally:
         for stream in (sys.stdout, sys.stderr):  # Rich or click may have swapped in a wrapper
             with contextlib.suppress(OSError, ValueError):

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from llmchat.batch.rows import Row
 from llmchat.core.errors import ConfigError
@@ -39,13 +39,18 @@ class FileSink:
 
 
 class StdoutSink:
-    """Rows on stdout, flushed one by one so a pipe sees each as soon as its turn comes."""
+    """Rows on stdout (the Environment's, else the process's), flushed one by one so a pipe sees each
+    as soon as its turn comes."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
 
     def write(self, record: dict[str, Any]) -> None:
         from llmchat.core.safe_text import json_for  # a terminal gets C1/bidi escaped; a pipe the exact row
 
-        sys.stdout.write(json_for(sys.stdout, json.dumps(record, ensure_ascii=False)) + "\n")
-        sys.stdout.flush()
+        out = self._stream if self._stream is not None else sys.stdout
+        out.write(json_for(out, json.dumps(record, ensure_ascii=False)) + "\n")
+        out.flush()
 
     def close(self) -> None:
         pass

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Any, Protocol
+
+from llmchat.core.environment import Environment
 
 
 class Reporter(Protocol):
@@ -66,13 +66,14 @@ class RichReporter:
         self._progress.stop()
 
 
-def make_reporter(total: int, *, rows_on_stdout: bool) -> Reporter:
+def make_reporter(total: int, *, rows_on_stdout: bool, environment: Environment | None = None) -> Reporter:
     """The bar only when stderr is a terminal: logs and pipes get the summary alone.
 
     Rows printed to a terminal are their own progress, and a bar redrawn between them would garble both.
     """
-    if not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+    environment = environment or Environment.from_process()
+    if not environment.stderr_is_terminal or environment.dumb_terminal:
         return QuietReporter()
-    if rows_on_stdout and sys.stdout.isatty():
+    if rows_on_stdout and environment.stdout_is_terminal:
         return QuietReporter()
     return RichReporter(total)

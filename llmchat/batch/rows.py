@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmchat.core.errors import ConfigError
 from llmchat.core.suggest import closest
@@ -48,9 +48,9 @@ class Row:
         return [*head, {"role": "user", "content": self.prompt}]
 
 
-def read_rows(input_path: str) -> list[Row]:
+def read_rows(input_path: str, stdin: TextIO | None = None) -> list[Row]:
     """Parse INPUT (a path, or `-` for stdin) into rows; every problem is a ConfigError naming the line."""
-    text, name = _read_input(input_path)
+    text, name = _read_input(input_path, stdin)
     rows = _parse_jsonl(text, name) if _is_jsonl(input_path, text) else _parse_text(text)
     if not rows:
         raise ConfigError(f"{name} has no prompts.", hint="Give one prompt per line, or JSONL rows with a prompt.")
@@ -58,9 +58,9 @@ def read_rows(input_path: str) -> list[Row]:
     return rows
 
 
-def _read_input(input_path: str) -> tuple[str, str]:
+def _read_input(input_path: str, stdin: TextIO | None = None) -> tuple[str, str]:
     if input_path == "-":
-        data, name = sys.stdin.buffer.read(), "stdin"
+        data, name = (stdin if stdin is not None else sys.stdin).buffer.read(), "stdin"
     else:
         name = input_path
         try:

@@ -28,12 +28,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmchat.batch.output import FileSink, OrderedWriter, Sink, StdoutSink, compact, load_done
 from llmchat.batch.progress import QuietReporter, Reporter, make_reporter
 from llmchat.batch.rows import Row, read_rows
 from llmchat.config.session import Overrides, resolve
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, ProviderError, StreamUnfinished
 from llmchat.core.events import TurnResult, Usage
 from llmchat.engine.context import request_options
@@ -249,7 +250,7 @@ async def _aclose(provider: Provider) -> None:
 
 def run_batch(
     flags: Overrides, input_path: str, *, output: str | None, concurrency: int = DEFAULT_CONCURRENCY,
-    resume: bool = False, fmt: str | None = None,
+    resume: bool = False, fmt: str | None = None, environment: Environment | None = None,
 ) -> int:
     """Run INPUT's prompts and write OUTPUT (stdout without one); returns the exit code.
 
@@ -257,20 +258,24 @@ def run_batch(
     Configuration and input problems raise ConfigError (exit 2) before any request is sent.
     """
     _check_arguments(output, concurrency, resume, fmt)
-    rows = read_rows(input_path)
-    _, profile = resolve(flags)
-    provider = connect(profile)
+    rows = read_rows(input_path, environment.stdin if environment else None)
+    _, profile = resolve(flags, environment)
+    provider = connect(profile, environment=environment)
     options = replace(ChatOptions.from_profile(profile), format=fmt)
     out_path = Path(output) if output else None
-    done = load_done(out_path, _say) if resume and out_path else set()
+    def say(text: str) -> None:
+        _say(text, environment.stderr if environment else None)
+
+    done = load_done(out_path, say) if resume and out_path else set()
     todo = [row for row in rows if row.key not in done]
-    sink: Sink = FileSink(out_path, append=resume) if out_path else StdoutSink()
+    stdout = environment.stdout if environment else None
+    sink: Sink = FileSink(out_path, append=resume) if out_path else StdoutSink(stdout)
     writer = OrderedWriter(sink)
     batch = Batch(todo, profile, provider, options, concurrency, writer, QuietReporter())
     started = time.monotonic()
     try:
         if todo:
-            batch.reporter = make_reporter(len(todo), rows_on_stdout=out_path is None)
+            batch.reporter = make_reporter(len(todo), rows_on_stdout=out_path is None, environment=environment)
             batch.learn_windows()
             asyncio.run(batch.run())
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
@@ -282,7 +287,7 @@ def run_batch(
         sink.close()
     if resume and out_path and not batch.outcome.interrupted and out_path.exists():
         compact(out_path, rows)
-    _say(summary(batch.outcome, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
+    say(summary(batch.outcome, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,
                  output=output))
     if batch.outcome.interrupted:
         return 130
@@ -328,7 +333,8 @@ def summary(outcome: Outcome, profile: Profile, *, skipped: int, seconds: float,
     return "\n".join(lines)
 
 
-def _say(text: str) -> None:
+def _say(text: str, stream: TextIO | None = None) -> None:
     from llmchat.core.safe_text import sanitize
 
-    print(sanitize(text), file=sys.stderr, flush=True)  # quotes ids, errors from servers: DESIGN §4
+    # quotes ids, errors from servers: DESIGN §4
+    print(sanitize(text), file=stream if stream is not None else sys.stderr, flush=True)

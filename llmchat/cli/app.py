@@ -15,7 +15,7 @@ import typer
 # The command modules register themselves on the apps in cli.options when imported, in this order, which is
 # the order `llmchat --help` lists them in.
 from llmchat.cli import ask, usage, models, batch, history, config_cmd  # noqa: F401  # isort: skip
-from llmchat.cli.ask import ask_words, chat_session, stdin_is_terminal
+from llmchat.cli.ask import ask_words, chat_session
 from llmchat.cli.options import (
     ConfigOpt,
     ModelOpt,
@@ -29,7 +29,9 @@ from llmchat.cli.options import (
     ThinkOpt,
     app,
     command_flags,
+    environment_of,
 )
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.render.errors import print_error
 
@@ -54,6 +56,8 @@ def root(
 
         typer.echo(f"llmchat {__version__}")
         raise typer.Exit()
+    environment = environment_of(ctx)  # main() passed it in as ctx.obj; kept in meta, shared by every command
+    ctx.meta["environment"] = environment
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     ctx.obj = flags
@@ -61,10 +65,10 @@ def root(
         ctx.meta["plain"] = plain
         ctx.meta["no_save"] = no_save
         return
-    if not stdin_is_terminal():
-        ask_words(flags, [], plain=plain, as_json=False, usage=None, stream=True, save=not no_save)
+    if not environment.stdin_is_terminal:
+        ask_words(flags, [], environment, plain=plain, as_json=False, usage=None, stream=True, save=not no_save)
         return
-    chat_session(flags, plain=plain, save=not no_save)
+    chat_session(flags, environment, plain=plain, save=not no_save)
 
 
 # ------------------------------------------------------------------------------------------- entry point
@@ -91,29 +95,32 @@ def refuse_undecodable_argv(args: list[str]) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, environment: Environment | None = None) -> None:
     """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
 
     Typer reports its own usage errors (exit 2) and turns Ctrl-C into exit 130; everything of ours
     arrives here as an LlmchatError and becomes one paragraph on stderr instead of a traceback.
+    `environment` (streams, variables) is read from the process here, once, unless a test gives one;
+    it reaches the commands as the root context's `obj` (DESIGN §1).
     """
+    environment = environment or Environment.from_process()
     command = typer.main.get_command(app)
-    debug = os.environ.get("LLMCHAT_DEBUG") == "1"
     try:
         refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
-        command.main(args=argv, prog_name="llmchat", standalone_mode=True)
+        command.main(args=argv, prog_name="llmchat", standalone_mode=True, obj=environment)
     except SystemExit as exc:
         if exc.code == 130:
-            print_error("Interrupted.")
+            print_error("Interrupted.", environment=environment)
         raise
     except LlmchatError as exc:
-        if debug:
+        if environment.debug:
             raise
-        print_error(exc)
+        print_error(exc, environment=environment)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: one paragraph, and the traceback only with LLMCHAT_DEBUG=1
-        if debug:
+        if environment.debug:
             raise
         print_error(f"Unexpected internal error: {type(exc).__name__}: {exc}",
-                    "This is a bug in llmchat. Rerun with LLMCHAT_DEBUG=1 to see the traceback, and report it.")
+                    "This is a bug in llmchat. Rerun with LLMCHAT_DEBUG=1 to see the traceback, and report it.",
+                    environment=environment)
         sys.exit(1)

@@ -23,9 +23,11 @@ from llmchat.cli.options import (
     ThinkOpt,
     app,
     command_flags,
+    environment_of,
 )
 from llmchat.config.session import Overrides
 from llmchat.core import stops
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ def ask(
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
-    ask_words(flags, prompt or [], plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
+    ask_words(flags, prompt or [], environment_of(ctx), plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
          save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None, extras=extras)
 
 
@@ -103,18 +105,14 @@ def chat(
     """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, show_thinking=show_thinking, config=config)
-    chat_session(flags, plain=plain or bool(ctx.meta.get("plain")), save=not (no_save or ctx.meta.get("no_save")),
-          resume=resume or ("last" if continue_ else None))
+    chat_session(flags, environment_of(ctx), plain=plain or bool(ctx.meta.get("plain")),
+                 save=not (no_save or ctx.meta.get("no_save")), resume=resume or ("last" if continue_ else None))
 
 
-def stdin_is_terminal() -> bool:
-    return sys.stdin is None or sys.stdin.isatty()
-
-
-def _read_stdin() -> str | None:
-    if stdin_is_terminal():
+def _read_stdin(environment: Environment) -> str | None:
+    if environment.stdin_is_terminal or environment.stdin is None:
         return None
-    data = sys.stdin.buffer.read()
+    data = environment.stdin.buffer.read()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -124,12 +122,13 @@ def _read_stdin() -> str | None:
         ) from None
 
 
-def ask_words(flags: Overrides, words: list[str], *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+def ask_words(flags: Overrides, words: list[str], environment: Environment, *, plain: bool, as_json: bool,
+              usage: bool | None, stream: bool,
          save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> None:
     from llmchat.engine.ask import run_ask
 
     question = " ".join(words).strip()
-    piped = _read_stdin()
+    piped = _read_stdin(environment)
     if piped is not None and piped.strip():
         question = f"{question}\n\n{piped}" if question else piped
     if not question.strip():
@@ -138,16 +137,18 @@ def ask_words(flags: Overrides, words: list[str], *, plain: bool, as_json: bool,
             hint='Give a question (`llmchat ask "…"`) or pipe text in (`cat file | llmchat ask "summarise"`).',
         )
     more = {"extras": extras} if extras else {}  # images / --format / --schema: run_ask's `extras`
-    code = until_stopped(lambda: run_ask(flags, question, plain=plain, as_json=as_json, usage=usage, stream=stream,
+    code = until_stopped(lambda: run_ask(flags, question, environment, plain=plain, as_json=as_json, usage=usage,
+                                          stream=stream,
                                           save=save, resume=resume, **more))
     if code:
         raise typer.Exit(code)
 
 
-def chat_session(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> None:
+def chat_session(flags: Overrides, environment: Environment, *, plain: bool, save: bool = True,
+                 resume: str | None = None) -> None:
     from llmchat.repl.app import run_repl
 
-    raise typer.Exit(until_stopped(lambda: run_repl(flags, plain=plain, save=save, resume=resume)))
+    raise typer.Exit(until_stopped(lambda: run_repl(flags, environment, plain=plain, save=save, resume=resume)))
 
 
 def until_stopped(run: Callable[[], int]) -> int:

@@ -18,6 +18,7 @@ from llmchat.cli.options import (
     ThinkOpt,
     app,
     command_flags,
+    environment_of,
 )
 
 
@@ -54,6 +55,6 @@ def batch(
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                    search=search, config=config)
     code = run_batch(flags, input_path, output=str(output) if output else None, concurrency=concurrency,
-                     resume=resume, fmt=fmt.value if fmt else None)
+                     resume=resume, fmt=fmt.value if fmt else None, environment=environment_of(ctx))
     if code:
         raise typer.Exit(code)

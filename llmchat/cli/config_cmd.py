@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from llmchat.cli.options import ConfigOpt, command_flags, config_app
+from llmchat.cli.options import ConfigOpt, command_flags, config_app, environment_of
 
 
 @config_app.command("path")
@@ -14,7 +14,7 @@ def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print where the config file is read from."""
     from llmchat.config.load import config_path
 
-    path, _ = config_path(command_flags(ctx, config=config).config)
+    path, _ = config_path(command_flags(ctx, config=config).config, environment_of(ctx).variables)
     typer.echo(str(path))
 
 
@@ -27,7 +27,7 @@ def config_init(
     """Write a commented starter config (never overwrites without --force)."""
     from llmchat.cli.info import init_config
 
-    init_config(command_flags(ctx, config=config).config, force=force)
+    init_config(command_flags(ctx, config=config).config, environment_of(ctx), force=force)
 
 
 @config_app.command("show")
@@ -35,7 +35,7 @@ def config_show(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print the effective config as TOML; keys are never shown, only whether they are set."""
     from llmchat.cli.info import show_config
 
-    show_config(command_flags(ctx, config=config).config)
+    show_config(command_flags(ctx, config=config).config, environment_of(ctx))
 
 
 # --------------------------------------------------------------------------------------------- actions

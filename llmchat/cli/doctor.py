@@ -15,12 +15,14 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from llmchat.core.environment import Environment
 from llmchat.core.errors import AuthFailed, BadRequest, ConfigError, LlmchatError, ModelNotFound, ProviderError
 
 if TYPE_CHECKING:
@@ -59,14 +61,18 @@ class _Context:
     listing: list[ModelInfo] | None = None
     model_ok: bool = False
     capabilities: frozenset[str] | None = None
+    #: where the key variable is looked up: the run's Environment (`run_doctor`), else the process
+    variables: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
 def diagnose(profile: Profile, warnings: tuple[str, ...] = (), *, probe: bool = False,
-             connect: Callable[..., Provider] | None = None) -> list[Check]:
+             connect: Callable[..., Provider] | None = None, environment: Environment | None = None) -> list[Check]:
     """Every check for one profile, in order; never raises for what it finds."""
     if connect is None:
-        from llmchat.providers import connect
-    ctx = _Context(profile)
+        from llmchat.providers import connect as connect_to
+
+        connect = functools.partial(connect_to, environment=environment)
+    ctx = _Context(profile, variables=environment.variables) if environment else _Context(profile)
     checks = [_config(profile, warnings), _key(ctx)]
     checks.append(_server(ctx, connect))
     if checks[1].state == "ok" and not ctx.key_ok:  # the server refused the key the profile supplies
@@ -98,7 +104,7 @@ def _key(ctx: _Context) -> Check:
     variable = profile.key_variable
     if variable is None:
         return Check("API key", "ok", "none needed")
-    if os.environ.get(variable, "").strip():
+    if ctx.variables.get(variable, "").strip():
         return Check("API key", "ok", f"{variable} is set")
     ctx.key_ok = False
     return Check("API key", "fail", f"{variable} is not set", _key_fix(profile))
@@ -219,31 +225,32 @@ def _probe(ctx: _Context) -> Check:
 # -------------------------------------------------------------------------------------------- command
 
 
-def profiles_to_check(config: Config, name: str | None) -> list[Profile]:
+def profiles_to_check(config: Config, name: str | None,
+                      variables: Mapping[str, str] | None = None) -> list[Profile]:
     """`-p NAME`: that one. Otherwise the default profile and every profile the config file defines
     (built-ins nobody configured, e.g. a cloud profile without a key, would only add noise)."""
     if name:
-        return [config.profile(name)]
-    default = config.profile()
+        return [config.profile(name, variables)]
+    default = config.profile(None, variables)
     rest = [p for p in config.profiles.values() if p.origin != "built-in" and p.name != default.name]
     return [default, *rest]
 
 
-def run_doctor(flags: Overrides, *, probe: bool = False) -> int:
+def run_doctor(flags: Overrides, environment: Environment | None = None, *, probe: bool = False) -> int:
     from llmchat.cli.info import table_console
     from llmchat.config.load import load_config
     from llmchat.config.session import with_flags
 
-    console = table_console()
+    console = table_console(environment)
     try:
-        config = load_config(flags.config)
+        config = load_config(flags.config, environment)
     except ConfigError as exc:
         _print_table(console, "config", [Check("config", "fail", exc.message, exc.hint or "")])
         return 1
     failed = 0
-    for profile in profiles_to_check(config, flags.profile):
+    for profile in profiles_to_check(config, flags.profile, environment.variables if environment else None):
         profile = with_flags(profile, flags)
-        checks = diagnose(profile, config.warnings, probe=probe)
+        checks = diagnose(profile, config.warnings, probe=probe, environment=environment)
         failed += sum(c.failed for c in checks)
         _print_table(console, f"{profile.name} ({profile.provider} · {profile.model})", checks)
     console.print("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.",

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from llmchat.config.load import Config, config_path, load_config
-from llmchat.config.profile import profile_as_table
+from llmchat.config.profile import mask_url, profile_as_table
 from llmchat.config.session import Overrides, resolve
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.core.safe_text import json_for, text_for
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from llmchat.providers import ModelInfo, Provider
 
 
-def table_console():
+def table_console(environment: Environment | None = None):
     """A console for tables: in a pipe, wide enough that no row is wrapped, so scripts can parse it.
 
     It is the safe console (no markup in cells, untrusted text sanitized): model names, families and
@@ -27,39 +26,41 @@ def table_console():
     """
     from llmchat.render.terminal import terminal_console
 
-    return terminal_console(width=None if sys.stdout.isatty() else 1000)
+    environment = environment or Environment.from_process()  # doctor does not pass one yet
+    return terminal_console(environment.stdout, width=None if environment.stdout_is_terminal else 1000)
 
 
-def print_profiles(config_file: str | None) -> None:
+def print_profiles(config_file: str | None, environment: Environment) -> None:
     from rich.table import Table
 
-    config = load_config(config_file)
-    active = os.environ.get("LLMCHAT_PROFILE") or config.default
+    config = load_config(config_file, environment)
+    active = environment.get("LLMCHAT_PROFILE") or config.default
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("", "name", "provider", "model", "endpoint", "key", "from"):
         table.add_column(column, overflow="fold")  # never "…": scripts read this too
     for name, profile in config.profiles.items():
         try:
-            endpoint = profile.shown_endpoint
+            endpoint = mask_url(profile.endpoint_in(environment.variables))
         except ConfigError:
             endpoint = "?"
         key = profile.key_variable or "-"
         if profile.key_variable:
-            key += " ✓" if os.environ.get(profile.key_variable) else " (unset)"
+            key += " ✓" if environment.get(profile.key_variable) else " (unset)"
         origin = "built-in" if profile.origin == "built-in" else "config"
         table.add_row("*" if name == active else "", name, profile.provider, profile.model, endpoint, key, origin)
-    table_console().print(table)
+    table_console(environment).print(table)
 
 
-def print_models(flags: Overrides, *, as_json: bool) -> None:
+def print_models(flags: Overrides, environment: Environment, *, as_json: bool) -> None:
     """The server's models with size, family and what each can do (thinking, vision, …) where it says."""
     from llmchat.providers import connect
 
-    _, profile = resolve(flags)
-    provider = connect(profile)
+    _, profile = resolve(flags, environment)
+    provider = connect(profile, environment=environment)
     listing = with_capabilities(provider, provider.list_models())
     if as_json:
-        print(json_for(sys.stdout, json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2)))
+        out = environment.stdout
+        print(json_for(out, json.dumps([_as_dict(m) for m in listing], ensure_ascii=False, indent=2)), file=out)
         return
     from rich.table import Table
 
@@ -81,7 +82,7 @@ def print_models(flags: Overrides, *, as_json: bool) -> None:
             else:
                 cells.append(str(value or ""))
         table.add_row(*cells)
-    console = table_console()
+    console = table_console(environment)
     console.print(table)
     if not listing:
         console.print(f"{profile.shown_endpoint} offers no models.", style="dim")
@@ -133,8 +134,8 @@ def config_template() -> str:
     return resources.files("llmchat.config").joinpath("template.toml").read_text(encoding="utf-8")
 
 
-def init_config(config_file: str | None, *, force: bool) -> None:
-    path, _ = config_path(config_file)
+def init_config(config_file: str | None, environment: Environment, *, force: bool) -> None:
+    path, _ = config_path(config_file, environment.variables)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; not overwriting it.",
                           hint="Use `llmchat config init --force` to replace it.")
@@ -146,20 +147,20 @@ def init_config(config_file: str | None, *, force: bool) -> None:
     print(f"Wrote {path}")
 
 
-def show_config(config_file: str | None) -> None:
+def show_config(config_file: str | None, environment: Environment) -> None:
     import tomli_w
 
-    config: Config = load_config(config_file)
+    config: Config = load_config(config_file, environment)
     source = config.path if config.path else "built-in defaults (no config file)"
     lines = [f"# effective config from {source}", ""]
-    lines.append(tomli_w.dumps({"default_profile": os.environ.get("LLMCHAT_PROFILE") or config.default}))
+    lines.append(tomli_w.dumps({"default_profile": environment.get("LLMCHAT_PROFILE") or config.default}))
     for name, profile in config.profiles.items():
         table = profile_as_table(profile)
         lines.append(f"# from {profile.origin}")
         if profile.key_variable:
-            state = "is set (value hidden)" if os.environ.get(profile.key_variable) else "is NOT set"
+            state = "is set (value hidden)" if environment.get(profile.key_variable) else "is NOT set"
             lines.append(f"# {profile.key_variable} {state}")
         lines.append(tomli_w.dumps({"profiles": {name: table}}))
-    print(text_for(sys.stdout, "\n".join(lines).rstrip()))
+    print(text_for(environment.stdout, "\n".join(lines).rstrip()), file=environment.stdout)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmchat.cli.options import ConfigOpt, ModelOpt, ProfileOpt, app, command_flags
+from llmchat.cli.options import ConfigOpt, ModelOpt, ProfileOpt, app, command_flags, environment_of
 
 
 @app.command()
@@ -14,7 +14,7 @@ def profiles(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """List the profiles: name, provider, model and where it points; the default is marked."""
     from llmchat.cli.info import print_profiles
 
-    print_profiles(command_flags(ctx, config=config).config)
+    print_profiles(command_flags(ctx, config=config).config, environment_of(ctx))
 
 
 @app.command()
@@ -23,7 +23,7 @@ def models(ctx: typer.Context, profile: ProfileOpt = None, config: ConfigOpt = N
     """List the models the profile's server offers."""
     from llmchat.cli.info import print_models
 
-    print_models(command_flags(ctx, profile=profile, config=config), as_json=as_json)
+    print_models(command_flags(ctx, profile=profile, config=config), environment_of(ctx), as_json=as_json)
 
 
 @app.command()
@@ -56,4 +56,5 @@ def doctor(
     """
     from llmchat.cli.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(command_flags(ctx, profile=profile, config=config, model=model), probe=probe))
+    flags = command_flags(ctx, profile=profile, config=config, model=model)
+    raise typer.Exit(run_doctor(flags, environment_of(ctx), probe=probe))

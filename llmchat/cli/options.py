@@ -11,6 +11,7 @@ import typer
 
 from llmchat.config.profile import LIMITS, out_of_range
 from llmchat.config.session import Overrides
+from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 
 app = typer.Typer(
@@ -94,3 +95,15 @@ def command_flags(ctx: typer.Context, **given: object) -> Overrides:
     parent: Overrides = ctx.obj if isinstance(ctx.obj, Overrides) else Overrides()
     merged = {key: given[key] if given.get(key) is not None else getattr(parent, key) for key in given}
     return Overrides(**{k: (str(v) if k == "config" and v is not None else v) for k, v in merged.items()})
+
+
+def environment_of(ctx: typer.Context) -> Environment:
+    """The run's Environment: built once by `main()` and handed to click as the root `obj`, which the root
+    callback moves into `ctx.meta` (shared by every nested context) before `obj` starts carrying flags.
+    A context made without `main()` (a bare `app()` call) reads the process once, here."""
+    found = ctx.meta.get("environment")
+    if found is None:
+        root = ctx.find_root()
+        found = root.obj if isinstance(root.obj, Environment) else Environment.from_process()
+        ctx.meta["environment"] = found
+    return found

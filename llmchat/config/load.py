@@ -22,6 +22,7 @@ from llmchat.config.profile import (
     Profile,
     mask_url,
 )
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError
 from llmchat.core.pricing import Price
 from llmchat.core.suggest import did_you_mean
@@ -39,13 +40,15 @@ class Config:
     default_origin: str = "built-in"
     warnings: tuple[str, ...] = ()  # things to tell the user that do not stop the run
 
-    def profile(self, name: str | None = None) -> Profile:
-        """The profile to use: the named one, else LLMCHAT_PROFILE, else the config's default."""
-        chosen = name or os.environ.get("LLMCHAT_PROFILE") or self.default
+    def profile(self, name: str | None = None, variables: Mapping[str, str] | None = None) -> Profile:
+        """The profile to use: the named one, else LLMCHAT_PROFILE (in `variables`, default the process's),
+        else the config's default."""
+        variables = os.environ if variables is None else variables
+        chosen = name or variables.get("LLMCHAT_PROFILE") or self.default
         if chosen in self.profiles:
             return self.profiles[chosen]
         where = f" in {self.path}" if self.path else ""
-        source = "" if name else (" (from LLMCHAT_PROFILE)" if os.environ.get("LLMCHAT_PROFILE") else
+        source = "" if name else (" (from LLMCHAT_PROFILE)" if variables.get("LLMCHAT_PROFILE") else
                                   f" (default_profile{where})")
         raise ConfigError(
             f"Unknown profile '{chosen}'{source}.{did_you_mean(chosen, self.profiles)}",
@@ -59,18 +62,22 @@ def default_config_path() -> Path:
     return user_config_path("llmchat", appauthor=False) / CONFIG_FILENAME
 
 
-def config_path(explicit: str | Path | None = None) -> tuple[Path, bool]:
-    """The config file to read, and whether the user named it (a named file must exist)."""
+def config_path(explicit: str | Path | None = None,
+                variables: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+    """The config file to read, and whether the user named it (a named file must exist):
+    --config, else LLMCHAT_CONFIG in `variables` (default: the process's), else the default path."""
     if explicit:
         return Path(explicit).expanduser(), True
-    env = os.environ.get("LLMCHAT_CONFIG")
+    env = (os.environ if variables is None else variables).get("LLMCHAT_CONFIG")
     if env:
         return Path(env).expanduser(), True
     return default_config_path(), False
 
 
-def load_config(explicit: str | Path | None = None) -> Config:
-    path, named = config_path(explicit)
+def load_config(explicit: str | Path | None = None, environment: Environment | None = None) -> Config:
+    """The config named by --config / LLMCHAT_CONFIG (from `environment`, default the process's), or the
+    default file, or the built-in profiles when that does not exist."""
+    path, named = config_path(explicit, environment.variables if environment else None)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

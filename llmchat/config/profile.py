@@ -159,11 +159,15 @@ class Profile:
 
     @property
     def endpoint(self) -> str:
-        """The base URL requests go to, after defaults and the environment are applied."""
+        """The base URL requests go to, with the process's OLLAMA_HOST (listings; a run uses `endpoint_in`)."""
+        return self.endpoint_in(os.environ)
+
+    def endpoint_in(self, variables: Mapping[str, str]) -> str:
+        """The base URL requests go to, after defaults and the environment's OLLAMA_HOST are applied."""
         if self.base_url:
             return self.base_url
         if self.provider == "ollama":
-            return ollama_host_url(os.environ.get("OLLAMA_HOST"))
+            return ollama_host_url(variables.get("OLLAMA_HOST"))
         if self.provider == "bailian":
             return REGIONS[self.region or "beijing"]
         raise ConfigError(  # validated on load; reachable only through a bad override
@@ -185,8 +189,9 @@ class Profile:
             return self.api_key_env
         return "DASHSCOPE_API_KEY" if self.provider == "bailian" else None
 
-    def read_timeout(self) -> float:
-        env = os.environ.get("LLMCHAT_TIMEOUT")
+    def read_timeout(self, variables: Mapping[str, str] | None = None) -> float:
+        """The read timeout: LLMCHAT_TIMEOUT in `variables` (default: the process's), else the profile's."""
+        env = (os.environ if variables is None else variables).get("LLMCHAT_TIMEOUT")
         if env:
             try:
                 seconds = float(env)

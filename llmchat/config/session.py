@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 from llmchat.config.load import Config, load_config
 from llmchat.config.profile import Profile, apply_overrides
+from llmchat.core.environment import Environment
 from llmchat.core.safe_text import sanitize
 
 
@@ -28,13 +29,16 @@ class Overrides:
     config: str | None = None
 
 
-def resolve(flags: Overrides) -> tuple[Config, Profile]:
-    """The config and the profile to use; warnings about that profile go to stderr, once."""
-    config = load_config(flags.config)
-    profile = config.profile(flags.profile)
+def resolve(flags: Overrides, environment: Environment | None = None) -> tuple[Config, Profile]:
+    """The config and the profile to use; warnings about that profile go to stderr, once.
+
+    LLMCHAT_CONFIG and LLMCHAT_PROFILE come from `environment` (None: the process's, for callers not yet
+    given one)."""
+    config = load_config(flags.config, environment)
+    profile = config.profile(flags.profile, environment.variables if environment else None)
     for warning in config.warnings:
         if warning.startswith(f"profiles.{profile.name} "):
-            print(sanitize(f"Warning: {warning}"), file=sys.stderr)
+            print(sanitize(f"Warning: {warning}"), file=environment.stderr if environment else sys.stderr)
     return config, with_flags(profile, flags)
 
 

@@ -1,1 +1,2 @@
-"""What every part shares (events, errors, the conversation, pricing, tokens, images, safe text); imports no llmchat."""
+"""What every part shares (events, errors, the conversation, pricing, tokens, images, safe text, the process's
+Environment); imports no llmchat."""

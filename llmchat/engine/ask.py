@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING
 
 from llmchat.config.profile import Profile
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.conversation import ContextSummary, Conversation
+from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.engine.chat import TurnView, run_turn
 from llmchat.engine.context import manager_for, request_options
@@ -21,15 +23,19 @@ if TYPE_CHECKING:
     from llmchat.store.db import Store
 
 
-def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool) -> TurnView:
+def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+                   environment: Environment | None = None) -> TurnView:
     """The view for one `ask`: JSON, buffered, or the live/plain renderer chosen by the terminal."""
+    out = environment.stdout if environment else sys.stdout
+    err = environment.stderr if environment else sys.stderr
     if as_json:
         from llmchat.engine.outputs import JsonView
 
-        return JsonView(profile, sys.stdout, sys.stderr)
+        return JsonView(profile, out, err)
     from llmchat.render import make_view
 
-    view = make_view(plain=plain, thinking=profile.thinking, show_usage=usage, price=profile.price)
+    view = make_view(plain=plain, thinking=profile.thinking, show_usage=usage, price=profile.price,
+                     stdout=out, stderr=err, environment=environment)
     if not stream:
         from llmchat.engine.outputs import BufferedView
 
@@ -44,21 +50,23 @@ def open_saved_store(*, reading: bool = False) -> Store:
     return open_store(reading=reading)
 
 
-def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
+def run_ask(flags: Overrides, question: str, environment: Environment | None = None,
+            *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
             save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> int:
     """Run the turn; returns the exit code (errors are raised for `main` to report).
 
     With `-c` the saved history is sent, fitted to the window by the profile's `history` strategy
     exactly as in the REPL (a summary made here is saved with the conversation).
     """
-    config, profile = resolve(flags)
-    provider = connect(profile)
+    config, profile = resolve(flags, environment)
+    provider = connect(profile, environment=environment)
     options = ChatOptions.from_profile(profile)
     sent = extras.options(options, provider) if extras else options  # images, --format: checked before the turn
 
     def new_view() -> TurnView:
-        view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream)
-        return extras.view(view, as_json=as_json, plain=plain) if extras else view
+        view = make_turn_view(profile, plain=plain, as_json=as_json, usage=usage, stream=stream,
+                              environment=environment)
+        return extras.view(view, as_json=as_json, plain=plain, environment=environment) if extras else view
 
     view = new_view()
     saving = save and profile.save
@@ -73,7 +81,8 @@ def run_ask(flags: Overrides, question: str, *, plain: bool, as_json: bool, usag
             except LlmchatError as exc:
                 view.notice(f"The summary could not be saved to history: {exc.message}")
 
-    context = manager_for(profile, options, config, connect, provider=provider, on_summary=keep_summary)
+    reconnect = functools.partial(connect, environment=environment)  # a summary profile reads the same variables
+    context = manager_for(profile, options, config, reconnect, provider=provider, on_summary=keep_summary)
 
     def turn(view: TurnView) -> tuple[TurnResult, ProviderError | None]:
         return run_turn(conversation, question, provider, request_options(sent, profile.provider, provider), view,

@@ -19,6 +19,7 @@ from llmchat.engine.structured import OutputFormat
 from llmchat.providers import check_images
 
 if TYPE_CHECKING:
+    from llmchat.core.environment import Environment
     from llmchat.core.events import TurnResult
     from llmchat.engine.chat import TurnView
     from llmchat.providers import ChatOptions, Provider
@@ -50,14 +51,15 @@ class AskExtras:
             options = replace(options, images=self.images)
         return self.output.apply(options) if self.output is not None else options
 
-    def view(self, view: TurnView, *, as_json: bool, plain: bool) -> TurnView:
+    def view(self, view: TurnView, *, as_json: bool, plain: bool, environment: Environment | None = None) -> TurnView:
         """The turn's view: unchanged unless the answer must be checked JSON (and `--json` is not
         printing the whole record anyway)."""
         if self.output is None or as_json:
             return view
         from llmchat.render import wants_plain
 
-        return self.output.view(view, fenced=not (plain or wants_plain(sys.stdout)))
+        out = environment.stdout if environment else sys.stdout
+        return self.output.view(view, fenced=not (plain or wants_plain(out, environment)))
 
     def finish(self, result: TurnResult) -> int:
         """The exit code once the turn finished: 0, or StructuredOutputError (exit 1) for a bad answer."""

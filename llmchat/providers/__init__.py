@@ -20,6 +20,7 @@ from llmchat.core.images import Image, ImageError
 
 if TYPE_CHECKING:
     from llmchat.config.profile import Profile
+    from llmchat.core.environment import Environment
     from llmchat.core.events import Event
 
 #: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
@@ -109,14 +110,15 @@ class Provider(Protocol):
         ...
 
 
-def api_key_for(profile: Profile) -> str | None:
-    """The profile's key from its environment variable, checked before any request is made."""
+def api_key_for(profile: Profile, variables: Mapping[str, str] | None = None) -> str | None:
+    """The profile's key from its environment variable (in `variables`, default the process's), checked
+    before any request is made."""
     if profile.api_key:  # written in an owner-only config file (config.py refuses any other)
         return profile.api_key
     variable = profile.key_variable
     if variable is None:
         return None
-    key = os.environ.get(variable, "").strip()
+    key = (os.environ if variables is None else variables).get(variable, "").strip()
     if not key:
         where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
         raise MissingApiKey(
@@ -126,26 +128,30 @@ def api_key_for(profile: Profile) -> str | None:
     return key
 
 
-def connect(profile: Profile, *, require_key: bool = True) -> Provider:
+def connect(profile: Profile, *, require_key: bool = True, environment: Environment | None = None) -> Provider:
     """A provider for the profile; imports the matching client library on first use.
+
+    OLLAMA_HOST, LLMCHAT_TIMEOUT and the API key variable are read from `environment` (None: the
+    process's, for callers not yet given one).
 
     `require_key=False` (doctor) connects even when the key variable is unset, to see whether the
     server answers at all; any request that needs the key then fails with the server's 401.
     """
+    variables = os.environ if environment is None else environment.variables
     if profile.provider == "ollama":
         from llmchat.providers.ollama import OllamaProvider
 
-        return OllamaProvider(host=profile.endpoint, read_timeout=profile.read_timeout())
+        return OllamaProvider(host=profile.endpoint_in(variables), read_timeout=profile.read_timeout(variables))
     from llmchat.providers.openai_compat import OpenAICompatProvider
 
     try:
-        key = api_key_for(profile)
+        key = api_key_for(profile, variables)
     except MissingApiKey:
         if require_key:
             raise
         key = None
     return OpenAICompatProvider(
-        base_url=profile.endpoint, api_key=key, read_timeout=profile.read_timeout(),
+        base_url=profile.endpoint_in(variables), api_key=key, read_timeout=profile.read_timeout(variables),
         bailian=profile.provider == "bailian", key_variable=profile.key_variable,
         region=profile.region if profile.provider == "bailian" else None,
     )

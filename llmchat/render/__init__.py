@@ -11,6 +11,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
+from llmchat.core.environment import Environment
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.render.plain import PlainView, is_terminal
@@ -32,8 +33,10 @@ class TurnView(Protocol):
     def close(self, result: TurnResult) -> None: ...
 
 
-def wants_plain(stdout: TextIO) -> bool:
+def wants_plain(stdout: TextIO, environment: Environment | None = None) -> bool:
     """Plain text when nobody sees colours: a pipe, NO_COLOR (any non-empty value), or TERM=dumb."""
+    if environment is not None:
+        return environment.wants_plain(stdout)
     return not is_terminal(stdout) or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
 
 
@@ -45,16 +48,19 @@ def make_view(
     price: Price | None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    environment: Environment | None = None,
 ) -> TurnView:
     """The view for one turn.
 
     `show_usage=None` means the default for the view: always in the terminal view; in the plain
-    view, reasoning and usage go to stderr only when stderr is a terminal.
+    view, reasoning and usage go to stderr only when stderr is a terminal. NO_COLOR and TERM come
+    from `environment` (None: the process's).
     """
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    if plain or wants_plain(out):
-        return PlainView(out, err, thinking=thinking, show_usage=show_usage, price=price)
+    if plain or wants_plain(out, environment):
+        no_color = environment.no_color if environment is not None else None
+        return PlainView(out, err, thinking=thinking, show_usage=show_usage, price=price, no_color=no_color)
     return _live_view(out, thinking=thinking, show_usage=show_usage is not False, price=price)
 
 

@@ -6,13 +6,11 @@ commands (which report and carry on) print the same thing without importing Rich
 
 from __future__ import annotations
 
-import os
-import sys
-
+from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 
 
-def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
+def print_error(error: LlmchatError | str, hint: str | None = None, *, environment: Environment | None = None) -> None:
     """One short paragraph on stderr: what happened, then what to do.
 
     Messages quote servers and file names, so they are sanitized wherever stderr goes (DESIGN §4).
@@ -22,9 +20,10 @@ def print_error(error: LlmchatError | str, hint: str | None = None) -> None:
     message = sanitize(error.message if isinstance(error, LlmchatError) else error)
     hint = error.hint if isinstance(error, LlmchatError) else hint
     hint = sanitize(hint) if hint else hint
-    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    environment = environment or Environment.from_process()  # the REPL's commands do not pass one yet
+    color = environment.color_for(environment.stderr)
     label = "\x1b[1;31mError:\x1b[0m" if color else "Error:"
     text = f"{label} {message}"
     if hint:
         text += f"\n{hint}"
-    print(text, file=sys.stderr, flush=True)
+    print(text, file=environment.stderr, flush=True)

@@ -40,6 +40,7 @@ class PlainView:
         thinking: ThinkingMode = "collapse",
         show_usage: bool | None = None,
         price: Price | None = None,
+        no_color: bool | None = None,
     ) -> None:
         self._out = stdout
         self._err = stderr
@@ -47,7 +48,9 @@ class PlainView:
         err_tty = is_terminal(stderr)
         self._show_reasoning = thinking != "hide" and (show_usage is True or err_tty)
         self._show_usage = show_usage if show_usage is not None else err_tty
-        self._dim = err_tty and not os.environ.get("NO_COLOR")
+        if no_color is None:  # not given by make_view's Environment: the process's
+            no_color = bool(os.environ.get("NO_COLOR"))
+        self._dim = err_tty and not no_color
         self._clean_out = is_terminal(stdout)  # a pipe gets the answer exactly as streamed
         self._clean_err = err_tty
         self._answer_tail = ""  # last character written to stdout, to end the output with one newline

@@ -8,6 +8,7 @@ own beyond the banner and the toolbar, so what an answer looks like is decided i
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -25,12 +26,13 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from llmchat import __version__
 from llmchat.config.session import Overrides, resolve
+from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import make_turn_view
 from llmchat.engine.chat import run_turn
-from llmchat.providers import check_images
+from llmchat.providers import check_images, connect
 from llmchat.repl.commands import COMMANDS
 from llmchat.repl.registry import is_command
 from llmchat.repl.state import QUIT_HINT, Action, ReplState
@@ -42,15 +44,18 @@ FENCE = '"""'
 _BLOCK_START = re.compile(r'(/\S+[ \t]+)?"""')
 
 
-def run_repl(flags: Overrides, *, plain: bool, save: bool = True, resume: str | None = None) -> int:
+def run_repl(flags: Overrides, environment: Environment | None = None, *, plain: bool, save: bool = True,
+             resume: str | None = None) -> int:
     """Chat until Ctrl-D or /exit; returns the exit status. Config and connection errors propagate.
 
     Nothing after start-up ends the session except the user: a failed turn is reported and the
     prompt comes back, with the conversation as it was. Every turn is saved as it happens unless
     `save` is off; `resume` ("last" or an id) continues a saved conversation.
     """
-    config, profile = resolve(flags)
-    state = ReplState.start(config, profile, flags=flags)
+    config, profile = resolve(flags, environment)
+    # every (re)connect — /profile, a summary profile — reads OLLAMA_HOST, the timeout and keys from it
+    state = ReplState.start(config, profile, flags=flags, environment=environment,
+                            connector=functools.partial(connect, environment=environment))
     if save or resume:
         from llmchat.store.db import open_store
 
@@ -128,7 +133,8 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
         options = replace(options, images=state.pending_images.take())  # this turn only
     recorder = state.recorder()
     try:
-        view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True)
+        view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True,
+                              environment=state.environment)
         result, error = run_turn(
             state.conversation, question, state.provider, options, view,
             retries=state.profile.retries, recorder=recorder, context=state.context(),

@@ -11,6 +11,7 @@ from llmchat.config.load import Config
 from llmchat.config.profile import Profile
 from llmchat.config.session import Overrides
 from llmchat.core.conversation import ContextSummary, Conversation
+from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
 from llmchat.core.images import PendingImages
@@ -80,6 +81,8 @@ class ReplState:
     #: The conversation /save last wrote from memory, with the id and creation time it was given, so
     #: saving it again (a growing file) keeps them and `history import` sees the same conversation.
     unsaved: tuple[Conversation, str, str] | None = None
+    #: The run's streams and variables (cli.main built it); None only for states made without one (tests)
+    environment: Environment | None = None
     _models: list[str] | None = None
 
     @classmethod

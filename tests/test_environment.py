@@ -1,0 +1,106 @@
+"""The one Environment (core/environment.py): built once by `cli.main()` and passed in, so what llmchat
+reads — the variables and the standard streams — is what main() was given, not whatever the process holds."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+
+import pytest
+from fakeserver import Raw
+
+from llmchat.cli.app import main
+from llmchat.core.environment import Environment
+from llmchat.core.errors import LlmchatError
+
+
+def _streams(stdin: bytes = b"") -> tuple[io.TextIOWrapper, io.StringIO, io.StringIO]:
+    return io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"), io.StringIO(), io.StringIO()
+
+
+def _run(argv: list[str], environment: Environment) -> int:
+    try:
+        main(argv, environment=environment)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def test_colour_and_terminals_follow_the_streams_and_variables() -> None:
+    controller, terminal_fd = pty.openpty()
+    try:
+        with open(terminal_fd, "w", closefd=False) as tty:
+            pipe = io.StringIO()
+            plain = Environment(stdin=None, stdout=tty, stderr=pipe, variables={"TERM": "xterm"})
+            assert plain.stdin_is_terminal  # no stdin at all: nothing is piped in
+            assert plain.stdout_is_terminal and not plain.stderr_is_terminal
+            assert plain.color_for(tty) and not plain.color_for(pipe) and not plain.wants_plain()
+            for variables in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
+                muted = Environment(stdin=None, stdout=tty, stderr=tty, variables=variables)
+                assert not muted.color_for(tty) and muted.wants_plain()
+            assert Environment(stdin=None, stdout=tty, stderr=tty, variables={"NO_COLOR": ""}).color_for(tty)
+    finally:
+        os.close(controller)
+        os.close(terminal_fd)
+    assert Environment(stdin=io.StringIO(), stdout=pipe, stderr=pipe).get("HOME") is None
+
+
+def test_main_reads_the_streams_and_variables_it_is_given(fake_server, config_file, env, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCHAT_PROFILE", "no-such-profile")  # the process says one thing, the Environment another
+    stdin, out, err = _streams(b"piped text\n")
+    code = _run(["ask", "summarise"], Environment(stdin=stdin, stdout=out, stderr=err, variables=dict(env)))
+    assert (code, out.getvalue(), err.getvalue()) == (0, "You said: summarise\n\npiped text\n", "")
+    assert capsys.readouterr() == ("", "")  # nothing went to the process's own streams
+
+
+def test_config_profile_and_key_come_from_the_environment_not_os_environ(fake_server, config_file, env, capsys,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-process")  # the process has a key; the Environment says unset
+    assert "LLMCHAT_PROFILE" not in os.environ
+    stdin, out, err = _streams()
+    code = _run(["ask", "hi"], Environment(stdin=stdin, stdout=out, stderr=err,
+                                           variables={**env, "LLMCHAT_PROFILE": "nope"}))
+    assert code == 2 and "Unknown profile 'nope' (from LLMCHAT_PROFILE)" in err.getvalue()
+    stdin, out, err = _streams()
+    code = _run(["ask", "-p", "bailian", "hi"], Environment(stdin=stdin, stdout=out, stderr=err,
+                                                            variables={**env, "DASHSCOPE_API_KEY": ""}))
+    assert code == 2 and "DASHSCOPE_API_KEY" in err.getvalue()  # the process's key was not used
+    assert capsys.readouterr() == ("", "")
+
+
+def test_debug_comes_from_the_environment(fake_server, config_file, env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCHAT_DEBUG", "1")  # ignored: the Environment given has no LLMCHAT_DEBUG
+    fake_server.enqueue(Raw(404, '{"error":"model \\"qwen3:14b\\" not found"}'))
+    stdin, out, err = _streams()
+    assert _run(["ask", "-m", "qwen3:14b", "hi"], Environment(stdin, out, err, dict(env))) == 1
+    assert err.getvalue().startswith("Error: ") and "Traceback" not in err.getvalue()
+    monkeypatch.delenv("LLMCHAT_DEBUG")
+    fake_server.enqueue(Raw(404, '{"error":"model \\"qwen3:14b\\" not found"}'))
+    with pytest.raises(LlmchatError):  # LLMCHAT_DEBUG=1 in the Environment: the exception is not turned into a code
+        _run(["ask", "-m", "qwen3:14b", "hi"], Environment(stdin, out, err, {**env, "LLMCHAT_DEBUG": "1"}))
+
+
+def test_batch_reads_rows_and_writes_to_the_environments_streams(fake_server, config_file, env, capsys) -> None:
+    stdin, out, err = _streams(b"first\nsecond\n")
+    assert _run(["batch", "-"], Environment(stdin, out, err, dict(env))) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [row["answer"] for row in rows] == ["You said: first", "You said: second"]
+    assert err.getvalue().startswith("Batch: 2 rows in ")  # the summary line went to the given stderr
+    assert capsys.readouterr() == ("", "")
+
+
+def test_profiles_and_config_show_report_the_environments_variables(fake_server, config_file, env, capsys,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-process")  # set in the process, unset in the Environment
+    variables = {**env, "LLMCHAT_PROFILE": "bailian", "DASHSCOPE_API_KEY": ""}
+    stdin, out, err = _streams()
+    assert _run(["config", "show"], Environment(stdin, out, err, variables)) == 0
+    assert 'default_profile = "bailian"' in out.getvalue() and "DASHSCOPE_API_KEY is NOT set" in out.getvalue()
+    stdin, out, err = _streams()
+    assert _run(["profiles"], Environment(stdin, out, err, variables)) == 0
+    marked = [line for line in out.getvalue().splitlines() if line.lstrip().startswith("*")]
+    assert len(marked) == 1 and "bailian" in marked[0] and "(unset)" in marked[0]
+    assert capsys.readouterr() == ("", "")
