@@ -177,3 +177,60 @@ def test_usage_writes_to_the_environments_streams(fake_server, config_file, env,
     assert _run(["usage"], Environment(stdin, out, err, dict(env))) == 0
     assert out.getvalue().splitlines()[0].split()[:2] == ["profile", "turns"]
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_chats_messages_and_errors_go_to_the_environments_streams(fake_server, config_file, env, capsys) -> None:
+    import functools
+
+    from llmchat.config.session import Overrides, resolve
+    from llmchat.core.errors import ConfigError
+    from llmchat.providers import connect
+    from llmchat.repl.state import ReplState
+
+    environment = Environment(*_streams(), {**env, "NO_COLOR": "1"})
+    config, profile = resolve(Overrides(), environment)
+    state = ReplState.start(config, profile, environment=environment,
+                            connector=functools.partial(connect, environment=environment))
+    state.say("hello")
+    state.report(ConfigError("broken", hint="Fix it."))
+    assert environment.stdout.getvalue() == "hello\n"  # type: ignore[attr-defined]
+    assert environment.stderr.getvalue() == "Error: broken\nFix it.\n"  # type: ignore[attr-defined]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_pull_writes_to_the_environments_streams(fake_server, config_file, env, capsys) -> None:
+    stdin, out, err = _streams()
+    assert _run(["pull", "qwen3:14b"], Environment(stdin, out, err, dict(env))) == 0
+    assert out.getvalue().startswith("Pulled qwen3:14b") and "into Ollama at " in out.getvalue()
+    assert err.getvalue().splitlines()[0] == "pulling manifest" and "success" in err.getvalue()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_offer_to_pull_asks_on_the_environments_terminal(fake_server, env, capsys) -> None:
+    from test_models_pull_doctor import ollama
+
+    from llmchat.engine.pull import offer_pull
+
+    controller, terminal_fd = pty.openpty()
+    try:
+        os.write(controller, b"y\n")  # the answer, typed before the question is asked
+        with open(terminal_fd, encoding="utf-8", closefd=False) as tty_in, \
+                open(terminal_fd, "w", encoding="utf-8", closefd=False) as tty_out:
+            environment = Environment(stdin=tty_in, stdout=io.StringIO(), stderr=tty_out,
+                                      variables={**env, "TERM": "dumb"})  # dumb: plain progress lines
+            # pytest's own stdin is no terminal: reading the process would never ask
+            assert offer_pull(ollama(fake_server), "qwen3:14b", environment=environment) is True
+        os.set_blocking(controller, False)
+        shown = b""
+        try:
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+        except (BlockingIOError, OSError):
+            pass
+    finally:
+        os.close(controller)
+        os.close(terminal_fd)
+    text = shown.decode("utf-8", "replace")
+    assert "qwen3:14b is not on the Ollama server" in text and "pulling manifest" in text and "\x1b[" not in text
+    assert "qwen3:14b" in fake_server.models
+    assert capsys.readouterr() == ("", "")

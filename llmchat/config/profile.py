@@ -180,6 +180,10 @@ class Profile:
         """`endpoint` as it may be printed: a password in it (http://user:pass@host) masked."""
         return mask_url(self.endpoint)
 
+    def shown_endpoint_in(self, variables: Mapping[str, str]) -> str:
+        """`endpoint_in(variables)` as it may be printed: a password in it masked."""
+        return mask_url(self.endpoint_in(variables))
+
     @property
     def key_variable(self) -> str | None:
         """The environment variable holding the API key, or None when the server needs no key."""

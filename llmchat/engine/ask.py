@@ -89,7 +89,8 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
                         retries=profile.retries, recorder=recorder, context=context)
 
     result, error = turn(view)
-    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
+    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
+                                                                          environment=environment):
         conversation.pop()  # asked again: its question takes the failed turn's place in the store
         view = new_view()
         result, error = turn(view)
