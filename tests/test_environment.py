@@ -234,3 +234,15 @@ def test_the_offer_to_pull_asks_on_the_environments_terminal(fake_server, env, c
     assert "qwen3:14b is not on the Ollama server" in text and "pulling manifest" in text and "\x1b[" not in text
     assert "qwen3:14b" in fake_server.models
     assert capsys.readouterr() == ("", "")
+
+
+def test_config_show_uses_the_environments_ollama_host(env, capsys, tmp_path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "plain.toml"
+    config.write_text('default_profile = "home"\n\n[profiles.home]\nprovider = "ollama"\nmodel = "qwen3:0.6b"\n')
+    monkeypatch.setenv("OLLAMA_HOST", "process.invalid:1")  # the process says one host, the Environment another
+    stdin, out, err = _streams()
+    variables = {**env, "LLMCHAT_CONFIG": str(config), "OLLAMA_HOST": "http://given.invalid:4321"}
+    assert _run(["config", "show"], Environment(stdin, out, err, variables)) == 0
+    assert 'base_url = "http://given.invalid:4321"' in out.getvalue() and "process.invalid" not in out.getvalue()
+    assert capsys.readouterr() == ("", "")

@@ -103,6 +103,12 @@ class ReplState:
                    options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
                    flags=flags or Overrides(), connector=connector, **kwargs)
 
+    def shown_endpoint(self, profile: Profile) -> str:
+        """Where `profile` sends requests, as it may be printed, with this run's OLLAMA_HOST."""
+        if self.environment is None:
+            return profile.shown_endpoint
+        return profile.shown_endpoint_in(self.environment.variables)
+
     def say(self, text: str) -> None:
         print(sanitize(text), file=self.out, flush=True)  # quotes models, servers, titles: DESIGN §4
 
