@@ -124,8 +124,9 @@ def test_list_search_and_limit(saved: list[str], capsys: pytest.CaptureFixture[s
 
 def test_list_in_a_terminal_is_a_table(saved: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = io.StringIO()
-    monkeypatch.setattr(history_cli, "wants_plain", lambda stream: False)
-    monkeypatch.setattr(history_cli, "_console", lambda: Console(file=buffer, force_terminal=True, width=100))
+    monkeypatch.setattr(history_cli, "wants_plain", lambda stream, environment=None: False)
+    monkeypatch.setattr(history_cli, "_console", lambda environment=None:
+                        Console(file=buffer, force_terminal=True, width=100))
     history_list()
     text = buffer.getvalue()
     assert "\x1b[" in text  # styled
@@ -234,8 +235,9 @@ def test_show_draws_a_pending_question_and_a_failed_turn(env: dict[str, str]) ->
 
 def test_show_in_a_terminal_through_history_show(saved: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = io.StringIO()
-    monkeypatch.setattr(history_cli, "wants_plain", lambda stream: False)
-    monkeypatch.setattr(history_cli, "_console", lambda: Console(file=buffer, force_terminal=True, width=60))
+    monkeypatch.setattr(history_cli, "wants_plain", lambda stream, environment=None: False)
+    monkeypatch.setattr(history_cli, "_console", lambda environment=None:
+                        Console(file=buffer, force_terminal=True, width=60))
     history_show("last")
     assert ">>> And at sunset?" in _strip(buffer.getvalue())
 

@@ -182,6 +182,8 @@ class Batch:
     reporter: Reporter
     outcome: Outcome = field(default_factory=Outcome)
     pacer: Pacer = field(default_factory=Pacer)
+    #: LLMCHAT_DEBUG=1 in the run's Environment: a row's internal error is raised; None: the process's
+    debug: bool | None = None
 
     def options_for(self, row: Row) -> ChatOptions:
         """The row's options as sent: its own model if it names one, and that model's window as the
@@ -204,7 +206,7 @@ class Batch:
                                           retries=self.profile.retries, label=label, notify=self.reporter.notice,
                                           pacer=self.pacer)
         except Exception as exc:  # a bug must not sink a long batch; LLMCHAT_DEBUG=1 shows it
-            if os.environ.get("LLMCHAT_DEBUG") == "1":
+            if self.debug if self.debug is not None else os.environ.get("LLMCHAT_DEBUG") == "1":
                 raise
             result = TurnResult(model=options.model)
             error = ProviderError(f"Unexpected internal error: {type(exc).__name__}: {exc}")
@@ -271,7 +273,8 @@ def run_batch(
     stdout = environment.stdout if environment else None
     sink: Sink = FileSink(out_path, append=resume) if out_path else StdoutSink(stdout)
     writer = OrderedWriter(sink)
-    batch = Batch(todo, profile, provider, options, concurrency, writer, QuietReporter())
+    batch = Batch(todo, profile, provider, options, concurrency, writer, QuietReporter(),
+                  debug=environment.debug if environment else None)
     started = time.monotonic()
     try:
         if todo:

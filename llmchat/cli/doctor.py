@@ -73,10 +73,10 @@ def diagnose(profile: Profile, warnings: tuple[str, ...] = (), *, probe: bool = 
 
         connect = functools.partial(connect_to, environment=environment)
     ctx = _Context(profile, variables=environment.variables) if environment else _Context(profile)
-    checks = [_config(profile, warnings), _key(ctx)]
+    checks = [_config(profile, warnings, ctx.variables), _key(ctx)]
     checks.append(_server(ctx, connect))
     if checks[1].state == "ok" and not ctx.key_ok:  # the server refused the key the profile supplies
-        checks[1] = _rejected(profile)
+        checks[1] = _rejected(profile, ctx.variables)
     checks.append(_model(ctx))
     checks += _capabilities(ctx)
     checks.append(_probe(ctx) if probe else Check("latency", "skip", "not measured", "add --probe to time "
@@ -84,9 +84,9 @@ def diagnose(profile: Profile, warnings: tuple[str, ...] = (), *, probe: bool = 
     return checks
 
 
-def _config(profile: Profile, warnings: tuple[str, ...]) -> Check:
+def _config(profile: Profile, warnings: tuple[str, ...], variables: Mapping[str, str]) -> Check:
     try:
-        endpoint = profile.shown_endpoint
+        endpoint = profile.shown_endpoint_in(variables)
     except ConfigError as exc:
         return Check("config", "fail", exc.message, exc.hint or "")
     own = [w for w in warnings if w.startswith(f"profiles.{profile.name} ")]
@@ -107,26 +107,26 @@ def _key(ctx: _Context) -> Check:
     if ctx.variables.get(variable, "").strip():
         return Check("API key", "ok", f"{variable} is set")
     ctx.key_ok = False
-    return Check("API key", "fail", f"{variable} is not set", _key_fix(profile))
+    return Check("API key", "fail", f"{variable} is not set", _key_fix(profile, ctx.variables))
 
 
-def _rejected(profile: Profile) -> Check:
+def _rejected(profile: Profile, variables: Mapping[str, str]) -> Check:
     if profile.key_variable is None and not profile.api_key:
         return Check("API key", "fail", "the server wants a key, but the profile names none",
                      'Add api_key_env = "NAME" to the profile, then export NAME=…')
     source = profile.key_variable or "the key in the config file"
-    return Check("API key", "fail", f"the server rejected {source}", _key_fix(profile))
+    return Check("API key", "fail", f"the server rejected {source}", _key_fix(profile, variables))
 
 
-def _key_fix(profile: Profile) -> str:
+def _key_fix(profile: Profile, variables: Mapping[str, str]) -> str:
     variable = profile.key_variable or "the profile's api_key_env"
     where = f" for the {profile.region or 'beijing'} region" if profile.provider == "bailian" else ""
-    return f"export {variable}=sk-…  (a key{where} of {_endpoint(profile)})"
+    return f"export {variable}=sk-…  (a key{where} of {_endpoint(profile, variables)})"
 
 
-def _endpoint(profile: Profile) -> str:
+def _endpoint(profile: Profile, variables: Mapping[str, str] | None = None) -> str:
     try:
-        return profile.shown_endpoint
+        return profile.shown_endpoint if variables is None else profile.shown_endpoint_in(variables)
     except ConfigError:
         return "?"
 
@@ -138,18 +138,20 @@ def _server(ctx: _Context, connect: Callable[..., Provider]) -> Check:
         if profile.provider == "ollama":
             version = provider.version()  # type: ignore[attr-defined]
             ctx.reachable = True
-            return Check("server", "ok", f"Ollama {version} at {profile.shown_endpoint}")
+            return Check("server", "ok", f"Ollama {version} at {profile.shown_endpoint_in(ctx.variables)}")
         ctx.listing = provider.list_models()
         ctx.reachable = True
-        return Check("server", "ok", f"answers at {profile.shown_endpoint} ({len(ctx.listing)} models listed)")
+        shown = profile.shown_endpoint_in(ctx.variables)
+        return Check("server", "ok", f"answers at {shown} ({len(ctx.listing)} models listed)")
     except AuthFailed as exc:
         ctx.reachable = True  # it answered: only the key is wrong (or missing)
         ctx.key_ok = False
-        return Check("server", "ok", f"answers at {_endpoint(profile)} (and refuses: {exc.message})")
+        return Check("server", "ok", f"answers at {_endpoint(profile, ctx.variables)} (and refuses: {exc.message})")
     except ProviderError as exc:
         if profile.provider != "ollama" and isinstance(exc, (BadRequest, ModelNotFound)) and not exc.not_the_api:
             ctx.reachable = True  # a server without GET /models (some proxies): reachable, list unknown
-            return Check("server", "ok", f"answers at {profile.shown_endpoint} (it lists no models: {exc.message})")
+            shown = profile.shown_endpoint_in(ctx.variables)
+            return Check("server", "ok", f"answers at {shown} (it lists no models: {exc.message})")
         return Check("server", "fail", exc.message, exc.hint or "")
     except LlmchatError as exc:
         return Check("server", "fail", exc.message, exc.hint or "")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmchat.cli.options import ExportFormat, PlainOpt, ThinkingOpt, history_app
+from llmchat.cli.options import ExportFormat, PlainOpt, ThinkingOpt, environment_of, history_app
 
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=0, help="How many to list (0: all).")]
 SearchTextOpt = Annotated[Optional[str], typer.Option(
@@ -23,15 +23,16 @@ def history(ctx: typer.Context, limit: LimitOpt = 20, search: SearchTextOpt = No
     if ctx.invoked_subcommand is None:
         from llmchat.engine.history import history_list
 
-        history_list(limit, search, as_json)
+        history_list(limit, search, as_json, environment=environment_of(ctx))
 
 
 @history_app.command("list")
-def history_list_cmd(limit: LimitOpt = 20, search: SearchTextOpt = None, as_json: JsonOpt = False) -> None:
+def history_list_cmd(ctx: typer.Context, limit: LimitOpt = 20, search: SearchTextOpt = None,
+                     as_json: JsonOpt = False) -> None:
     """Saved conversations, newest first: id, updated, profile/model, turns, title."""
     from llmchat.engine.history import history_list
 
-    history_list(limit, search, as_json)
+    history_list(limit, search, as_json, environment=environment_of(ctx))
 
 
 @history_app.command("show")
@@ -41,11 +42,13 @@ def history_show_cmd(ctx: typer.Context, ref: RefArg = "last", show_thinking: Th
     from llmchat.engine.history import history_show
 
     thinking = "collapse" if show_thinking is None else ("show" if show_thinking else "hide")
-    history_show(ref, thinking=thinking, plain=plain or bool(ctx.meta.get("plain")))
+    history_show(ref, thinking=thinking, plain=plain or bool(ctx.meta.get("plain")),
+                 environment=environment_of(ctx))
 
 
 @history_app.command("export")
 def history_export_cmd(
+    ctx: typer.Context,
     ref: RefArg,
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", case_sensitive=False,
                                               help="md or json (json imports back exactly).")] = "md",
@@ -54,20 +57,21 @@ def history_export_cmd(
     """Export a conversation as Markdown or JSON."""
     from llmchat.engine.history import history_export
 
-    history_export(ref, ExportFormat(fmt).value, out)
+    history_export(ref, ExportFormat(fmt).value, out, environment=environment_of(ctx))
 
 
 @history_app.command("import")
-def history_import_cmd(file: Annotated[Path, typer.Argument(help="A JSON export (`-` for stdin).")]) -> None:
+def history_import_cmd(ctx: typer.Context,
+                       file: Annotated[Path, typer.Argument(help="A JSON export (`-` for stdin).")]) -> None:
     """Save a conversation exported with `history export ID --format json`."""
     from llmchat.engine.history import history_import
 
-    history_import(file)
+    history_import(file, environment=environment_of(ctx))
 
 
 @history_app.command("rm")
-def history_rm_cmd(ref: RefArg) -> None:
+def history_rm_cmd(ctx: typer.Context, ref: RefArg) -> None:
     """Delete a saved conversation."""
     from llmchat.engine.history import history_rm
 
-    history_rm(ref)
+    history_rm(ref, environment=environment_of(ctx))

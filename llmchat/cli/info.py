@@ -85,7 +85,7 @@ def print_models(flags: Overrides, environment: Environment, *, as_json: bool) -
     console = table_console(environment)
     console.print(table)
     if not listing:
-        console.print(f"{profile.shown_endpoint} offers no models.", style="dim")
+        console.print(f"{profile.shown_endpoint_in(environment.variables)} offers no models.", style="dim")
 
 
 def with_capabilities(provider: Provider, listing: list[ModelInfo]) -> list[ModelInfo]:
@@ -155,7 +155,7 @@ def show_config(config_file: str | None, environment: Environment) -> None:
     lines = [f"# effective config from {source}", ""]
     lines.append(tomli_w.dumps({"default_profile": environment.get("LLMCHAT_PROFILE") or config.default}))
     for name, profile in config.profiles.items():
-        table = profile_as_table(profile)
+        table = profile_as_table(profile, environment.variables)
         lines.append(f"# from {profile.origin}")
         if profile.key_variable:
             state = "is set (value hidden)" if environment.get(profile.key_variable) else "is NOT set"

@@ -38,7 +38,7 @@ def pull(
     """Download a model into the profile's Ollama server, with progress."""
     from llmchat.engine.pull import run_pull
 
-    raise typer.Exit(run_pull(command_flags(ctx, profile=profile, config=config), model_name))
+    raise typer.Exit(run_pull(command_flags(ctx, profile=profile, config=config), model_name, environment_of(ctx)))
 
 
 @app.command()

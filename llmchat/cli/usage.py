@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmchat.cli.options import Grouping, PlainOpt, app
+from llmchat.cli.options import Grouping, PlainOpt, app, environment_of
 
 
 @app.command("usage")
@@ -21,4 +21,5 @@ def usage_cmd(
     """Token and cost totals from saved conversations (each turn priced when it was made)."""
     from llmchat.engine.usage import print_usage
 
-    print_usage(since, Grouping(by).value, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")))
+    print_usage(since, Grouping(by).value, as_json=as_json, plain=plain or bool(ctx.meta.get("plain")),
+                environment=environment_of(ctx))

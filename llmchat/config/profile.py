@@ -180,6 +180,10 @@ class Profile:
         """`endpoint` as it may be printed: a password in it (http://user:pass@host) masked."""
         return mask_url(self.endpoint)
 
+    def shown_endpoint_in(self, variables: Mapping[str, str]) -> str:
+        """`endpoint_in(variables)` as it may be printed: a password in it masked."""
+        return mask_url(self.endpoint_in(variables))
+
     @property
     def key_variable(self) -> str | None:
         """The environment variable holding the API key, or None when the server needs no key."""
@@ -266,11 +270,12 @@ def apply_overrides(profile: Profile, **overrides: Any) -> Profile:
     return replace(profile, **given) if given else profile
 
 
-def profile_as_table(profile: Profile) -> dict[str, Any]:
-    """The profile as TOML-ready data, for `config show`; the key itself is never included."""
+def profile_as_table(profile: Profile, variables: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The profile as TOML-ready data, for `config show`; the key itself is never included.
+    `variables` (the run's; None: the process's) give OLLAMA_HOST."""
     table: dict[str, Any] = {"provider": profile.provider, "model": profile.model}
     with contextlib.suppress(ConfigError):  # an openai profile without base_url: nothing to show
-        table["base_url"] = profile.shown_endpoint
+        table["base_url"] = profile.shown_endpoint if variables is None else profile.shown_endpoint_in(variables)
     for f in fields(Profile):
         if f.name in ("name", "provider", "model", "base_url", "origin", "options", "price", "api_key"):
             continue

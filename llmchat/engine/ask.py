@@ -72,7 +72,10 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
     saving = save and profile.save
     store = open_saved_store(reading=not saving) if saving or resume else None
     conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
-    recorder = store.recorder(profile) if store and save and profile.save else None
+    from llmchat.store.recorder import warn_on
+
+    warn = warn_on(environment.stderr if environment else None)  # a turn that cannot be saved says so there
+    recorder = store.recorder(profile, warn=warn) if store and save and profile.save else None
 
     def keep_summary(conversation: Conversation, summary: ContextSummary) -> None:
         if store is not None and recorder is not None:
@@ -89,7 +92,8 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
                         retries=profile.retries, recorder=recorder, context=context)
 
     result, error = turn(view)
-    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model):
+    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
+                                                                          environment=environment):
         conversation.pop()  # asked again: its question takes the failed turn's place in the store
         view = new_view()
         result, error = turn(view)

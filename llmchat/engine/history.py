@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError
 from llmchat.core.safe_text import json_for, sanitize, text_for
 from llmchat.render import wants_plain
@@ -35,25 +36,25 @@ LIST_COLUMNS = ("id", "updated", "profile/model", "turns", "title")
 
 
 def history_list(limit: int | None = 20, search: str | None = None, as_json: bool = False, *,
-                 plain: bool = False, path: Path | None = None) -> None:
+                 plain: bool = False, path: Path | None = None, environment: Environment | None = None) -> None:
     """Print saved conversations, newest first (`limit` None or 0: all)."""
     store = existing_store(path)
     rows: list[Summary] = []
     if store is not None:
         with store:
             rows = store.list_conversations(limit, search)
-    out = sys.stdout
+    out, err = _out(environment), _err(environment)
     if as_json:
         out.write(json_for(out, json.dumps([row.as_json() for row in rows], ensure_ascii=False, indent=2)) + "\n")
         return
     if not rows:
         found = f"No saved conversation contains '{search}'." if search else "No saved conversations yet."
-        print(sanitize(found), file=sys.stderr)
+        print(sanitize(found), file=err)
         return
-    if plain or wants_plain(out):
+    if plain or wants_plain(out, environment):
         out.write(text_for(out, plain_table(rows)))
     else:
-        _console().print(_rich_table(rows))
+        _console(environment).print(_rich_table(rows))
 
 
 def list_cells(row: Summary) -> tuple[str, str, str, str, str]:
@@ -98,14 +99,15 @@ def local_time(stamp: str) -> str:
 
 
 def history_show(ref: str = "last", *, thinking: str = "collapse", plain: bool = False,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, environment: Environment | None = None) -> None:
     """Print one conversation: drawn like the live chat in a terminal, as Markdown in a pipe."""
     with _existing(path) as store:
         summary, messages = store.messages(ref)
-    if plain or wants_plain(sys.stdout):
-        sys.stdout.write(text_for(sys.stdout, markdown_transcript(summary, messages)))
+    out = _out(environment)
+    if plain or wants_plain(out, environment):
+        out.write(text_for(out, markdown_transcript(summary, messages)))
         return
-    draw_transcript(_console(), summary, messages, thinking=thinking)
+    draw_transcript(_console(environment), summary, messages, thinking=thinking)
 
 
 def pairs(messages: list[StoredMessage]) -> list[tuple[StoredMessage, StoredMessage | None]]:
@@ -219,7 +221,8 @@ def transcript_text(record: dict[str, Any], fmt: str) -> str:
     return markdown_transcript(*record_parts(record))
 
 
-def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, path: Path | None = None) -> None:
+def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, path: Path | None = None,
+                   environment: Environment | None = None) -> None:
     """Write one conversation as Markdown or as JSON (which `history import` restores exactly)."""
     fmt = {"markdown": "md"}.get(fmt.lower(), fmt.lower())
     if fmt not in EXPORT_FORMATS:
@@ -228,22 +231,23 @@ def history_export(ref: str, fmt: str = "md", out: Path | str | None = None, *, 
         record = store.export_record(ref)  # the one format; the REPL's /save writes the same (DESIGN §2)
     turns = sum(message["role"] == "user" for message in record["messages"])
     text = transcript_text(record, fmt)
+    stdout = _out(environment)
     if out is None or str(out) == "-":
-        sys.stdout.write(json_for(sys.stdout, text) if fmt == "json" else text_for(sys.stdout, text))
+        stdout.write(json_for(stdout, text) if fmt == "json" else text_for(stdout, text))
         return
     target = Path(out).expanduser()
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot write {target}: {exc.strerror}.") from None
-    print(text_for(sys.stdout, f"Wrote {turns} turn{'s' * (turns != 1)} to {target}"))
+    print(text_for(stdout, f"Wrote {turns} turn{'s' * (turns != 1)} to {target}"), file=stdout)
 
 
-def history_import(source: Path | str, *, path: Path | None = None) -> None:
+def history_import(source: Path | str, *, path: Path | None = None, environment: Environment | None = None) -> None:
     """Save a conversation exported as JSON (or by an older /save); says what it did when the id was taken."""
     stdin = str(source) == "-"
     name = "stdin" if stdin else str(source)
-    record = _read_json(None if stdin else Path(source).expanduser(), name)
+    record = _read_json(None if stdin else Path(source).expanduser(), name, environment)
     with open_store(path) as store:
         result = store.import_record(record, name)
         summary = store.summary(result.id)
@@ -254,20 +258,22 @@ def history_import(source: Path | str, *, path: Path | None = None) -> None:
                 f"imported as {result.id} ({_describe(summary)}).")
     else:
         said = f"Imported {result.id} ({_describe(summary)})."
-    print(text_for(sys.stdout, said))
+    out = _out(environment)
+    print(text_for(out, said), file=out)
 
 
-def history_rm(ref: str, *, path: Path | None = None) -> None:
+def history_rm(ref: str, *, path: Path | None = None, environment: Environment | None = None) -> None:
     """Delete one conversation for good."""
     with _existing(path) as store:
         summary = store.remove(ref)
-    print(text_for(sys.stdout, f"Deleted {summary.id} ({_describe(summary)})."))
+    out = _out(environment)
+    print(text_for(out, f"Deleted {summary.id} ({_describe(summary)})."), file=out)
 
 
-def _read_json(source: Path | None, name: str) -> Any:
+def _read_json(source: Path | None, name: str, environment: Environment | None = None) -> Any:
     """The parsed file (None: stdin), or an error that says which file and where it stops being JSON."""
     try:
-        raw = sys.stdin.buffer.read() if source is None else source.read_bytes()
+        raw = _stdin(environment).buffer.read() if source is None else source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"Cannot read {name}: {exc.strerror}.") from None
     try:
@@ -291,7 +297,28 @@ def _existing(path: Path | None) -> Store:
     return store
 
 
-def _console(file: TextIO | None = None) -> Console:
+def _out(environment: Environment | None) -> TextIO:
+    """The run's stdout; None (a caller without an Environment, e.g. a library user) falls back to the process's."""
+    return environment.stdout if environment is not None else sys.stdout
+
+
+def _err(environment: Environment | None) -> TextIO:
+    return environment.stderr if environment is not None else sys.stderr
+
+
+def _stdin(environment: Environment | None) -> Any:
+    """The run's stdin (`history import -`); a run with no stdin at all reads nothing, as a closed one would."""
+    if environment is None:
+        return sys.stdin
+    if environment.stdin is None:
+        raise ConfigError("Cannot read stdin: it is closed.")
+    return environment.stdin
+
+
+def _console(environment: Environment | None = None) -> Console:
+    """Rich on the run's stdout, reading NO_COLOR/TERM/COLUMNS from the run's variables, not the process's."""
     from llmchat.render.terminal import terminal_console
 
-    return terminal_console(file)
+    if environment is None:
+        return terminal_console()
+    return terminal_console(environment.stdout, _environ=dict(environment.variables))

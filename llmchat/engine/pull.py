@@ -13,16 +13,18 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from llmchat.core.errors import ConfigError
-from llmchat.core.safe_text import sanitize, text_for
+from llmchat.core.safe_text import is_terminal, sanitize, text_for
 
 if TYPE_CHECKING:
     from llmchat.config.session import Overrides
+    from llmchat.core.environment import Environment
     from llmchat.providers import Provider, PullProgress
 
 
@@ -140,11 +142,13 @@ class RichPullView:
         self._progress.stop()
 
 
-def make_pull_view(err: TextIO | None = None) -> PullView:
+def make_pull_view(err: TextIO | None = None, environment: Environment | None = None) -> PullView:
+    """Bars on a terminal stderr, lines elsewhere; `TERM` from `environment` (None: the process's)."""
     import os
 
-    err = err or sys.stderr
-    if err.isatty() and os.environ.get("TERM") != "dumb":
+    err = err or (environment.stderr if environment is not None else sys.stderr)
+    dumb = environment.dumb_terminal if environment is not None else os.environ.get("TERM") == "dumb"
+    if is_terminal(err) and not dumb:
         return RichPullView(err)
     return PlainPullView(err)
 
@@ -162,7 +166,8 @@ def follow(lines: Iterable[PullProgress], view: PullView) -> PullTracker:
     return tracker
 
 
-def pull_model(provider: Provider, model: str, *, err: TextIO | None = None) -> PullTracker:
+def pull_model(provider: Provider, model: str, *, err: TextIO | None = None,
+               environment: Environment | None = None) -> PullTracker:
     """Pull `model` into the provider's Ollama server with progress on `err` (default stderr).
 
     Raises ModelNotFound for a name the registry does not have, and the usual provider errors.
@@ -171,27 +176,31 @@ def pull_model(provider: Provider, model: str, *, err: TextIO | None = None) -> 
     if pull is None:
         raise ConfigError("Only Ollama servers can pull models.",
                           hint="Use an Ollama profile, e.g. `llmchat pull MODEL -p local`.")
-    return follow(pull(model), make_pull_view(err))
+    return follow(pull(model), make_pull_view(err, environment))
 
 
-def run_pull(flags: Overrides, model: str | None) -> int:
+def run_pull(flags: Overrides, model: str | None, environment: Environment | None = None) -> int:
     """`llmchat pull [MODEL]`: MODEL, else the profile's model. Exit 0 once the server says success."""
+    import os
+
     from llmchat.config.session import resolve
     from llmchat.providers import connect
 
-    _, profile = resolve(flags)
+    _, profile = resolve(flags, environment)
     if profile.provider != "ollama":
         raise ConfigError(f"Profile '{profile.name}' uses {profile.provider}, which has no model downloads.",
                           hint="Pull with an Ollama profile: `llmchat pull MODEL -p local`.")
     name = model or profile.model
-    tracker = pull_model(connect(profile), name)
+    tracker = pull_model(connect(profile, environment=environment), name, environment=environment)
     size = f" ({format_bytes(tracker.total)})" if tracker.total else ""
-    print(text_for(sys.stdout, f"Pulled {name}{size} into Ollama at {profile.shown_endpoint}."), flush=True)
+    out = environment.stdout if environment is not None else sys.stdout
+    where = profile.shown_endpoint_in(environment.variables if environment is not None else os.environ)
+    print(text_for(out, f"Pulled {name}{size} into Ollama at {where}."), file=out, flush=True)
     return 0
 
 
 def offer_pull(provider: Provider, model: str, *, confirm: Callable[[str], bool] | None = None,
-               err: TextIO | None = None) -> bool:
+               err: TextIO | None = None, environment: Environment | None = None) -> bool:
     """After a chat failed with ModelNotFound: on a terminal, ask y/N and pull. True when the model is
     now there (the caller may send the question again); False when not offered or declined.
 
@@ -201,23 +210,25 @@ def offer_pull(provider: Provider, model: str, *, confirm: Callable[[str], bool]
     if getattr(provider, "pull", None) is None:
         return False
     if confirm is None:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        stdin = environment.stdin if environment is not None else sys.stdin
+        stderr = environment.stderr if environment is not None else sys.stderr
+        if not (is_terminal(stdin) and is_terminal(stderr)):
             return False
-        confirm = _ask_yes_no
+        confirm = functools.partial(_ask_yes_no, stdin=stdin, stderr=stderr)
     host = getattr(provider, "host", "the Ollama server")
     if not confirm(f"{model} is not on the Ollama server at {host}. Pull it now? [y/N] "):
         return False
-    pull_model(provider, model, err=err)
+    pull_model(provider, model, err=err, environment=environment)
     return True
 
 
-def _ask_yes_no(question: str) -> bool:
-    sys.stderr.write(sanitize(question))
-    sys.stderr.flush()
+def _ask_yes_no(question: str, *, stdin: TextIO, stderr: TextIO) -> bool:
+    stderr.write(sanitize(question))
+    stderr.flush()
     try:
-        answer = sys.stdin.readline()
+        answer = stdin.readline()
     except (KeyboardInterrupt, EOFError):
-        sys.stderr.write("\n")
+        stderr.write("\n")
         return False
     return answer.strip().lower() in ("y", "yes")
 

@@ -25,6 +25,7 @@ from llmchat.core.safe_text import json_for, text_for
 from llmchat.core.suggest import did_you_mean
 
 if TYPE_CHECKING:
+    from llmchat.core.environment import Environment
     from llmchat.store.records import UsageRow
 
 GROUPINGS = ("profile", "model", "day")
@@ -144,11 +145,16 @@ def check_by(by: str) -> str:
     return word
 
 
-def print_usage(since: str | None, by: str, *, as_json: bool, plain: bool = False, path: Path | None = None) -> None:
-    """`llmchat usage`: totals from the store as a table (Rich in a terminal) or one JSON object."""
+def print_usage(since: str | None, by: str, *, as_json: bool, plain: bool = False, path: Path | None = None,
+                environment: Environment | None = None) -> None:
+    """`llmchat usage`: totals from the store as a table (Rich in a terminal) or one JSON object.
+
+    Streams and colour come from `environment`; None (a caller without one) falls back to the process's."""
     from llmchat.render import wants_plain
     from llmchat.store.db import existing_store
 
+    out = environment.stdout if environment is not None else sys.stdout
+    err = environment.stderr if environment is not None else sys.stderr
     by = check_by(by)
     since_utc = parse_since(since) if since else None
     store = existing_store(path)  # reading never creates the database
@@ -160,20 +166,22 @@ def print_usage(since: str | None, by: str, *, as_json: bool, plain: bool = Fals
     if as_json:
         record = {"since": since_utc, "by": by, "groups": [{by: key, **t.as_json()} for key, t in groups.items()],
                   "total": total.as_json()}
-        sys.stdout.write(json_for(sys.stdout, json.dumps(record, ensure_ascii=False, indent=2)) + "\n")
+        out.write(json_for(out, json.dumps(record, ensure_ascii=False, indent=2)) + "\n")
         return
     if not groups:
-        print("No usage saved" + (" since then." if since else " yet."), file=sys.stderr)
+        print("No usage saved" + (" since then." if since else " yet."), file=err)
         return
     cells = table_cells(groups, total, by)
-    if plain or wants_plain(sys.stdout):
-        sys.stdout.write(text_for(sys.stdout, plain_table(cells)))
+    if plain or wants_plain(out, environment):
+        out.write(text_for(out, plain_table(cells)))
     else:
         from llmchat.render.terminal import terminal_console
 
-        terminal_console().print(rich_table(cells))
+        console = (terminal_console() if environment is None
+                   else terminal_console(out, _environ=dict(environment.variables)))
+        console.print(rich_table(cells))
     for note in notes(total):
-        print(note, file=sys.stderr)
+        print(note, file=err)
 
 
 def table_cells(groups: dict[str, Tally], total: Tally, by: str) -> list[list[str]]:

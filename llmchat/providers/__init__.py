@@ -121,9 +121,10 @@ def api_key_for(profile: Profile, variables: Mapping[str, str] | None = None) ->
     key = (os.environ if variables is None else variables).get(variable, "").strip()
     if not key:
         where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
+        shown = profile.shown_endpoint if variables is None else profile.shown_endpoint_in(variables)
         raise MissingApiKey(
             f"Profile '{profile.name}' needs an API key in the environment variable {variable}, which is not set.",
-            hint=f"Export it first: export {variable}=sk-…  (a key for {profile.shown_endpoint}{where}).",
+            hint=f"Export it first: export {variable}=sk-…  (a key for {shown}{where}).",
         )
     return key
 

@@ -327,4 +327,4 @@ def banner(state: ReplState) -> str:
     where = (f"\nContinuing conversation {state.conversation.id} ({len(resumed)} turns); /history shows it."
              if resumed else "")
     return (f"llmchat {__version__} · profile {profile.name} · {profile.provider} · {state.options.model} · "
-            f"{profile.shown_endpoint}\n/help for commands, Ctrl-D to quit{where}")
+            f"{state.shown_endpoint(profile)}\n/help for commands, Ctrl-D to quit{where}")

@@ -38,20 +38,21 @@ def cmd_profile(state: ReplState, args: str) -> None:
     kept = f"; the conversation ({turns} turn{'s' * (turns != 1)}) continues" if turns else ""
     persona = ("\nThe conversation keeps its system prompt; /system shows or replaces it."
                if profile.system != state.conversation.system else "")
-    state.say(f"Profile {profile.name}: {profile.provider} · {profile.model} · {_endpoint(profile)}{kept}.{persona}")
+    where = _endpoint(state, profile)
+    state.say(f"Profile {profile.name}: {profile.provider} · {profile.model} · {where}{kept}.{persona}")
 
 
 def _list_profiles(state: ReplState) -> None:
     lines = []
     for name, profile in state.config.profiles.items():
         mark = "*" if name == state.profile.name else " "
-        lines.append(f" {mark} {name:<14} {profile.provider:<8} {profile.model:<20} {_endpoint(profile)}")
+        lines.append(f" {mark} {name:<14} {profile.provider:<8} {profile.model:<20} {_endpoint(state, profile)}")
     state.say("\n".join(lines))
 
 
-def _endpoint(profile: Profile) -> str:
+def _endpoint(state: ReplState, profile: Profile) -> str:
     try:
-        return profile.shown_endpoint
+        return state.shown_endpoint(profile)
     except LlmchatError:
         return "?"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,10 +55,10 @@ class Suggestion(NamedTuple):
 Report = Callable[[LlmchatError], None]
 
 
-def _print_error(error: LlmchatError) -> None:
+def _print_error(error: LlmchatError, environment: Environment | None = None) -> None:
     from llmchat.render.errors import print_error
 
-    print_error(error)
+    print_error(error, environment=environment)
 
 
 @dataclass
@@ -71,8 +72,10 @@ class ReplState:
     conversation: Conversation
     flags: Overrides = field(default_factory=Overrides)
     totals: Tally = field(default_factory=Tally)  # since the REPL started, whatever profile each turn used
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    report: Report = _print_error
+    #: Where the REPL's messages go; None: the Environment's stdout (the process's for a state made without one)
+    out: TextIO | None = None
+    #: How a failed command or turn is shown; None: `print_error` on the Environment's stderr
+    report: Report | None = None
     connector: Callable[[Profile], Provider] = connect
     store: Store | None = None  # None: this chat is not saved (--no-save)
     saving: bool = True  # False once the user chose to go on unsaved after a save failed (disk full)
@@ -85,6 +88,13 @@ class ReplState:
     environment: Environment | None = None
     _models: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        """The chat's streams come from the run's Environment, so nothing in the REPL reads `sys.*` itself."""
+        if self.out is None:
+            self.out = self.environment.stdout if self.environment is not None else sys.stdout
+        if self.report is None:
+            self.report = functools.partial(_print_error, environment=self.environment)
+
     @classmethod
     def start(cls, config: Config, profile: Profile, *, flags: Overrides | None = None,
               connector: Callable[[Profile], Provider] = connect, **kwargs: Any) -> ReplState:
@@ -92,6 +102,12 @@ class ReplState:
         return cls(config=config, profile=profile, provider=connector(profile),
                    options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
                    flags=flags or Overrides(), connector=connector, **kwargs)
+
+    def shown_endpoint(self, profile: Profile) -> str:
+        """Where `profile` sends requests, as it may be printed, with this run's OLLAMA_HOST."""
+        if self.environment is None:
+            return profile.shown_endpoint
+        return profile.shown_endpoint_in(self.environment.variables)
 
     def say(self, text: str) -> None:
         print(sanitize(text), file=self.out, flush=True)  # quotes models, servers, titles: DESIGN §4

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from llmchat.core.conversation import Conversation, Exchange
 from llmchat.core.events import TurnResult
@@ -128,7 +129,12 @@ def delete_slot(db: sqlite3.Connection, cid: str, slot: int) -> None:
     db.execute("DELETE FROM message_images WHERE conversation = ? AND position = ?", (cid, 2 * slot))
 
 
-def _warn(text: str) -> None:
+def _warn(text: str, stream: TextIO | None = None) -> None:
     from llmchat.core.safe_text import sanitize
 
-    print(sanitize(text), file=sys.stderr, flush=True)
+    print(sanitize(text), file=stream if stream is not None else sys.stderr, flush=True)
+
+
+def warn_on(stream: TextIO | None) -> Callable[[str], None]:
+    """A recorder's `warn` writing to `stream` (the run's stderr); None: the process's stderr."""
+    return functools.partial(_warn, stream=stream)
