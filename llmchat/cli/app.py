@@ -59,7 +59,7 @@ def root(
     environment = environment_of(ctx)  # main() passed it in as ctx.obj; kept in meta, shared by every command
     ctx.meta["environment"] = environment
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                   search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config)
     ctx.obj = flags
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain

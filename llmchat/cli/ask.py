@@ -78,10 +78,10 @@ def ask(
         # bad images or schema: exit 2 before anything
         extras = AskExtras.from_flags(image or [], fmt.value if fmt else None, schema)
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                   search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config)
     plain = plain or bool(ctx.meta.get("plain"))
     ask_words(flags, prompt or [], environment_of(ctx), plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
-         save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None, extras=extras)
+              save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None, extras=extras)
 
 
 @app.command()
@@ -104,7 +104,7 @@ def chat(
 ) -> None:
     """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                   search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config)
     chat_session(flags, environment_of(ctx), plain=plain or bool(ctx.meta.get("plain")),
                  save=not (no_save or ctx.meta.get("no_save")), resume=resume or ("last" if continue_ else None))
 

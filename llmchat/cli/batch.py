@@ -53,7 +53,7 @@ def batch(
     from llmchat.batch.runner import run_batch
 
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                   search=search, config=config)
+                          search=search, config=config)
     code = run_batch(flags, input_path, output=str(output) if output else None, concurrency=concurrency,
                      resume=resume, fmt=fmt.value if fmt else None, environment=environment_of(ctx))
     if code:
