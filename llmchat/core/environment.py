@@ -30,7 +30,8 @@ class Environment:
 
     @classmethod
     def from_process(cls) -> Environment:
-        """The running process's streams and a snapshot of its variables. Only `main()` calls this."""
+        """The running process's streams and a snapshot of its variables: `main()` builds the run's with
+        it, and the few fallbacks for a caller given none ask it, so the rules below are written once."""
         return cls(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, variables=dict(os.environ))
 
     def get(self, name: str, default: str | None = None) -> str | None:

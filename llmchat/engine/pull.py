@@ -144,11 +144,11 @@ class RichPullView:
 
 def make_pull_view(err: TextIO | None = None, environment: Environment | None = None) -> PullView:
     """Bars on a terminal stderr, lines elsewhere; `TERM` from `environment` (None: the process's)."""
-    import os
+    from llmchat.core.environment import Environment
 
-    err = err or (environment.stderr if environment is not None else sys.stderr)
-    dumb = environment.dumb_terminal if environment is not None else os.environ.get("TERM") == "dumb"
-    if is_terminal(err) and not dumb:
+    environment = environment or Environment.from_process()
+    err = err or environment.stderr
+    if is_terminal(err) and not environment.dumb_terminal:
         return RichPullView(err)
     return PlainPullView(err)
 

@@ -7,14 +7,13 @@ import Rich on first use, which keeps `llmchat --help` and the pipe path light.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
 from llmchat.core.environment import Environment
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
-from llmchat.render.plain import PlainView, is_terminal
+from llmchat.render.plain import PlainView
 
 if TYPE_CHECKING:
     from llmchat.render.live import LiveView
@@ -34,10 +33,10 @@ class TurnView(Protocol):
 
 
 def wants_plain(stdout: TextIO, environment: Environment | None = None) -> bool:
-    """Plain text when nobody sees colours: a pipe, NO_COLOR (any non-empty value), or TERM=dumb."""
-    if environment is not None:
-        return environment.wants_plain(stdout)
-    return not is_terminal(stdout) or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+    """Plain text when nobody sees colours: a pipe, NO_COLOR (any non-empty value), or TERM=dumb.
+
+    The rule is `Environment.wants_plain`'s; without an Environment, it is asked of the process's."""
+    return (environment or Environment.from_process()).wants_plain(stdout)
 
 
 def make_view(

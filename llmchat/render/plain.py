@@ -8,7 +8,6 @@ sanitized (`safe_text`) piece by piece, and notices always are; a pipe gets the 
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, TextIO
 
 from llmchat.core.events import TurnResult
@@ -48,8 +47,10 @@ class PlainView:
         err_tty = is_terminal(stderr)
         self._show_reasoning = thinking != "hide" and (show_usage is True or err_tty)
         self._show_usage = show_usage if show_usage is not None else err_tty
-        if no_color is None:  # not given by make_view's Environment: the process's
-            no_color = bool(os.environ.get("NO_COLOR"))
+        if no_color is None:  # not given by make_view's Environment: the process's, by the same rule
+            from llmchat.core.environment import Environment
+
+            no_color = Environment.from_process().no_color
         self._dim = err_tty and not no_color
         self._clean_out = is_terminal(stdout)  # a pipe gets the answer exactly as streamed
         self._clean_err = err_tty
