@@ -284,3 +284,14 @@ def test_messages_on_stderr_are_sanitized_even_off_a_terminal(fake_server, confi
     run = llmchat("ask", "-p", "bailian", "q")
     assert run.code == 1 and "Boom ^[]52;c;aGVsbG8=" in run.stderr
     assert_clean(run.stderr)
+
+
+def test_config_path_and_init_show_a_hostile_file_name_harmlessly(env, tmp_path) -> None:
+    """A file name is not llmchat's text: `config path` and `config init` print it sanitized on a terminal."""
+    env = {**env, "LLMCHAT_CONFIG": str(tmp_path / f"cfg{TITLE}{BIDI}.toml")}
+    for command in ("path", "init"):
+        code, raw = run_pty(env, "config", command)
+        assert code == 0, raw
+        assert_clean(raw)
+        assert SHOWN in visible(raw) and "<U+202E>" in visible(raw)
+    assert (tmp_path / f"cfg{TITLE}{BIDI}.toml").exists()  # the file itself keeps its real name

@@ -13,9 +13,11 @@ from llmchat.cli.options import ConfigOpt, command_flags, config_app, environmen
 def config_path_cmd(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Print where the config file is read from."""
     from llmchat.config.load import config_path
+    from llmchat.core.safe_text import text_for
 
-    path, _ = config_path(command_flags(ctx, config=config).config, environment_of(ctx).variables)
-    typer.echo(str(path))
+    environment = environment_of(ctx)
+    path, _ = config_path(command_flags(ctx, config=config).config, environment.variables)
+    print(text_for(environment.stdout, str(path)), file=environment.stdout)  # exact in a pipe
 
 
 @config_app.command("init")

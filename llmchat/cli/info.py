@@ -144,7 +144,7 @@ def init_config(config_file: str | None, environment: Environment, *, force: boo
         path.write_text(config_template(), encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot write {path}: {exc.strerror}.") from None
-    print(f"Wrote {path}")
+    print(text_for(environment.stdout, f"Wrote {path}"), file=environment.stdout)  # a file name: sanitized
 
 
 def show_config(config_file: str | None, environment: Environment) -> None:
