@@ -19,6 +19,7 @@ from llmchat.core.tokens import TokenLedger
 
 if TYPE_CHECKING:
     from llmchat.core.images import Image
+    from llmchat.core.tools import ToolRound
 
 #: One message as the providers take it: role, content, and optionally images.
 Message = Mapping[str, Any]
@@ -39,6 +40,8 @@ class Exchange:
     #: Its exchange number in the store, set by the recorder: not always its index here, since another
     #: process may have added turns to the same saved conversation in between.
     slot: int | None = None
+    #: The model's tool calls before its answer, round by round, with their results (core/tools.py).
+    rounds: list[ToolRound] = field(default_factory=list)
 
 
 #: How a summary is introduced to the model, after the system prompt.
@@ -107,18 +110,36 @@ class Conversation:
     def messages(self, question: str | None = None) -> list[Message]:
         """What to send: system (with the summary), every answered exchange still sent, the new question.
 
-        An exchange that produced no answer (it failed before the first token) is left out, so the
-        roles still alternate as the APIs require.
+        An exchange that produced no answer and called no tool (it failed before the first token) is
+        left out, so the roles still alternate as the APIs require. Tool rounds go in the neutral form
+        `tool_messages` describes; each provider turns it into its own wire form.
         """
         system = self.system_content()
         sent: list[Message] = [{"role": "system", "content": system}] if system else []
         for exchange in self.exchanges[self.first_sent():]:
-            if exchange.answer:
+            if exchange.answer or exchange.rounds:
                 user: dict[str, Any] = {"role": "user", "content": exchange.user}
                 if exchange.images:
                     user["images"] = exchange.images
                 sent.append(user)
-                sent.append({"role": "assistant", "content": exchange.answer})
+                for tool_round in exchange.rounds:
+                    sent.extend(tool_messages(tool_round))
+                if exchange.answer:
+                    sent.append({"role": "assistant", "content": exchange.answer})
         if question is not None:
             sent.append({"role": "user", "content": question})
         return sent
+
+
+def tool_messages(tool_round: ToolRound) -> list[Message]:
+    """One tool round in the neutral form the providers translate (providers/__init__.py says how):
+
+    `{"role": "assistant", "content", "reasoning", "tool_calls": (ToolCall, …)}`, then per call
+    `{"role": "tool", "tool_call_id", "name", "content"}` with the result the model is to read.
+    """
+    calls = tuple(record.call for record in tool_round.calls)
+    sent: list[Message] = [{"role": "assistant", "content": tool_round.content, "reasoning": tool_round.reasoning,
+                            "tool_calls": calls}]
+    sent.extend({"role": "tool", "tool_call_id": record.call.id, "name": record.call.name, "content": record.result}
+                for record in tool_round.calls)
+    return sent

@@ -7,6 +7,12 @@ so renderers and the store stay free of HTTP and of the `ollama` / `openai` pack
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llmchat.core.tools import ToolCall
+
+if TYPE_CHECKING:
+    from llmchat.core.tools import ToolRound
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,8 @@ class Notice:
     text: str
 
 
-Event = Reasoning | Answer | Usage | Finish | Notice
+#: `ToolCall` (core/tools.py) is an event too: a complete call, arguments assembled, sent before `Finish("tool_calls")`.
+Event = Reasoning | Answer | Usage | Finish | Notice | ToolCall
 
 
 @dataclass(slots=True)
@@ -75,3 +82,8 @@ class TurnResult:
     timing: Timing = field(default_factory=Timing)
     interrupted: bool = False  # Ctrl-C or a broken stream cut the answer short
     notices: list[str] = field(default_factory=list)
+    #: The model calls before the answer, with their outcomes (core/tools.py); `answer` and
+    #: `reasoning` are the final response's, each round keeps its own.
+    rounds: list[ToolRound] = field(default_factory=list)
+    #: How many requests the turn made (one per tool round, plus the answer): the usage line counts them all.
+    requests: int = 1
