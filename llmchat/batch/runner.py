@@ -34,11 +34,15 @@ from llmchat.batch.output import FileSink, OrderedWriter, Sink, StdoutSink, comp
 from llmchat.batch.progress import QuietReporter, Reporter, make_reporter
 from llmchat.batch.rows import Row, read_rows
 from llmchat.config.session import Overrides, resolve
+from llmchat.core.conversation import tool_messages
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, ProviderError, StreamUnfinished
 from llmchat.core.events import TurnResult, Usage
+from llmchat.core.tools import ToolRecord
+from llmchat.engine.chat import MAX_TOOL_ROUNDS
 from llmchat.engine.context import request_options
 from llmchat.engine.structured import check_format
+from llmchat.engine.tooling import Nobody, NoTools, Tools, run_calls
 from llmchat.engine.turn import Turn, adrive
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, connect
@@ -46,6 +50,7 @@ from llmchat.providers import ChatOptions, connect
 if TYPE_CHECKING:
     from llmchat.config.profile import Profile
     from llmchat.core.events import Event
+    from llmchat.core.tools import ToolCall
     from llmchat.providers import Message, Provider
 
 DEFAULT_CONCURRENCY = 4
@@ -117,10 +122,17 @@ class _RowShows:
     def answer(self, text: str) -> None:
         pass
 
+    def tool_call(self, call: ToolCall) -> None:  # the calls are in the row's "tool_calls"
+        pass
+
+    def tool_done(self, record: ToolRecord) -> None:
+        pass
+
 
 async def ask_row(
     provider: Provider, messages: list[Message], options: ChatOptions, *, retries: int, label: str,
-    notify: Callable[[str], None], pacer: Pacer | None = None,
+    notify: Callable[[str], None], pacer: Pacer | None = None, tools: Tools | None = None,
+    max_tool_rounds: int = MAX_TOOL_ROUNDS,
 ) -> tuple[TurnResult, ProviderError | None]:
     """One row's turn on the shared engine (turn.py): `run_turn`'s retry rule (429/5xx before any text,
     backoff, bounded), and one more: a stream the server ended unfinished is retried even after text
@@ -128,9 +140,14 @@ async def ask_row(
 
     Never raises a ProviderError: like `run_turn`, it returns it with whatever text arrived, so a
     failed row becomes a row with an error and the batch goes on.
+
+    Tools (`options.tool_specs`) run as in the chat, in a worker thread, but nobody is there to approve:
+    only trusted tools run, other calls are declined (tools.md §2), and the model is told so.
     """
     # A provider's notices are about the model, not the row: the reporter shows each once, unlabelled.
-    turn = Turn(options.model, _RowShows(notify), retries=retries, label=label, restart_unfinished=True)
+    shows = _RowShows(notify)
+    turn = Turn(options.model, shows, retries=retries, label=label, restart_unfinished=True)
+    messages = list(messages)  # grows with the row's tool rounds
 
     @contextlib.asynccontextmanager
     async def attempt() -> AsyncIterator[AsyncIterator[Event]]:
@@ -143,7 +160,18 @@ async def ask_row(
             pacer.cut(notify)
         return False  # the retry policy decides
 
-    error = await adrive(turn, attempt, recover=cut)
+    while True:
+        error = await adrive(turn, attempt, recover=cut)
+        if error is not None or not turn.calls:
+            break
+        calls = list(turn.calls)
+        tool_round = turn.close_round()
+        if len(turn.rounds) > max_tool_rounds:
+            tool_round.calls = [ToolRecord(call, "declined", f"not run: the limit of {max_tool_rounds} tool rounds "
+                                                              "for one question was reached") for call in calls]
+            break
+        tool_round.calls = await asyncio.to_thread(run_calls, calls, tools or NoTools(), Nobody(), shows)
+        messages.extend(tool_messages(tool_round))
     if isinstance(error, StreamUnfinished):
         tries = turn.attempt + 1
         error = StreamUnfinished(
@@ -158,7 +186,7 @@ def batch_record(row: Row, profile: Profile, result: TurnResult, error: Provider
     from llmchat.engine.outputs import turn_record
 
     shape = turn_record(profile, result)
-    return {
+    record = {
         "id": row.id,
         "prompt": row.prompt,
         "answer": result.answer if result.answer or error is None else None,
@@ -167,6 +195,9 @@ def batch_record(row: Row, profile: Profile, result: TurnResult, error: Provider
         "timing": shape["timing"],
         "error": error.message if error is not None else None,
     }
+    if shape["tool_calls"]:  # only when the row called tools: rows without keep their shape
+        record["tool_calls"] = shape["tool_calls"]
+    return record
 
 
 @dataclass
@@ -184,6 +215,8 @@ class Batch:
     pacer: Pacer = field(default_factory=Pacer)
     #: LLMCHAT_DEBUG=1 in the run's Environment: a row's internal error is raised; None: the process's
     debug: bool | None = None
+    #: The tools offered (`options.tool_specs` says which the model sees); only trusted ones run.
+    tools: Tools | None = None
 
     def options_for(self, row: Row) -> ChatOptions:
         """The row's options as sent: its own model if it names one, and that model's window as the
@@ -204,7 +237,8 @@ class Batch:
         try:
             result, error = await ask_row(self.provider, row.to_send(self.profile.system), options,
                                           retries=self.profile.retries, label=label, notify=self.reporter.notice,
-                                          pacer=self.pacer)
+                                          pacer=self.pacer, tools=self.tools,
+                                          max_tool_rounds=getattr(self.profile, "max_tool_rounds", MAX_TOOL_ROUNDS))
         except Exception as exc:  # a bug must not sink a long batch; LLMCHAT_DEBUG=1 shows it
             if self.debug if self.debug is not None else os.environ.get("LLMCHAT_DEBUG") == "1":
                 raise

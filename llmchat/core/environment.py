@@ -27,12 +27,15 @@ class Environment:
     stdout: TextIO
     stderr: TextIO
     variables: Mapping[str, str] = field(default_factory=dict)
+    #: The terminal to ask a question on (a tool call's approval) when stdin or stderr is redirected;
+    #: None: there is none to open (an in-process test, which must never wait on the developer's terminal).
+    tty: str | None = None
 
     @classmethod
     def from_process(cls) -> Environment:
         """The running process's streams and a snapshot of its variables: `main()` builds the run's with
         it, and the few fallbacks for a caller given none ask it, so the rules below are written once."""
-        return cls(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, variables=dict(os.environ))
+        return cls(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, variables=dict(os.environ), tty="/dev/tty")
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """An environment variable's value, or `default` when it is not set."""

@@ -80,6 +80,10 @@ class ThinkingUnsupported(BadRequest):
     """The model cannot think; the caller may retry without thinking."""
 
 
+class ToolsUnsupported(BadRequest):
+    """The model or server cannot call tools; the turn loop asks again without offering any."""
+
+
 class StreamBroken(ProviderError):
     """The answer stream ended before the server said it was complete."""
 

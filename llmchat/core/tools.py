@@ -29,6 +29,16 @@ def declined_by_user(reason: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Decision:
+    """What the person answered an approval: run it (`always`: and trust this tool for the session),
+    or not, and why (the reason goes to the model)."""
+
+    run: bool
+    always: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolSpec:
     """A tool as the model is offered it, and where it comes from (shown in listings and approvals).
 

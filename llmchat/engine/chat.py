@@ -10,26 +10,37 @@ transcript, `/history` and the store keep everything that was said.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from llmchat.core.conversation import Conversation, Exchange
-from llmchat.core.errors import ContextTooLong, ProviderError
+from llmchat.core.conversation import Conversation, Exchange, tool_messages
+from llmchat.core.errors import ContextTooLong, ProviderError, ToolsUnsupported
 from llmchat.core.events import TurnResult
 from llmchat.core.stops import Terminated
+from llmchat.core.tools import ToolRecord
+from llmchat.engine.tooling import Approval, Nobody, NoTools, RoundInterrupted, Tools, run_calls
 from llmchat.engine.turn import Turn, drive
 
 if TYPE_CHECKING:
+    from llmchat.core.conversation import Message
+    from llmchat.core.tools import ToolCall, ToolSpec
     from llmchat.providers import ChatOptions, Provider
 
 
 class TurnView(Protocol):
-    """What the turn loop draws on; `llmchat.render` provides the terminal and pipe versions."""
+    """What the turn loop draws on; `llmchat.render` provides the terminal and pipe versions.
+
+    `tool_call` draws a call the model made (`⚙ name(args)`) before it is approved and run,
+    `tool_done` its outcome; a view stops any live region in `tool_call`, so an approval prompt can
+    use the terminal."""
 
     def reasoning(self, text: str) -> None: ...
     def answer(self, text: str) -> None: ...
     def notice(self, text: str) -> None: ...
+    def tool_call(self, call: ToolCall) -> None: ...
+    def tool_done(self, record: ToolRecord) -> None: ...
     def close(self, result: TurnResult) -> None: ...
 
 
@@ -66,6 +77,26 @@ Sleep = Callable[[float], None]
 
 #: How often a streaming answer is saved as far as it got (one UPDATE of its row): what SIGKILL can lose.
 PROGRESS_INTERVAL_S = 1.0
+#: Model responses with tool calls one question may run, unless the profile says (max_tool_rounds).
+MAX_TOOL_ROUNDS = 10
+
+
+def offered_tools(tools: Tools | None, provider: Provider, model: str, notice: Notify) -> tuple[ToolSpec, ...]:
+    """The tools to offer `model`: none when it cannot call tools (Ollama says so in /api/show, or the
+    server refused them earlier this session), with one notice per model and session."""
+    specs = tools.offered() if tools is not None else ()
+    if not specs or tools is None:
+        return ()
+    unsupported: set[str] = getattr(tools, "unsupported", set())
+    if model in unsupported:
+        return ()
+    capabilities = provider.capabilities(model)
+    if capabilities is not None and "tools" not in capabilities:
+        unsupported.add(model)
+        notice(f"{model} cannot call tools (its capabilities: {', '.join(sorted(capabilities)) or 'none'}); "
+               "asking without them.")
+        return ()
+    return specs
 
 
 def run_turn(
@@ -79,6 +110,9 @@ def run_turn(
     sleep: Sleep = time.sleep,
     recorder: TurnRecorder | None = None,
     context: ContextPolicy | None = None,
+    tools: Tools | None = None,
+    approval: Approval | None = None,
+    max_tool_rounds: int = MAX_TOOL_ROUNDS,
 ) -> tuple[TurnResult, ProviderError | None]:
     """Ask `question` in `conversation`, streaming into `view`; the exchange is appended to the history.
 
@@ -91,6 +125,11 @@ def run_turn(
     with backoff, visibly, while nothing was shown (text already on screen cannot be taken back). With a
     `context` policy the history is fitted to the window first, and a "too long" answer from the
     server makes it compact once and try again.
+
+    With `tools`, the model may call them: each response with calls becomes a round (tooling.py: approved
+    through `approval`, run, recorded), the results go back, and the next request follows, until a response
+    without calls or `max_tool_rounds` rounds (tools.md §4). Ctrl-C during a round ends the turn with every
+    call recorded. The rounds are the exchange's (`exchange.rounds`), saved and re-sent with it.
     """
     # The turn's images (`options.images`, sent on the question) stay with the exchange for later turns.
     exchange = Exchange(user=question, model=options.model, images=tuple(options.images))
@@ -101,18 +140,34 @@ def run_turn(
     if recorder is not None:
         recorder.question(conversation, exchange)
 
-    messages = conversation.messages(question)  # the new exchange has no answer yet: sent as `question`
     turn = Turn(options.model, view, retries=retries)  # the accumulation, retry policy and timing (turn.py)
 
+    def sent() -> list[Message]:
+        """The history, the question, then this turn's tool rounds so far. The exchange's own `rounds`
+        are filled only when the turn ends, so `messages()` sends it here as the question alone."""
+        messages = conversation.messages(question)
+        for tool_round in turn.rounds:
+            messages.extend(tool_messages(tool_round))
+        return messages
+
+    messages = sent()
+    request = dataclasses.replace(options, tool_specs=offered_tools(tools, provider, options.model, turn.notice))
+
     def compact(exc: ProviderError) -> bool:
-        """A "too long" before any output: let the policy compact once, then ask again at once."""
-        nonlocal shrunk, messages
+        """A "too long" before any output: let the policy compact once, then ask again at once.
+        A refusal of the tools: ask again without them (said once)."""
+        nonlocal shrunk, messages, request
+        if isinstance(exc, ToolsUnsupported) and request.tool_specs and not turn.output:
+            getattr(tools, "unsupported", set()).add(options.model)
+            turn.notice(f"{exc.message} Asking without tools.")
+            request = dataclasses.replace(request, tool_specs=())
+            return True
         if not isinstance(exc, ContextTooLong) or context is None or shrunk or turn.output:
             return False
         shrunk = True  # once: a second "too long" means the question itself does not fit
         if not context.shrink(conversation, turn.notice):
             return False
-        messages = conversation.messages(question)
+        messages = sent()
         return True
 
     progress = getattr(recorder, "progress", None)
@@ -130,22 +185,44 @@ def run_turn(
     try:
         if context is not None:
             context.prepare(conversation, turn.notice)  # may make a summary call: not part of this turn's timing
-            messages = conversation.messages(question)
+            messages = sent()
             turn.start()
-        error = drive(turn, lambda: provider.stream(messages, options), sleep=sleep, recover=compact,
-                      each=save_progress if progress is not None else None)
+        while True:
+            error = drive(turn, lambda: provider.stream(messages, request), sleep=sleep, recover=compact,
+                          each=save_progress if progress is not None else None)
+            if error is not None or not turn.calls:
+                break
+            calls = list(turn.calls)
+            tool_round = turn.close_round()
+            if len(turn.rounds) > max_tool_rounds:
+                tool_round.calls = [ToolRecord(call, "declined", f"not run: the limit of {max_tool_rounds} tool "
+                                                                  "rounds for one question was reached")
+                                    for call in calls]
+                turn.notice(f"Stopped after {max_tool_rounds} rounds of tool calls (max_tool_rounds); "
+                            "ask again to let the model go on.")
+                break
+            began = time.monotonic()
+            try:
+                tool_round.calls = run_calls(calls, tools or NoTools(), approval or Nobody(view.notice), view)
+            except RoundInterrupted as exc:
+                tool_round.calls = exc.records
+                raise
+            finally:
+                turn.tool_seconds += time.monotonic() - began
+            messages.extend(tool_messages(tool_round))
     except ProviderError as exc:
         error = exc
     except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
         interrupted = True
-        ending = exc if isinstance(exc, Terminated) else None
+        cause = exc.__cause__ if isinstance(exc, RoundInterrupted) else exc  # Ctrl-C in a tool round, wrapped
+        ending = cause if isinstance(cause, Terminated) else None
     except BrokenPipeError as exc:  # stdout's reader went away (`| head`): save what arrived, then leave
         interrupted = True
         ending = exc
     result = turn.finish(error, interrupted=interrupted)
-    if result.usage is not None and result.usage.prompt:
-        conversation.tokens.observe(messages, result.usage.prompt)
-    exchange.answer, exchange.reasoning = result.answer, result.reasoning
+    if turn.last_usage is not None and turn.last_usage.prompt:
+        conversation.tokens.observe(messages, turn.last_usage.prompt)
+    exchange.answer, exchange.reasoning, exchange.rounds = result.answer, result.reasoning, result.rounds
     exchange.interrupted, exchange.usage = result.interrupted, result.usage
     if recorder is not None:
         recorder.answer(conversation, exchange, result)

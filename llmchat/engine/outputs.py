@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from llmchat.config.profile import Profile
 from llmchat.core.events import TurnResult
 from llmchat.core.safe_text import json_for, sanitize
+from llmchat.core.tools import ToolCall, ToolRecord
 from llmchat.engine.chat import TurnView
 
 
@@ -29,6 +30,12 @@ class BufferedView:
 
     def notice(self, text: str) -> None:
         self._inner.notice(text)
+
+    def tool_call(self, call: ToolCall) -> None:  # shown at once: an approval may follow
+        self._inner.tool_call(call)
+
+    def tool_done(self, record: ToolRecord) -> None:
+        self._inner.tool_done(record)
 
     def close(self, result: TurnResult) -> None:
         if result.reasoning:
@@ -55,6 +62,12 @@ class JsonView:
     def notice(self, text: str) -> None:
         print(sanitize(text), file=self._err, flush=True)
 
+    def tool_call(self, call: ToolCall) -> None:  # in the object's "tool_calls" at the end
+        pass
+
+    def tool_done(self, record: ToolRecord) -> None:
+        pass
+
     def close(self, result: TurnResult) -> None:
         # On a terminal, the C1 and bidi controls JSON leaves raw are escaped too (still valid JSON).
         self._out.write(json_for(self._out, json.dumps(turn_record(self._profile, result), ensure_ascii=False)))
@@ -72,6 +85,8 @@ def turn_record(profile: Profile, result: TurnResult) -> dict[str, Any]:
         "reasoning": result.reasoning or None,
         "finish_reason": result.finish_reason,
         "interrupted": result.interrupted,
+        # tools.md §5: every call of the turn, in order, with how it ended
+        "tool_calls": [record.as_json() for tool_round in result.rounds for record in tool_round.calls],
         "usage": {
             "prompt_tokens": usage.prompt if usage else None,
             "completion_tokens": usage.completion if usage else None,

@@ -34,6 +34,7 @@ from llmchat.core.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:
     from llmchat.core.events import TurnResult
+    from llmchat.core.tools import ToolCall, ToolRecord
     from llmchat.engine.chat import TurnView
     from llmchat.providers import ChatOptions
 
@@ -348,6 +349,12 @@ class StructuredView:
 
     def notice(self, text: str) -> None:
         self._inner.notice(text)
+
+    def tool_call(self, call: ToolCall) -> None:
+        self._inner.tool_call(call)
+
+    def tool_done(self, record: ToolRecord) -> None:
+        self._inner.tool_done(record)
 
     def close(self, result: TurnResult) -> None:
         if result.finish_reason is not None and not result.interrupted:

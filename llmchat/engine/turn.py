@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from llmchat.core.errors import ProviderError, StreamUnfinished
 from llmchat.core.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
+from llmchat.core.tools import ToolCall, ToolRound
 
 if TYPE_CHECKING:
     from llmchat.core.events import Event
@@ -57,6 +58,12 @@ class Turn:
         self.clock = clock
         self.attempt = 0  # retries made so far
         self._said: str | None = None  # the error text already shown in a retry notice (once, not per attempt)
+        #: The responses that called tools, closed by `close_round`; a restart (`_begin`) keeps them.
+        self.rounds: list[ToolRound] = []
+        self.requests = 1
+        self._usage_before: Usage | None = None  # the closed rounds' usage, summed
+        self.last_usage: Usage | None = None  # the latest request's own (its prompt size calibrates the estimate)
+        self.tool_seconds = 0.0  # time spent running tools (and approving them): not generation time
         self._begin()
 
     def _begin(self) -> None:
@@ -67,6 +74,7 @@ class Turn:
         self.first_answer: float | None = None
         self.answer: list[str] = []
         self.reasoning: list[str] = []
+        self.calls: list[ToolCall] = []
 
     def start(self) -> None:
         """Restart the clock: what ran before (a context summary call) is not part of this turn's timing."""
@@ -74,8 +82,20 @@ class Turn:
 
     @property
     def output(self) -> bool:
-        """Whether any model text arrived (then a retry would repeat what was shown)."""
+        """Whether any model text arrived for the current request (then a retry would repeat what was shown)."""
         return bool(self.answer or self.reasoning)
+
+    def close_round(self) -> ToolRound:
+        """The response that just ended called tools: its text and calls become a round, the next request
+        starts afresh (its retries judged on its own output), and its usage is kept for the sum."""
+        tool_round = ToolRound(content="".join(self.answer), reasoning="".join(self.reasoning))
+        self.rounds.append(tool_round)
+        self.answer, self.reasoning, self.calls = [], [], []
+        self._usage_before = add_usage(self._usage_before, self.result.usage)
+        self.result.usage = None
+        self.result.finish_reason = None
+        self.requests += 1
+        return tool_round
 
     def notice(self, text: str) -> None:
         """Something the user should know that becomes part of the result (a provider's Notice, a context change)."""
@@ -93,8 +113,10 @@ class Turn:
             self.first_reasoning = self.first_reasoning or now
             self.reasoning.append(event.text)
             self.shows.reasoning(event.text)
+        elif isinstance(event, ToolCall):
+            self.calls.append(event)
         elif isinstance(event, Usage):
-            self.result.usage = event
+            self.result.usage = self.last_usage = event
         elif isinstance(event, Finish):
             self.result.finish_reason = event.reason
         elif isinstance(event, Notice):
@@ -118,8 +140,10 @@ class Turn:
         """The result, measured: cut short (`interrupted`) by Ctrl-C, or by an error after output arrived."""
         result = self.result
         result.answer, result.reasoning = "".join(self.answer), "".join(self.reasoning)
-        result.interrupted = interrupted or (error is not None and self.output)
-        measure(result, self.started, self.first_reasoning, self.first_answer, self.clock())
+        result.interrupted = interrupted or (error is not None and (self.output or bool(self.rounds)))
+        result.rounds, result.requests = self.rounds, self.requests
+        result.usage = add_usage(self._usage_before, result.usage)
+        measure(result, self.started, self.first_reasoning, self.first_answer, self.clock(), paused=self.tool_seconds)
         return result
 
 
@@ -198,10 +222,26 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     return min(0.5 * 2 ** (attempt - 1), 8.0) * (1 + 0.25 * random.random())
 
 
+def add_usage(first: Usage | None, second: Usage | None) -> Usage | None:
+    """Two requests' usage as one (a turn with tool rounds is several model calls): each count summed,
+    None only where neither request reported it."""
+    if first is None or second is None:
+        return second if first is None else first
+
+    def plus(a: float | None, b: float | None) -> float | None:
+        return b if a is None else a if b is None else a + b
+
+    return Usage(prompt=plus(first.prompt, second.prompt), completion=plus(first.completion, second.completion),
+                 total=plus(first.total, second.total), reasoning=plus(first.reasoning, second.reasoning),
+                 cached=plus(first.cached, second.cached), eval_seconds=plus(first.eval_seconds, second.eval_seconds))
+
+
 def measure(
-    result: TurnResult, started: float, first_reasoning: float | None, first_answer: float | None, finished: float
+    result: TurnResult, started: float, first_reasoning: float | None, first_answer: float | None, finished: float,
+    *, paused: float = 0.0,
 ) -> None:
-    """Time to first token, total, thinking time and speed (the server's eval time when it says, else wall clock)."""
+    """Time to first token, total, thinking time and speed (the server's eval time when it says, else wall
+    clock, less the `paused` seconds tools ran)."""
     timing = result.timing
     first = min((t for t in (first_reasoning, first_answer) if t is not None), default=None)
     timing.total_s = finished - started
@@ -212,5 +252,5 @@ def measure(
     if usage and usage.completion:
         if usage.eval_seconds:
             timing.tokens_per_s = usage.completion / usage.eval_seconds
-        elif first is not None and finished - first > 0:
-            timing.tokens_per_s = usage.completion / (finished - first)
+        elif first is not None and finished - first - paused > 0:
+            timing.tokens_per_s = usage.completion / (finished - first - paused)

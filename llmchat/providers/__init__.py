@@ -22,9 +22,13 @@ if TYPE_CHECKING:
     from llmchat.config.profile import Profile
     from llmchat.core.environment import Environment
     from llmchat.core.events import Event
+    from llmchat.core.tools import ToolSpec
 
 #: {"role": "system" | "user" | "assistant", "content": str}; a user message may also carry
 #: "images": a tuple of `llmchat.core.images.Image`, which each provider turns into its own wire form.
+#: Tool rounds arrive in the neutral form of `core.conversation.tool_messages` (an assistant message with
+#: "reasoning" and "tool_calls" of `ToolCall`, then "tool" messages with "tool_call_id" and "name");
+#: `providers.tool_wire` turns them into each protocol's form (tools.md §7-8).
 CONNECT_TIMEOUT_S = 5.0  # a server that accepts no connection within this is treated as unreachable
 
 
@@ -55,6 +59,8 @@ class ChatOptions:
     #: Images for this request's question: added to the LAST user message by the provider. They ride on
     #: the options rather than the message list because the turn loop builds the messages from text.
     images: tuple[Image, ...] = ()
+    #: The tools offered to the model (core/tools.py); empty: none, and no `tools` key is sent.
+    tool_specs: tuple[ToolSpec, ...] = ()
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ChatOptions:

@@ -10,6 +10,7 @@ exception into an `llmchat.core.errors` error are shared, so both report failure
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -27,10 +28,12 @@ from llmchat.core.errors import (
     StreamBroken,
     ThinkingUnsupported,
     Timeout,
+    ToolsUnsupported,
     Unreachable,
 )
 from llmchat.core.events import Answer, Event, Finish, Notice, Reasoning, Usage
 from llmchat.core.images import attach, for_ollama
+from llmchat.core.tools import ToolCall
 from llmchat.providers import (
     ChatOptions,
     Message,
@@ -41,6 +44,7 @@ from llmchat.providers import (
     parse_retry_after,
 )
 from llmchat.providers.thinktags import ThinkTagSplitter
+from llmchat.providers.tool_wire import ollama_calls, ollama_messages
 
 
 class OllamaProvider:
@@ -95,10 +99,13 @@ class OllamaProvider:
         }
         request: dict[str, Any] = {
             "model": options.model,
-            "messages": for_ollama(attach(messages, options.images)),
+            "messages": for_ollama(ollama_messages(attach(messages, options.images))),
             "stream": True,
-            "options": {**{k: v for k, v in sampling.items() if v is not None}, **options.extra} or None,
         }
+        if chosen := {**{k: v for k, v in sampling.items() if v is not None}, **options.extra}:
+            request["options"] = chosen
+        if options.tool_specs:
+            request["tools"] = [spec.wire() for spec in options.tool_specs]
         if options.think is not None:  # unset: leave it to the server's default for the model
             request["think"] = options.think
         if options.format is not None:  # "json" or a JSON Schema object, as Ollama spells both
@@ -109,7 +116,7 @@ class OllamaProvider:
         reader = _ChunkReader()
         chunks = None
         try:
-            chunks = self._client.chat(**request)
+            chunks = self._lines(request)
             for chunk in chunks:
                 yield from reader.feed(chunk)
                 if reader.done:
@@ -128,7 +135,7 @@ class OllamaProvider:
         reader = _ChunkReader()
         chunks = None
         try:
-            chunks = await self._aclient().chat(**request)
+            chunks = self._alines(request)
             async for chunk in chunks:
                 for event in reader.feed(chunk):
                     yield event
@@ -144,6 +151,32 @@ class OllamaProvider:
         finally:
             if chunks is not None and hasattr(chunks, "aclose"):
                 await chunks.aclose()
+
+    def _lines(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST /api/chat through the client's own connection pool and yield each NDJSON line as a dict.
+
+        The `ollama` client would build a pydantic `ChatResponse` per line (half the cost of a long
+        answer) and its models drop what llmchat needs (tool call ids, `tool_call_id`): its httpx client
+        (host, headers, timeouts, hooks) is used as is, and its error semantics are kept — an HTTP error
+        is `ResponseError(body, status)`, an in-band `{"error": …}` line `ResponseError(text)` (status -1).
+        """
+        with self._client._client.stream("POST", "/api/chat", json=request) as response:
+            if response.is_error:
+                response.read()
+                raise ollama.ResponseError(response.text, response.status_code)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield _part(line)
+
+    async def _alines(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """`_lines` for asyncio."""
+        async with self._aclient()._client.stream("POST", "/api/chat", json=request) as response:
+            if response.is_error:
+                await response.aread()
+                raise ollama.ResponseError(response.text, response.status_code)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield _part(line)
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
@@ -212,6 +245,8 @@ class OllamaProvider:
                 hint=f"Download it with `llmchat pull {model}` (or `ollama pull {model}`), "
                 "or list what you have with `llmchat models`.",
             )
+        if status == 400 and "does not support tools" in text:
+            return ToolsUnsupported(f"{model} cannot call tools: {text}", hint="Use a model that can, or --no-tools.")
         if status == 400 and "does not support thinking" in text:
             return ThinkingUnsupported(f"{model} does not support thinking.", hint="Use --no-think.")
         if status == 429:
@@ -384,19 +419,27 @@ class _ChunkReader:
         self._splitter = ThinkTagSplitter()
         self.output = False
         self.done = False
+        self.calls: list[ToolCall] = []
 
-    def feed(self, chunk: ollama.ChatResponse) -> list[Event]:
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
-        message = chunk.message
-        if message.thinking:
-            events.append(Reasoning(message.thinking))
-        if message.content:
-            events.extend(self._splitter.feed(message.content))
+        message = chunk.get("message") or {}
+        if not isinstance(message, dict):
+            raise ValueError("a chunk's message is not an object")
+        thinking, content = message.get("thinking"), message.get("content")
+        if thinking and isinstance(thinking, str):
+            events.append(Reasoning(thinking))
+        if content and isinstance(content, str):
+            events.extend(self._splitter.feed(content))
+        if calls := message.get("tool_calls"):  # complete calls, never partial (tools.md §7)
+            self.calls.extend(ollama_calls(calls, len(self.calls)))
         self.output = self.output or any(isinstance(e, (Reasoning, Answer)) for e in events)
-        if chunk.done:
+        if chunk.get("done"):
             events.extend(self._splitter.flush())
+            events.extend(self.calls)
             events.append(_usage(chunk))
-            events.append(Finish(chunk.done_reason))
+            reason = chunk.get("done_reason")
+            events.append(Finish(reason if isinstance(reason, str) else None))
             self.done = True
         return events
 
@@ -411,10 +454,25 @@ def _without_thinking(request: dict[str, Any], model: str) -> Notice:
     return Notice(f"{model} does not support thinking; answering without it.")
 
 
-def _usage(final: ollama.ChatResponse) -> Usage:
-    prompt, completion = final.prompt_eval_count, final.eval_count
+def _part(line: str) -> dict[str, Any]:
+    """One NDJSON line: an object, or the in-band error Ollama sends after the stream started."""
+    part = json.loads(line)  # not JSON: ValueError, "it sent malformed data"
+    if not isinstance(part, dict):
+        raise ValueError("a stream line is not a JSON object")
+    if error := part.get("error"):
+        raise ollama.ResponseError(str(error))
+    return part
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _usage(final: dict[str, Any]) -> Usage:
+    prompt, completion = _count(final.get("prompt_eval_count")), _count(final.get("eval_count"))
+    duration = _count(final.get("eval_duration"))
     return Usage(
         prompt=prompt, completion=completion,
         total=prompt + completion if prompt is not None and completion is not None else None,
-        eval_seconds=final.eval_duration / 1e9 if final.eval_duration else None,
+        eval_seconds=duration / 1e9 if duration else None,
     )

@@ -34,6 +34,7 @@ from llmchat.core.errors import (
     StreamBroken,
     StreamUnfinished,
     Timeout,
+    ToolsUnsupported,
     Unreachable,
 )
 from llmchat.core.events import Answer, Event, Finish, Reasoning, Usage
@@ -41,6 +42,7 @@ from llmchat.core.images import attach, for_openai
 from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
 from llmchat.providers.json_mode import as_json_object, mention_json, response_format
 from llmchat.providers.thinktags import ThinkTagSplitter
+from llmchat.providers.tool_wire import CallAssembler, message_calls, openai_messages, openai_tools, refuses_tools
 
 
 class OpenAICompatProvider:
@@ -85,7 +87,7 @@ class OpenAICompatProvider:
     def _body(self, messages: Sequence[Message], options: ChatOptions) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": options.model,
-            "messages": for_openai(attach(messages, options.images)),
+            "messages": for_openai(openai_messages(attach(messages, options.images))),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -110,6 +112,8 @@ class OpenAICompatProvider:
         if options.format is not None:
             body["response_format"] = response_format(options.format)
             body["messages"] = mention_json(body["messages"], options.format)
+        if options.tool_specs:
+            body.update(openai_tools(options.tool_specs))
         return body
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
@@ -124,9 +128,10 @@ class OpenAICompatProvider:
                 yield from self._events_of(self._create(_not_streaming(body)))
                 return
         except Exception as exc:
-            if (error := self._translate(exc, options.model, reader.output)) is None:
+            if (error := self._translate(exc, options.model, reader.output, tools="tools" in body)) is None:
                 raise
             raise error from None
+        yield from reader.calls()
         yield self._finish(reader)
 
     async def astream(self, messages: Sequence[Message], options: ChatOptions) -> AsyncIterator[Event]:
@@ -145,9 +150,11 @@ class OpenAICompatProvider:
                     yield event
                 return
         except Exception as exc:
-            if (error := self._translate(exc, options.model, reader.output)) is None:
+            if (error := self._translate(exc, options.model, reader.output, tools="tools" in body)) is None:
                 raise
             raise error from None
+        for event in reader.calls():
+            yield event
         yield self._finish(reader)
 
     # -- sending: a stale pooled connection and a refused json_schema are handled here, silently ----------
@@ -240,6 +247,8 @@ class OpenAICompatProvider:
                 yield from splitter.feed(message.content)
             finish = choice.finish_reason or finish
         yield from splitter.flush()
+        for choice in completion.choices or []:
+            yield from message_calls(getattr(choice.message, "tool_calls", None))
         if completion.usage:
             yield _usage(completion.usage)
         if finish is None:
@@ -257,15 +266,22 @@ class OpenAICompatProvider:
             )
         return Finish(reader.finished)
 
-    def _translate(self, exc: Exception, model: str, output: bool) -> ProviderError | None:
+    def _translate(self, exc: Exception, model: str, output: bool, *, tools: bool = False) -> ProviderError | None:
         """The error to raise for `exc`, or None to let it through unchanged (ours already, or a bug).
 
         The order matters: APITimeoutError is an APIConnectionError, and both (like APIStatusError)
-        are APIError, which alone means an error event inside an otherwise good stream.
+        are APIError, which alone means an error event inside an otherwise good stream. With `tools`
+        offered, a refusal that names them is `ToolsUnsupported` (the turn loop asks again without).
         """
         if isinstance(exc, ProviderError):
             return None
         if isinstance(exc, openai.APIStatusError):
+            if tools and exc.status_code in (400, 422, 500) and refuses_tools(str(exc.body or exc.message)):
+                return ToolsUnsupported(
+                    f"{self._server} does not take tools for {model} ({exc.status_code}): "
+                    f"{_one_line(self._redact(str(exc.message)))}",
+                    hint="Use a model or server that can call tools, or --no-tools.",
+                )
             return self._status_error(exc, model)
         if isinstance(exc, openai.APITimeoutError) and type(exc.__cause__).__name__ == "ConnectTimeout":
             return Unreachable(  # httpx or httpx2, by name: the SDK's transport differs by major version
@@ -420,6 +436,7 @@ class _DeltaReader:
         self.output = False
         self.finished: str | None = None
         self.chunks = 0  # none at all: llama.cpp's 200-with-an-empty-stream for an error (prompt too long)
+        self._calls = CallAssembler()
 
     def feed(self, chunk: Any) -> list[Event]:
         self.chunks += 1
@@ -433,6 +450,8 @@ class _DeltaReader:
                 events.append(Reasoning(reasoning))
             if delta.content:
                 events.extend(self._splitter.feed(delta.content))
+            if delta.tool_calls:
+                self._calls.feed(delta.tool_calls)
             if choice.finish_reason:
                 self.finished = choice.finish_reason
         self.output = self.output or any(isinstance(e, (Reasoning, Answer)) for e in events)
@@ -443,6 +462,10 @@ class _DeltaReader:
     def flush(self) -> list[Event]:
         """End of the stream: the text the inline-<think> splitter was still holding back."""
         return list(self._splitter.flush())
+
+    def calls(self) -> list[Event]:
+        """The tool calls the response made, complete, once the stream ended well (before its Finish)."""
+        return list(self._calls.calls()) if self._calls else []
 
 
 def _usage(usage: Any) -> Usage:

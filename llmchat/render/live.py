@@ -31,7 +31,9 @@ from rich.text import Text
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.core.safe_text import sanitize
+from llmchat.core.tools import ToolCall, ToolRecord
 from llmchat.render.markdown_stream import ANSWER_MARKDOWN, MarkdownStream
+from llmchat.render.tools import call_line, outcome_line
 from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
 
 if TYPE_CHECKING:
@@ -267,6 +269,33 @@ class LiveView:
         with self._lock:
             if self._phase != "closed":
                 self._print(Text(sanitize(text), style="yellow"))
+
+    def tool_call(self, call: ToolCall) -> None:
+        """The model called a tool: what it wrote so far goes to the scrollback for good (the thinking
+        summary, the answer's open block), the live region stops (an approval prompt may follow on this
+        terminal), the `⚙ name(args)` line is printed, and the next response starts afresh."""
+        with self._lock:
+            if self._phase == "closed":
+                return
+            with synchronized(self.console):
+                if self._phase == "reasoning":
+                    self._summarize(tokens=None, gap=False)
+                if self._live is not None:
+                    self._live.stop()
+                    self._live = None
+                self._stream.finish()
+                self._print(Text(sanitize(call_line(call)), style="bold cyan"))
+            self._stream = MarkdownStream(self.console, printer=self._print, **ANSWER_MARKDOWN)
+            self._phase = "waiting"
+            self.preview = self.partial = ""
+            self._thinking_from = self._thinking_s = None
+            self.console.show_cursor(True)
+
+    def tool_done(self, record: ToolRecord) -> None:
+        """The call's outcome, dim, under its line."""
+        with self._lock:
+            if self._phase != "closed":
+                self._print(Text(sanitize(outcome_line(record)), style="dim"))
 
     def close(self, result: TurnResult) -> None:
         """Finish the turn: stop the live region, print what is left, the marker and usage line.

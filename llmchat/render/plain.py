@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, TextIO
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.core.safe_text import is_terminal, sanitize
+from llmchat.render.tools import call_line, outcome_line
 from llmchat.render.usage import format_usage
 
 if TYPE_CHECKING:
+    from llmchat.core.tools import ToolCall, ToolRecord
     from llmchat.render import ThinkingMode
 
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
@@ -77,6 +79,17 @@ class PlainView:
 
     def notice(self, text: str) -> None:
         self._err_print(sanitize(text))  # a message, never data: sanitized wherever stderr goes
+
+    def tool_call(self, call: ToolCall) -> None:
+        """`⚙ name(args)` on stderr where the usage line would go (a terminal, or --usage): never stdout,
+        which carries the answer alone."""
+        if self._show_usage:
+            self._err_print(sanitize(call_line(call)))  # a message, never data: sanitized wherever it goes
+
+    def tool_done(self, record: ToolRecord) -> None:
+        if self._show_usage:
+            line = sanitize(outcome_line(record))
+            self._err_print(f"{_DIM}{line}{_UNDIM}" if self._dim else line)
 
     def close(self, result: TurnResult) -> None:
         if self._closed:
