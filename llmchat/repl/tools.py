@@ -57,7 +57,7 @@ def _list(state: ReplState) -> None:
         spec = box.specs[name]
         state_word = "on " if box.is_enabled(name) else "off"
         description = " ".join(spec.description.split())
-        description = description if len(description) <= 60 else description[:59] + "…"
+        description = description if len(description) <= 40 else description[:39] + "…"
         lines.append(f"  {name:<{width}}{state_word}  {spec.source:<8} {_trust_label(box, name):<21} {description}")
     state.say("Tools (/tools on|off NAME for this chat):\n" + "\n".join(lines))
     if not box.offered() and not any(spec.source == "command" for spec in box.specs.values()):

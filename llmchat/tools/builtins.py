@@ -82,7 +82,7 @@ def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
             if b"\0" in head:
                 return "error", f"{path} is a binary file, not text"
             try:
-                codecs.getincrementaldecoder("utf-8")().decode(head)
+                codecs.getincrementaldecoder("utf-8")().decode(head, len(head) < SNIFF_BYTES)
             except UnicodeDecodeError:
                 return "error", f"{path} is not UTF-8 text (a binary file, or another encoding)"
             collector = Collector(limit)
