@@ -14,12 +14,13 @@ import typer
 
 # The command modules register themselves on the apps in cli.options when imported, in this order, which is
 # the order `llmchat --help` lists them in.
-from llmchat.cli import ask, usage, models, batch, history, config_cmd  # noqa: F401  # isort: skip
+from llmchat.cli import ask, usage, models, tools_cmd, batch, history, config_cmd  # noqa: F401  # isort: skip
 from llmchat.cli.ask import ask_words, chat_session
 from llmchat.cli.options import (
     ConfigOpt,
     ModelOpt,
     NoSaveOpt,
+    NoToolsOpt,
     PlainOpt,
     ProfileOpt,
     SearchOpt,
@@ -27,9 +28,12 @@ from llmchat.cli.options import (
     TemperatureOpt,
     ThinkingOpt,
     ThinkOpt,
+    ToolOpt,
+    TrustToolsOpt,
     app,
     command_flags,
     environment_of,
+    tool_flags,
 )
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
@@ -48,6 +52,9 @@ def root(
     show_thinking: ThinkingOpt = None,
     plain: PlainOpt = False,
     search: SearchOpt = None,
+    tool: ToolOpt = None,
+    no_tools: NoToolsOpt = False,
+    trust_tools: TrustToolsOpt = False,
     no_save: NoSaveOpt = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
@@ -59,7 +66,8 @@ def root(
     environment = environment_of(ctx)  # main() passed it in as ctx.obj; kept in meta, shared by every command
     ctx.meta["environment"] = environment
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                          search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config,
+                          **tool_flags(tool, no_tools, trust_tools))
     ctx.obj = flags
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain

@@ -14,6 +14,7 @@ from llmchat.cli.options import (
     ConfigOpt,
     ModelOpt,
     NoSaveOpt,
+    NoToolsOpt,
     PlainOpt,
     ProfileOpt,
     SearchOpt,
@@ -21,9 +22,12 @@ from llmchat.cli.options import (
     TemperatureOpt,
     ThinkingOpt,
     ThinkOpt,
+    ToolOpt,
+    TrustToolsOpt,
     app,
     command_flags,
     environment_of,
+    tool_flags,
 )
 from llmchat.config.session import Overrides
 from llmchat.core import stops
@@ -48,6 +52,9 @@ def ask(
     show_thinking: ThinkingOpt = None,
     plain: PlainOpt = False,
     search: SearchOpt = None,
+    tool: ToolOpt = None,
+    no_tools: NoToolsOpt = False,
+    trust_tools: TrustToolsOpt = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with answer, usage and timing.")] = False,
     usage: Annotated[Optional[bool], typer.Option(
@@ -78,7 +85,8 @@ def ask(
         # bad images or schema: exit 2 before anything
         extras = AskExtras.from_flags(image or [], fmt.value if fmt else None, schema)
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                          search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config,
+                          **tool_flags(tool, no_tools, trust_tools))
     plain = plain or bool(ctx.meta.get("plain"))
     ask_words(flags, prompt or [], environment_of(ctx), plain=plain, as_json=as_json, usage=usage, stream=not no_stream,
               save=not (no_save or ctx.meta.get("no_save")), resume="last" if continue_ else None, extras=extras)
@@ -96,6 +104,9 @@ def chat(
     show_thinking: ThinkingOpt = None,
     plain: PlainOpt = False,
     search: SearchOpt = None,
+    tool: ToolOpt = None,
+    no_tools: NoToolsOpt = False,
+    trust_tools: TrustToolsOpt = False,
     no_save: NoSaveOpt = False,
     continue_: Annotated[bool, typer.Option(
         "--continue", "-c", help="Continue the latest saved conversation.")] = False,
@@ -104,7 +115,8 @@ def chat(
 ) -> None:
     """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                          search=search, show_thinking=show_thinking, config=config)
+                          search=search, show_thinking=show_thinking, config=config,
+                          **tool_flags(tool, no_tools, trust_tools))
     chat_session(flags, environment_of(ctx), plain=plain or bool(ctx.meta.get("plain")),
                  save=not (no_save or ctx.meta.get("no_save")), resume=resume or ("last" if continue_ else None))
 

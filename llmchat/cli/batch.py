@@ -11,14 +11,18 @@ from llmchat.cli.options import (
     AnswerFormat,
     ConfigOpt,
     ModelOpt,
+    NoToolsOpt,
     ProfileOpt,
     SearchOpt,
     SystemOpt,
     TemperatureOpt,
     ThinkOpt,
+    ToolOpt,
+    TrustToolsOpt,
     app,
     command_flags,
     environment_of,
+    tool_flags,
 )
 
 
@@ -37,6 +41,9 @@ def batch(
     temperature: TemperatureOpt = None,
     config: ConfigOpt = None,
     search: SearchOpt = None,
+    tool: ToolOpt = None,
+    no_tools: NoToolsOpt = False,
+    trust_tools: TrustToolsOpt = False,
     concurrency: Annotated[int, typer.Option(
         "--concurrency", min=1, help="Requests in flight at once.")] = 4,
     resume: Annotated[bool, typer.Option(
@@ -53,7 +60,8 @@ def batch(
     from llmchat.batch.runner import run_batch
 
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
-                          search=search, config=config)
+                          search=search, config=config,
+                          **tool_flags(tool, no_tools, trust_tools))
     code = run_batch(flags, input_path, output=str(output) if output else None, concurrency=concurrency,
                      resume=resume, fmt=fmt.value if fmt else None, environment=environment_of(ctx))
     if code:

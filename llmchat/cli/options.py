@@ -86,6 +86,30 @@ ThinkingOpt = Annotated[Optional[bool], typer.Option(
     "--show-thinking/--hide-thinking", help="Keep the reasoning in full, or show none of it.")]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="Plain text: no colours, panels or Markdown rendering.")]
 NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Leave no trace: do not save this chat to the history.")]
+def _complete_tools(incomplete: str) -> list[str]:
+    try:
+        from llmchat.config.load import load_config
+
+        names = load_config().tool_names()
+    except LlmchatError:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+ToolOpt = Annotated[Optional[list[str]], typer.Option(
+    "--tool", metavar="NAME", help="Offer the model this tool too (repeatable; see `llmchat tools`).",
+    autocompletion=_complete_tools, show_default=False)]
+NoToolsOpt = Annotated[bool, typer.Option("--no-tools", help="Offer the model no tools in this run.")]
+TrustToolsOpt = Annotated[bool, typer.Option(
+    "--trust-tools", help="Run every tool call without asking, in this run.")]
+
+
+def tool_flags(tool: Optional[list[str]], no_tools: bool, trust_tools: bool) -> dict[str, object]:
+    """The Overrides fields of the tool flags; None where a flag was not given, so the profile's value stays."""
+    return {"tool": tuple(tool) if tool else None, "no_tools": True if no_tools else None,
+            "trust_tools": True if trust_tools else None}
+
+
 SearchOpt = Annotated[Optional[bool], typer.Option(
     "--search/--no-search", help="Bailian web search (enable_search).")]
 

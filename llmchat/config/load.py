@@ -8,7 +8,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
@@ -22,6 +22,7 @@ from llmchat.config.profile import (
     Profile,
     mask_url,
 )
+from llmchat.config.tools import ToolConfig, build_tools, tool_names
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError
 from llmchat.core.pricing import Price
@@ -39,6 +40,12 @@ class Config:
     path: Path | None
     default_origin: str = "built-in"
     warnings: tuple[str, ...] = ()  # things to tell the user that do not stop the run
+    #: The [tools.NAME] tables: command tools, and settings of built-ins (config/tools.py)
+    tools: Mapping[str, ToolConfig] = field(default_factory=dict)
+
+    def tool_names(self) -> tuple[str, ...]:
+        """Every tool this config defines: the built-ins, then its command tools in file order."""
+        return tool_names(self.tools)
 
     def profile(self, name: str | None = None, variables: Mapping[str, str] | None = None) -> Profile:
         """The profile to use: the named one, else LLMCHAT_PROFILE (in `variables`, default the process's),
@@ -117,7 +124,7 @@ def _owner_only(path: Path) -> bool:
         return False
 
 
-_TOP_KEYS = ("default_profile", "profiles")
+_TOP_KEYS = ("default_profile", "profiles", "tools")
 
 
 def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
@@ -134,6 +141,16 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
         if not isinstance(table, dict):
             raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
         profiles[name] = _build_profile(name, table, locate)
+    tools = build_tools(data.get("tools", {}), locate)
+    known_tools = tool_names(tools)
+    for name, profile in profiles.items():
+        for tool in profile.tools:
+            if tool not in known_tools:
+                raise locate.error(
+                    name, "tools", f"profiles.{name}.tools names '{tool}', which is no tool."
+                    f"{did_you_mean(tool, known_tools)}",
+                    f"Known tools: {', '.join(known_tools)}; define your own as a [tools.NAME] table.",
+                )
     for name, profile in profiles.items():
         wanted = profile.summary_profile
         if wanted is not None and wanted not in profiles:
@@ -152,7 +169,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             f"Known profiles: {', '.join(sorted(profiles))}.",
         )
     return Config(profiles=profiles, default=default, path=path, default_origin=str(path),
-                  warnings=tuple(locate.warnings))
+                  warnings=tuple(locate.warnings), tools=tools)
 
 
 def allowed_values(key: str) -> str:
@@ -188,7 +205,8 @@ def _file_model() -> Any:
     from pydantic import ConfigDict, create_model
 
     hints = get_type_hints(Profile, include_extras=True)
-    shaped_later = {"stop": str | list[str], "price": dict[str, Any]}  # by _build_profile, as TOML writes them
+    # shaped by _build_profile, as TOML writes them
+    shaped_later = {"stop": str | list[str], "price": dict[str, Any], "tools": list[str]}
     wanted = {f.name: (shaped_later.get(f.name, hints[f.name]) | None, None)
               for f in fields(Profile) if f.name in PROFILE_KEYS}
     return create_model("ProfileTable", __config__=ConfigDict(extra="forbid", strict=True), **wanted)
@@ -303,6 +321,8 @@ def _build_profile(name: str, table: dict[str, Any], locate: _Locator) -> Profil
     elif stop is not None:
         stop = tuple(stop)
     price = _build_price(name, values.get("price"), locate)
+    if "tools" in values:
+        values["tools"] = tuple(dict.fromkeys(values["tools"]))  # listed twice is offered once
     shaped = {"provider", "model", "base_url", "region", "stop", "price", "thinking", "history", "options"}
     copied = {k: v for k, v in values.items() if k not in shaped}  # the model has checked (and typed) them
     return Profile(
@@ -371,10 +391,11 @@ class _Locator:
         self.owner_only = _owner_only(path)
         self.warnings: list[str] = []
 
-    def line_of(self, profile: str | None, key: str | None) -> int | None:
+    def line_of(self, profile: str | None, key: str | None, table: str = "profiles") -> int | None:
+        """The line of `key` in [TABLE.PROFILE] (`profile` None: at the top level); None when not found."""
         start = 0
         if profile is not None:
-            header = re.compile(rf"^\s*\[\s*profiles\s*\.\s*[\"']?{re.escape(profile)}[\"']?\s*\]")
+            header = re.compile(rf"^\s*\[\s*{table}\s*\.\s*[\"']?{re.escape(profile)}[\"']?\s*\]")
             for number, line in enumerate(self.lines):
                 if header.match(line):
                     start = number
@@ -391,7 +412,9 @@ class _Locator:
                 return number + 1
         return None
 
-    def error(self, profile: str | None, key: str | None, message: str, hint: str | None = None) -> ConfigError:
-        line = self.line_of(profile, key)
+    def error(self, profile: str | None, key: str | None, message: str, hint: str | None = None,
+              table: str = "profiles") -> ConfigError:
+        """The ConfigError for a key of [TABLE.PROFILE], located at its line when it can be found."""
+        line = self.line_of(profile, key, table)
         where = f"{self.path}, line {line}" if line else str(self.path)
         return ConfigError(f"{where}: {message}", hint=hint)

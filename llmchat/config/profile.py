@@ -99,6 +99,8 @@ LIMITS: dict[str, Range] = {
     "context_window": Range(1, _INT32_MAX, integer=True),
     "timeout": Range(0.0, 86_400.0, low_open=True),  # seconds; a day is already longer than any answer
     "retries": Range(0, 100, integer=True),
+    "max_tool_rounds": Range(1, 1000, integer=True),  # model calls with tools per question
+    "tool_output_limit": Range(1, 10_000_000, integer=True),  # characters of one tool result sent back
 }
 #: Each price (per 1,000 tokens): any finite amount, zero included.
 PRICE_RANGE = Range(0.0)
@@ -153,6 +155,13 @@ class Profile:
         "a table of provider options passed through as they are"))
     #: false: this profile's chats leave no trace in the history
     save: bool = field(default=True, metadata=_allowed("true or false (false: never saved to the history)"))
+    #: the tools this profile offers the model: built-ins and [tools.*] names (config/tools.py)
+    tools: tuple[str, ...] = field(default=(), metadata=_allowed(
+        'a list of tool names, e.g. ["time", "weather"] (built-ins and [tools.NAME] tables)'))
+    max_tool_rounds: Annotated[int, LIMITS["max_tool_rounds"]] = 10
+    tool_output_limit: Annotated[int, LIMITS["tool_output_limit"]] = 20_000
+    #: true: every tool call runs without asking (what --trust-tools sets for one run)
+    trust_tools: bool = False
     origin: str = field(default="built-in", metadata=_NOT_A_KEY)  # where it came from, for `llmchat profiles`
     #: A key written in an owner-only config file; never shown (repr=False) and never written out.
     api_key: str | None = field(default=None, repr=False, compare=False, metadata=_NOT_A_KEY)

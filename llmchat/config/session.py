@@ -12,7 +12,9 @@ from dataclasses import dataclass, fields
 from llmchat.config.load import Config, load_config
 from llmchat.config.profile import Profile, apply_overrides
 from llmchat.core.environment import Environment
+from llmchat.core.errors import ConfigError
 from llmchat.core.safe_text import sanitize
+from llmchat.core.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class Overrides:
     search: bool | None = None
     show_thinking: bool | None = None  # True: --show-thinking, False: --hide-thinking
     config: str | None = None
+    tool: tuple[str, ...] | None = None  # --tool NAME (repeatable): added to the profile's tools
+    no_tools: bool | None = None  # --no-tools: offer none
+    trust_tools: bool | None = None  # --trust-tools: run every call without asking
 
 
 def resolve(flags: Overrides, environment: Environment | None = None) -> tuple[Config, Profile]:
@@ -36,6 +41,7 @@ def resolve(flags: Overrides, environment: Environment | None = None) -> tuple[C
     given one)."""
     config = load_config(flags.config, environment)
     profile = config.profile(flags.profile, environment.variables if environment else None)
+    check_tool_flags(config, flags)
     for warning in config.warnings:
         if warning.startswith(f"profiles.{profile.name} "):
             print(sanitize(f"Warning: {warning}"), file=environment.stderr if environment else sys.stderr)
@@ -47,7 +53,23 @@ def with_flags(profile: Profile, flags: Overrides) -> Profile:
     flag for a setting needs no list kept here; --show/--hide-thinking set the `thinking` display."""
     thinking = None if flags.show_thinking is None else ("show" if flags.show_thinking else "hide")
     same = {f.name: getattr(flags, f.name) for f in fields(flags) if f.name in _PROFILE_FIELDS}
-    return apply_overrides(profile, **same, thinking=thinking)
+    tools = None
+    if flags.no_tools:
+        tools = ()
+    elif flags.tool:
+        tools = tuple(dict.fromkeys((*profile.tools, *flags.tool)))
+    return apply_overrides(profile, **same, thinking=thinking, tools=tools)
 
 
-_PROFILE_FIELDS = frozenset(f.name for f in fields(Profile)) - {"name"}  # --profile chooses one, sets no field
+def check_tool_flags(config: Config, flags: Overrides) -> None:
+    """Each --tool must name a tool the config defines (exit 2 with a did-you-mean, before anything runs)."""
+    known = config.tool_names()
+    for name in flags.tool or ():
+        if name not in known:
+            where = f" in {config.path}" if config.path else ""
+            raise ConfigError(f"--tool {name}: no such tool.{did_you_mean(name, known)}",
+                              hint=f"Known tools: {', '.join(known)} (`llmchat tools` lists them); define your "
+                              f"own as a [tools.NAME] table{where or ' in the config file'}.")
+
+
+_PROFILE_FIELDS = frozenset(f.name for f in fields(Profile)) - {"name", "tools"}  # --profile chooses, --tool adds

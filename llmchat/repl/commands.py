@@ -39,6 +39,7 @@ from llmchat.repl.settings import (
     no_args,
 )
 from llmchat.repl.state import Action, ReplState, UsageError
+from llmchat.repl.tools import cmd_tools, complete_tools
 
 KEYS_HELP = """Keys:
   Enter              send · Alt-Enter (Esc Enter) adds a line · a \"\"\" line opens and closes a block
@@ -113,6 +114,8 @@ COMMANDS = Registry([
             complete=complete_search),
     Command("set", cmd_set, "Set a sampling option (alone: show them all)", "[KEY VALUE|default]",
             complete=complete_set),
+    Command("tools", cmd_tools, "Tools the model may call, on/off and trust (on|off NAME: for this chat)",
+            "[on|off NAME]", complete=complete_tools),
     Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
     Command("image", cmd_image, "Attach an image to the next question (alone: list them; clear drops them)",
             "[PATH|URL|clear]"),

@@ -24,6 +24,7 @@ from llmchat.providers import ChatOptions, Provider, connect
 if TYPE_CHECKING:
     from llmchat.engine.chat import TurnRecorder
     from llmchat.store.db import Store
+    from llmchat.tools.box import Toolbox
 
 
 QUIT_HINT = "(Ctrl-D or /exit to quit)"
@@ -50,6 +51,15 @@ class Suggestion(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------- session state
+
+
+def toolbox_of(config: Config, profile: Profile, environment: Environment | None) -> Toolbox | None:
+    """The profile's toolbox; llmchat.tools is not even imported for a profile that offers no tools."""
+    if not profile.tools:
+        return None
+    from llmchat.tools.box import toolbox_for
+
+    return toolbox_for(config, profile, environment)
 
 
 Report = Callable[[LlmchatError], None]
@@ -86,6 +96,8 @@ class ReplState:
     unsaved: tuple[Conversation, str, str] | None = None
     #: The run's streams and variables (cli.main built it); None only for states made without one (tests)
     environment: Environment | None = None
+    #: The tools offered in this chat (None: none; /tools on NAME makes one), built with the profile
+    toolbox: Toolbox | None = None
     _models: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -99,9 +111,11 @@ class ReplState:
     def start(cls, config: Config, profile: Profile, *, flags: Overrides | None = None,
               connector: Callable[[Profile], Provider] = connect, **kwargs: Any) -> ReplState:
         """Connect to the profile's provider (errors propagate: the REPL cannot start without one)."""
-        return cls(config=config, profile=profile, provider=connector(profile),
-                   options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
-                   flags=flags or Overrides(), connector=connector, **kwargs)
+        state = cls(config=config, profile=profile, provider=connector(profile),
+                    options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
+                    flags=flags or Overrides(), connector=connector, **kwargs)
+        state.toolbox = toolbox_of(config, profile, state.environment)
+        return state
 
     def shown_endpoint(self, profile: Profile) -> str:
         """Where `profile` sends requests, as it may be printed, with this run's OLLAMA_HOST."""
@@ -154,6 +168,10 @@ class ReplState:
         provider = self.connector(profile)  # raises before anything changes: the old profile stays usable
         self.profile, self.provider, self._models = profile, provider, None
         self.options = ChatOptions.from_profile(profile)
+        trusted = self.toolbox.trusted_now if self.toolbox is not None else set()
+        self.toolbox = toolbox_of(self.config, profile, self.environment)
+        if self.toolbox is not None:
+            self.toolbox.trusted_now |= trusted  # "always" answers hold for the rest of the session
 
     def thinking_label(self) -> str:
         think = self.options.think
