@@ -39,7 +39,8 @@ from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, ProviderError, StreamUnfinished
 from llmchat.core.events import TurnResult, Usage
 from llmchat.core.tools import ToolRecord
-from llmchat.engine.chat import MAX_TOOL_ROUNDS
+from llmchat.engine.ask import open_tools
+from llmchat.engine.chat import MAX_TOOL_ROUNDS, offered_tools
 from llmchat.engine.context import request_options
 from llmchat.engine.structured import check_format
 from llmchat.engine.tooling import Nobody, NoTools, Tools, run_calls
@@ -238,7 +239,7 @@ class Batch:
             result, error = await ask_row(self.provider, row.to_send(self.profile.system), options,
                                           retries=self.profile.retries, label=label, notify=self.reporter.notice,
                                           pacer=self.pacer, tools=self.tools,
-                                          max_tool_rounds=getattr(self.profile, "max_tool_rounds", MAX_TOOL_ROUNDS))
+                                          max_tool_rounds=self.profile.max_tool_rounds)
         except Exception as exc:  # a bug must not sink a long batch; LLMCHAT_DEBUG=1 shows it
             if self.debug if self.debug is not None else os.environ.get("LLMCHAT_DEBUG") == "1":
                 raise
@@ -295,9 +296,10 @@ def run_batch(
     """
     _check_arguments(output, concurrency, resume, fmt)
     rows = read_rows(input_path, environment.stdin if environment else None)
-    _, profile = resolve(flags, environment)
+    config, profile = resolve(flags, environment)
     provider = connect(profile, environment=environment)
     options = replace(ChatOptions.from_profile(profile), format=fmt)
+    tools = open_tools(config, profile, environment)
     out_path = Path(output) if output else None
     def say(text: str) -> None:
         _say(text, environment.stderr if environment else None)
@@ -307,8 +309,10 @@ def run_batch(
     stdout = environment.stdout if environment else None
     sink: Sink = FileSink(out_path, append=resume) if out_path else StdoutSink(stdout)
     writer = OrderedWriter(sink)
+    if tools is not None:  # what the model is offered; only the trusted ones will run (nobody approves)
+        options = replace(options, tool_specs=offered_tools(tools, provider, options.model, say))
     batch = Batch(todo, profile, provider, options, concurrency, writer, QuietReporter(),
-                  debug=environment.debug if environment else None)
+                  debug=environment.debug if environment else None, tools=tools)
     started = time.monotonic()
     try:
         if todo:

@@ -17,9 +17,11 @@ from llmchat.engine.pull import offer_pull
 from llmchat.providers import ChatOptions, connect
 
 if TYPE_CHECKING:
+    from llmchat.config.load import Config
     from llmchat.core.errors import ProviderError
     from llmchat.core.events import TurnResult
     from llmchat.engine.ask_extras import AskExtras
+    from llmchat.engine.tooling import Approval, Tools
     from llmchat.store.db import Store
 
 
@@ -41,6 +43,25 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
 
         return BufferedView(view)
     return view
+
+
+def open_tools(config: Config, profile: Profile, environment: Environment | None) -> Tools | None:
+    """The run's toolbox; `llmchat.tools` is not imported at all when the profile offers no tools."""
+    if not profile.tools:
+        return None
+    from llmchat.tools.box import toolbox_for
+
+    return toolbox_for(config, profile, environment)
+
+
+def tool_approval(tools: Tools | None, environment: Environment | None) -> Approval | None:
+    """Who approves a call: the person at the terminal (on /dev/tty when stdin is a pipe), or None when
+    there is no terminal (the engine's `Nobody` then declines untrusted calls, with a notice)."""
+    if tools is None:
+        return None
+    from llmchat.render.approve import terminal_approval
+
+    return terminal_approval(environment or Environment.from_process())
 
 
 def open_saved_store(*, reading: bool = False) -> Store:
@@ -87,11 +108,20 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
     reconnect = functools.partial(connect, environment=environment)  # a summary profile reads the same variables
     context = manager_for(profile, options, config, reconnect, provider=provider, on_summary=keep_summary)
 
+    tools = open_tools(config, profile, environment)
+    approval = tool_approval(tools, environment)
+
     def turn(view: TurnView) -> tuple[TurnResult, ProviderError | None]:
         return run_turn(conversation, question, provider, request_options(sent, profile.provider, provider), view,
-                        retries=profile.retries, recorder=recorder, context=context)
+                        retries=profile.retries, recorder=recorder, context=context, tools=tools,
+                        approval=approval, max_tool_rounds=profile.max_tool_rounds)
 
-    result, error = turn(view)
+    try:
+        result, error = turn(view)
+    finally:
+        close = getattr(approval, "close", None)
+        if close is not None:
+            close()
     if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
                                                                           environment=environment):
         conversation.pop()  # asked again: its question takes the failed turn's place in the store

@@ -28,11 +28,11 @@ class TerminalApproval:
     """Asks on a terminal: `y` run once, `a` run and trust the tool for the session, `n` decline with an
     optional reason. Anything else asks again; end of input declines; Ctrl-C stops the turn."""
 
-    def __init__(self, reader: TextIO, writer: TextIO, *, color: bool, owned: TextIO | None = None) -> None:
+    def __init__(self, reader: TextIO, writer: TextIO, *, color: bool, owned: tuple[TextIO, ...] = ()) -> None:
         self._reader = reader
         self._writer = writer
         self._color = color
-        self._owned = owned  # a /dev/tty this object opened, closed with it
+        self._owned = owned  # the /dev/tty handles this object opened, closed with it
 
     def ask(self, spec: ToolSpec, call: ToolCall, description: str) -> Decision:
         dim = (lambda text: f"{_DIM}{text}{_RESET}") if self._color else (lambda text: text)
@@ -58,10 +58,10 @@ class TerminalApproval:
                 return Decision(run=False, reason=(reason or "").strip() or None)
 
     def close(self) -> None:
-        if self._owned is not None:
+        for handle in self._owned:
             with contextlib.suppress(OSError):
-                self._owned.close()
-            self._owned = None
+                handle.close()
+        self._owned = ()
 
     def _write(self, text: str) -> None:
         self._writer.write(text)
@@ -82,8 +82,13 @@ def terminal_approval(environment: Environment) -> TerminalApproval | None:
         return TerminalApproval(environment.stdin, environment.stderr, color=color)
     if environment.tty is None:
         return None
-    try:
-        tty = open(environment.tty, "r+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by close())
+    try:  # two handles: a terminal is not seekable, so it cannot be opened "r+" in text mode
+        reader = open(environment.tty, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by close())
     except OSError:  # no controlling terminal (a service, CI, `setsid`): nobody to ask
         return None
-    return TerminalApproval(tty, tty, color=color, owned=tty)
+    try:
+        writer = open(environment.tty, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+    except OSError:
+        reader.close()
+        return None
+    return TerminalApproval(reader, writer, color=color, owned=(reader, writer))

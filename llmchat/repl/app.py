@@ -138,6 +138,7 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
         result, error = run_turn(
             state.conversation, question, state.provider, options, view,
             retries=state.profile.retries, recorder=recorder, context=state.context(),
+            tools=state.toolbox, approval=state.approval(), max_tool_rounds=state.profile.max_tool_rounds,
         )
     except LlmchatError as exc:  # the question could not be saved (disk full, read-only): nothing was sent
         if recorder is None or not _question_unsaved(state, exc):

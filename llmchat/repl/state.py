@@ -23,6 +23,7 @@ from llmchat.providers import ChatOptions, Provider, connect
 
 if TYPE_CHECKING:
     from llmchat.engine.chat import TurnRecorder
+    from llmchat.engine.tooling import Approval
     from llmchat.store.db import Store
     from llmchat.tools.box import Toolbox
 
@@ -98,6 +99,7 @@ class ReplState:
     environment: Environment | None = None
     #: The tools offered in this chat (None: none; /tools on NAME makes one), built with the profile
     toolbox: Toolbox | None = None
+    _approval: Approval | None = None
     _models: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -172,6 +174,17 @@ class ReplState:
         self.toolbox = toolbox_of(self.config, profile, self.environment)
         if self.toolbox is not None:
             self.toolbox.trusted_now |= trusted  # "always" answers hold for the rest of the session
+
+    def approval(self) -> Approval | None:
+        """Who approves a tool call: the person at this terminal (asked once per chat, kept open), or
+        None when there is no terminal to ask on (the engine then declines untrusted calls)."""
+        if self.toolbox is None:
+            return None
+        if self._approval is None:
+            from llmchat.render.approve import terminal_approval
+
+            self._approval = terminal_approval(self.environment or Environment.from_process())
+        return self._approval
 
     def thinking_label(self) -> str:
         think = self.options.think

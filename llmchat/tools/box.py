@@ -42,6 +42,7 @@ class Toolbox:
         self.specs: dict[str, ToolSpec] = {name: self._spec(self.settings[name]) for name in self.settings}
         self.enabled: list[str] = [name for name in profile.tools if name in self.specs]
         self.trusted_now: set[str] = set()  # answered "a" (always) in an approval
+        self.unsupported: set[str] = set()  # models that cannot call tools (the engine fills it, says it once)
 
     def _spec(self, tool: ToolConfig) -> ToolSpec:
         trusted = tool.trust if tool.trust is not None else tool.name in TRUSTED_BY_DEFAULT
