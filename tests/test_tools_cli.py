@@ -219,3 +219,20 @@ def test_ctrl_c_during_a_slow_tool_kills_it_and_ends_the_turn(fake_server, env, 
     else:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("the slow tool outlived Ctrl-C")
+
+
+def test_batch_runs_trusted_tools_only_and_rows_list_their_calls(fake_server, env, tmp_path, llmchat):
+    tools_config(fake_server, env, tmp_path)
+    marker = tmp_path / "batch-marker"
+    fake_server.enqueue(openai_calls(("c1", "time", [""]), ("c2", "marker", [json.dumps({"path": str(marker)})])),
+                        openai_answer("It is late."))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("what time is it?\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = llmchat("batch", str(prompts), "-o", str(out), "--concurrency", "1")
+    assert result.code == 0, result.stderr
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["answer"] == "It is late."
+    clock, made = row["tool_calls"]
+    assert clock["status"] == "ok" and clock["result"]  # `time` is trusted by default
+    assert made["status"] == "declined" and not marker.exists()
