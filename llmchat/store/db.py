@@ -337,7 +337,7 @@ class Store:
         for index, earlier in enumerate(conversation.exchanges[:upto]):
             insert_row(db, cid, user_row(2 * index, earlier, stamp))
             save_images(db, cid, 2 * index, earlier.images)
-            if earlier.answer or earlier.interrupted:
+            if earlier.answer or earlier.interrupted or earlier.rounds:
                 insert_row(db, cid, answer_row(2 * index + 1, earlier, None, stamp))
         for index, exchange in enumerate(conversation.exchanges):  # written afresh: its own numbering
             exchange.slot = index
@@ -450,6 +450,7 @@ class Store:
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
             exchange.model = message.model or exchange.model
             exchange.interrupted, exchange.usage = message.interrupted, message.usage
+            exchange.rounds = list(message.rounds)  # re-sent by Conversation.messages(), even without an answer
         conversation.summary = self.latest_summary(conversation.id or "", len(conversation.exchanges))
         if conversation.summary is not None:
             conversation.start = conversation.summary.covers
