@@ -417,3 +417,44 @@ def test_an_exchange_with_only_tool_rounds_can_be_summarised() -> None:
     conversation = Conversation(exchanges=[Exchange(user="a", rounds=rounds, interrupted=True),
                                            Exchange(user="b", answer="B"), Exchange(user="c")])
     assert _sendable(conversation, pending=True) == [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize("fts", [True, False])
+def test_search_finds_words_in_tool_arguments_and_results_not_in_json_keys(tmp_path: Path, fts: bool) -> None:
+    with Store(tmp_path / "history.db", fts=fts) as store:
+        assert store.has_fts is fts and store.has_json
+        tools, plain = Conversation(), Conversation()
+        record_turn(store, tools, "Weather?", "Sunny.", two_rounds())
+        record_turn(store, plain, "status of the result?", "No tools here.")
+
+        def found(text: str) -> set[str | None]:
+            return {s.id for s in store.list_conversations(search=text)}
+
+        assert found("km/h") == {tools.id}  # in a result
+        assert found("杭州") == {tools.id}  # in the arguments
+        assert found("WIND 22°c") == {tools.id}  # every word, any case, in the calls of one message
+        assert found("rm -rf") == {tools.id}
+        assert found("status") == {plain.id} and found("seconds") == set()  # JSON keys are not text
+        assert found("wind nothing-like-this") == set()
+        assert found("sunny") == {tools.id}  # the answer's own text, as before
+        store._db.execute("UPDATE messages SET tool_rounds = '[not json' WHERE tool_rounds IS NOT NULL")
+        assert found("km/h") == set()  # a hand-edited column is skipped, never an error
+
+
+def test_save_of_an_unsaved_chat_carries_its_rounds_and_imports(env: dict[str, str]) -> None:
+    """`/save FILE.json` in a `--no-save` chat writes the record from memory: rounds included, importable."""
+    from llmchat.store.export import conversation_record
+
+    conversation = Conversation(exchanges=[Exchange(user="Weather?", answer="Sunny.", model=PROFILE.model,
+                                                    rounds=two_rounds()),
+                                           Exchange(user="Stop", rounds=two_rounds()[:1], interrupted=True)])
+    record = conversation_record(conversation, PROFILE, cid="0a1b2c3d", created="2025-03-01T10:00:00.000+00:00")
+    assert [m.get("tool_rounds") for m in record["messages"]] == [
+        None, [r.as_json() for r in two_rounds()], None, [two_rounds()[0].as_json()]]
+    with open_store() as store:
+        store.import_record(json.loads(json.dumps(record)))
+        loaded = store.load_conversation("0a1b2c3d")
+    assert sent_form(loaded.messages("next")) == sent_form(conversation.messages("next"))
