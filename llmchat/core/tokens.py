@@ -10,6 +10,7 @@ about the window (context.py's strategies) follow the real tokenizer within a fe
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -45,7 +46,26 @@ def estimate_tokens(text: str) -> int:
 
 
 def estimate_messages(messages: Iterable[Mapping[str, Any]]) -> int:
-    return sum(estimate_tokens(str(m.get("content") or "")) + MESSAGE_OVERHEAD for m in messages)
+    return sum(estimate_tokens(message_text(m)) + MESSAGE_OVERHEAD for m in messages)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """Everything of a message that the server tokenizes: its content and, for the assistant's tool-call
+    message (`conversation.tool_messages`), the reasoning sent back with it and each call's name and
+    arguments. A tool message's result is its content. Without the calls, a turn of big arguments would
+    look free, and every tool-call message (content "") would look alike to `TokenLedger`."""
+    text = str(message.get("content") or "")
+    calls = message.get("tool_calls")
+    if not calls:
+        return text
+    parts = [text, str(message.get("reasoning") or "")]
+    for call in calls:
+        if hasattr(call, "arguments_json"):  # a core.tools.ToolCall
+            parts += [call.id, call.name, call.raw_arguments if call.error and call.raw_arguments else
+                      call.arguments_json()]
+        else:  # already in a wire form (a dict)
+            parts.append(json.dumps(call, ensure_ascii=False, default=str))
+    return "\n".join(part for part in parts if part)
 
 
 def context_window(model: str, configured: int | None, provider: str,
@@ -129,7 +149,7 @@ class TokenLedger:
 
 
 def _key(message: Mapping[str, Any]) -> tuple[str, str]:
-    return str(message.get("role") or ""), str(message.get("content") or "")
+    return str(message.get("role") or ""), message_text(message)
 
 
 def _tokens(key: tuple[str, str]) -> int:

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from llmchat.config.profile import HISTORY_STRATEGIES, HistoryStrategy
-from llmchat.core.conversation import ContextSummary, Conversation, Exchange
+from llmchat.core.conversation import ContextSummary, Conversation, Exchange, tool_messages
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
-from llmchat.core.tokens import MESSAGE_OVERHEAD, context_window, estimate_tokens
+from llmchat.core.tokens import MESSAGE_OVERHEAD, context_window, estimate_messages, estimate_tokens
 from llmchat.engine.chat import Notify, Sleep, run_turn
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ SUMMARY_AT = 0.7  # fraction of the window at which `summarize` condenses the ol
 ANSWER_SHARE = 4  # without max_tokens, keep 1/4 of the window free for the answer …
 ANSWER_CAP = 8192  # … but never more than this many tokens
 UNKNOWN_WINDOW_SUMMARY = 1000  # summary length (tokens) when the window is unknown
+SUMMARY_TOOL_RESULT_CHARS = 1500  # of each tool result, at most this much goes into a summary request
 
 SUMMARY_INSTRUCTIONS = (
     "You write the running summary of a conversation between a user and an assistant. The summary "
@@ -183,9 +184,32 @@ class Summarizer:
 
 
 def summary_request(previous: str | None, exchanges: list[Exchange]) -> Conversation:
-    """The conversation the summary call sends: the instructions, the earlier summary, the turns."""
+    """The conversation the summary call sends: the instructions, the earlier summary, the turns.
+
+    Tool rounds are part of what a summary covers (a weather lookup's answer may be the very fact to
+    keep), so each exchange's calls and results go in its answer as text (`tool_transcript`), not as
+    tool messages: the summary call offers no tools, and servers refuse tool messages then.
+    """
     system = SUMMARY_INSTRUCTIONS + (f"\n\n{PREVIOUS_SUMMARY}\n{previous}" if previous else "")
-    return Conversation(system=system, exchanges=[Exchange(user=e.user, answer=e.answer) for e in exchanges])
+    turns = [Exchange(user=e.user, answer="\n\n".join(p for p in (tool_transcript(e), e.answer) if p))
+             for e in exchanges]
+    return Conversation(system=system, exchanges=turns)
+
+
+def tool_transcript(exchange: Exchange) -> str:
+    """An exchange's tool rounds as text for the summary call: what the model said, each call, and its
+    result cut at SUMMARY_TOOL_RESULT_CHARS (a 100 KB file read must not crowd out the conversation)."""
+    lines: list[str] = []
+    for tool_round in exchange.rounds:
+        if tool_round.content.strip():
+            lines.append(tool_round.content.strip())
+        for record in tool_round.calls:
+            result, cut = record.result, SUMMARY_TOOL_RESULT_CHARS
+            if len(result) > cut:
+                result = result[:cut] + f"… [{len(result) - cut:,} more characters]"
+            lines.append(f"[tool call] {record.call.signature(limit=SUMMARY_TOOL_RESULT_CHARS // 2)}\n"
+                         f"[tool result, {record.status}] {result}")
+    return "\n".join(lines)
 
 
 def summary_question(tokens: int) -> str:
@@ -327,7 +351,12 @@ class ContextManager:
 def _sendable(conversation: Conversation, pending: bool) -> list[int]:
     """Indexes of the exchanges still sent verbatim that could make room (not the one being asked)."""
     end = len(conversation.exchanges) - (1 if pending else 0)
-    return [i for i in range(conversation.first_sent(), end) if conversation.exchanges[i].answer]
+    return [i for i in range(conversation.first_sent(), end) if _sent(conversation.exchanges[i])]
+
+
+def _sent(exchange: Exchange) -> bool:
+    """Whether `Conversation.messages()` sends the exchange: it has an answer or tool rounds."""
+    return bool(exchange.answer or exchange.rounds)
 
 
 def _older_half(conversation: Conversation, candidates: list[int]) -> int:
@@ -345,7 +374,9 @@ def _older_half(conversation: Conversation, candidates: list[int]) -> int:
 
 
 def _exchange_tokens(exchange: Exchange) -> int:
-    return estimate_tokens(exchange.user) + estimate_tokens(exchange.answer) + 2 * MESSAGE_OVERHEAD
+    """What the exchange costs in a request: question, answer, and its tool rounds (calls and results)."""
+    rounds = sum(estimate_messages(tool_messages(tool_round)) for tool_round in exchange.rounds)
+    return estimate_tokens(exchange.user) + estimate_tokens(exchange.answer) + 2 * MESSAGE_OVERHEAD + rounds
 
 
 def _count(n: int, noun: str) -> str:
@@ -399,7 +430,7 @@ def describe(manager: ContextManager, conversation: Conversation) -> str:
     exchanges = conversation.exchanges
     summary = conversation.active_summary()
     first = conversation.first_sent()
-    sent = sum(1 for e in exchanges[first:] if e.answer)
+    sent = sum(1 for e in exchanges[first:] if _sent(e))
     parts = [f"{sent} recent exchange{'s' * (sent != 1)} verbatim"]
     if summary is not None:
         parts.insert(0, f"a summary of the first {summary.covers} (~{estimate_tokens(summary.text):,} tokens)")

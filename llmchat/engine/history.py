@@ -141,6 +141,7 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
         if answer is None:
             console.print(Text("(no answer was saved: the chat ended before it came)", style="dim"))
             continue
+        _draw_rounds(console, answer, thinking)
         _draw_reasoning(console, answer, thinking)
         if answer.content:
             console.print(Markdown(sanitize(answer.content), **ANSWER_MARKDOWN))
@@ -163,6 +164,27 @@ def _prompt_text(question: str) -> Any:
         text.append(">>> " if n == 0 else "... ", style="dim")
         text.append(line, style="bold")
     return text
+
+
+def _draw_rounds(console: Console, answer: StoredMessage, thinking: str) -> None:
+    """The tool calls before the answer, as the live view drew them: what the model said with them, then
+    per call `⚙ name(args)` and its outcome dim (render/tools.py has the words), all sanitized."""
+    from rich.markdown import Markdown
+    from rich.text import Text
+
+    from llmchat.render.markdown_stream import ANSWER_MARKDOWN
+    from llmchat.render.tools import call_line, outcome_line
+
+    for tool_round in answer.rounds:
+        if tool_round.reasoning and thinking == "show":
+            console.print(Text(sanitize(tool_round.reasoning.rstrip("\n")), style="dim"))
+        if tool_round.content.strip():
+            console.print(Markdown(sanitize(tool_round.content), **ANSWER_MARKDOWN))
+        for record in tool_round.calls:
+            console.print(Text(sanitize(call_line(record.call))))
+            console.print(Text(sanitize(outcome_line(record)), style="dim"))
+    if answer.rounds:
+        console.print()
 
 
 def _draw_reasoning(console: Console, answer: StoredMessage, thinking: str) -> None:
@@ -200,6 +222,7 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
             lines += ["*(no answer was saved)*", ""]
             continue
         lines += [f"## Assistant ({answer.model})" if answer.model else "## Assistant", ""]
+        lines += _markdown_rounds(answer)
         if answer.reasoning:
             lines += ["<details><summary>Reasoning</summary>", "", answer.reasoning.rstrip("\n"), "", "</details>", ""]
         lines += [answer.content, ""] if answer.content else ([] if answer.interrupted else ["*(no answer)*", ""])
@@ -209,6 +232,24 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
         if usage:
             lines += [f"*{usage}*", ""]
     return "\n".join(lines)
+
+
+def _markdown_rounds(answer: StoredMessage) -> list[str]:
+    """The tool calls before an answer, for the Markdown transcript: the model's words with them, then each
+    call and its outcome as one paragraph (`⚙ weather(city="Paris")` / `→ 1 line, 4 chars in 0.40s`).
+    The results themselves are in the JSON export."""
+    from llmchat.render.tools import call_line, outcome_line
+
+    lines: list[str] = []
+    for tool_round in answer.rounds:
+        if tool_round.reasoning:
+            lines += ["<details><summary>Reasoning</summary>", "", tool_round.reasoning.rstrip("\n"), "",
+                      "</details>", ""]
+        if tool_round.content.strip():
+            lines += [tool_round.content, ""]
+        for record in tool_round.calls:
+            lines += [call_line(record.call), outcome_line(record), ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------- export, import, rm

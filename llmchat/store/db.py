@@ -78,6 +78,7 @@ from llmchat.store.schema import (
     SUMMARY_COLUMNS,
     USAGE_COLUMNS,
 )
+from llmchat.store.search import has_json, search_clause
 
 if TYPE_CHECKING:
     from llmchat.config.profile import Profile
@@ -146,6 +147,7 @@ class Store:
             self._open_read_only(fts)
         try:
             self.has_fts = self._scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts'") > 0
+            self.has_json = has_json(self._db)
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
@@ -337,7 +339,7 @@ class Store:
         for index, earlier in enumerate(conversation.exchanges[:upto]):
             insert_row(db, cid, user_row(2 * index, earlier, stamp))
             save_images(db, cid, 2 * index, earlier.images)
-            if earlier.answer or earlier.interrupted:
+            if earlier.answer or earlier.interrupted or earlier.rounds:
                 insert_row(db, cid, answer_row(2 * index + 1, earlier, None, stamp))
         for index, exchange in enumerate(conversation.exchanges):  # written afresh: its own numbering
             exchange.slot = index
@@ -387,30 +389,16 @@ class Store:
     @_translated
     def list_conversations(self, limit: int | None = 20, search: str | None = None) -> list[Summary]:
         """Conversations, most recently updated first; `search` keeps those with a message containing
-        every word of it (case-insensitive substrings). `limit` None or <= 0: all of them."""
-        where, params = ("", []) if not (search and search.split()) else self._search_clause(search)
+        every word of it (case-insensitive substrings; in its text, or in its tool calls: search.py).
+        `limit` None or <= 0: all of them."""
+        where, params = ("", []) if not (search and search.split()) else search_clause(
+            search, fts=self.has_fts, json=self.has_json)
         sql = SUMMARY_SQL + where + " ORDER BY c.updated DESC, c.rowid DESC"
         if limit and limit > 0:
             sql += " LIMIT ?"
             params.append(limit)
         with self._lock:
             return [summary_from_row(row) for row in self._db.execute(sql, params)]
-
-    def _search_clause(self, search: str) -> tuple[str, list[Any]]:
-        """Words of 3+ characters go through the trigram index; shorter ones (which a trigram index
-        cannot find) and every word without FTS5 use LIKE, so both paths mean the same."""
-        words = search.split()
-        indexed = [w for w in words if len(w) >= 3] if self.has_fts else []
-        scanned = [w for w in words if w not in indexed]
-        likes = " AND ".join("m.content LIKE ? ESCAPE '\\'" for _ in scanned)
-        params: list[Any] = [_like_pattern(w) for w in scanned]
-        if indexed:
-            inner = ("SELECT m.conversation FROM messages_fts f JOIN messages m ON m.id = f.rowid "
-                     "WHERE messages_fts MATCH ?" + (f" AND {likes}" if likes else ""))
-            params.insert(0, " ".join('"' + w.replace('"', '""') + '"' for w in indexed))
-        else:
-            inner = f"SELECT m.conversation FROM messages m WHERE {likes}"
-        return f" WHERE c.id IN ({inner})", params
 
     @_translated
     def messages(self, ref: str) -> tuple[Summary, list[StoredMessage]]:
@@ -450,6 +438,7 @@ class Store:
             exchange.answer, exchange.reasoning = message.content, message.reasoning or ""
             exchange.model = message.model or exchange.model
             exchange.interrupted, exchange.usage = message.interrupted, message.usage
+            exchange.rounds = list(message.rounds)  # re-sent by Conversation.messages(), even without an answer
         conversation.summary = self.latest_summary(conversation.id or "", len(conversation.exchanges))
         if conversation.summary is not None:
             conversation.start = conversation.summary.covers
@@ -578,10 +567,3 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _like_pattern(word: str) -> str:
-    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-

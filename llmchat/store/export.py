@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from llmchat.core.conversation import Conversation
 from llmchat.core.errors import ConfigError
 from llmchat.core.images import Image
+from llmchat.core.tools import TOOL_STATUSES, ToolRound
 from llmchat.store import records
 from llmchat.store.records import (
     ImportFormatError,
@@ -20,6 +21,7 @@ from llmchat.store.records import (
     answer_row,
     make_title,
     message_from_row,
+    rounds_to_json,
     user_row,
 )
 from llmchat.store.schema import (
@@ -101,7 +103,15 @@ def _export_message(row: Mapping[str, Any]) -> dict[str, Any]:
         "timing": timing if any(v is not None for v in timing.values()) else None,
         "finish_reason": row["finish_reason"], "interrupted": bool(row["interrupted"]), "created": row["created"],
         **{column: row[column] for column in COST_COLUMNS},
-    }
+    } | ({"tool_rounds": _stored_rounds(row["tool_rounds"])} if row["role"] == "assistant" else {})
+
+
+def _stored_rounds(text: str | None) -> list[Any]:
+    """The `tool_rounds` column as the export carries it: the saved JSON itself, so nothing is re-encoded."""
+    if not text:
+        return []
+    data = json.loads(text)
+    return data if isinstance(data, list) else []
 
 
 def _export_image(image: Image) -> dict[str, Any]:
@@ -139,7 +149,55 @@ def validate_record(record: Any, source: str,
     _check_layout(rows, fail)
     images = {row["position"]: found for n, (message, row) in enumerate(zip(messages, rows, strict=True))
               if (found := _message_images(message, row, n, fail))}
+    for n, (message, row) in enumerate(zip(messages, rows, strict=True)):
+        row["tool_rounds"] = _message_rounds(message, row, n, fail)
     return conversation, rows, images
+
+
+#: Each tool call's fields in an export: the key, the types it may have, whether null is allowed.
+_CALL_FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
+    ("id", (str,), False), ("name", (str,), False), ("arguments", (dict,), False), ("status", (str,), False),
+    ("result", (str,), False), ("seconds", (int, float), True), ("raw_arguments", (str,), True),
+    ("argument_error", (str,), True))
+
+
+def _message_rounds(message: dict[str, Any], row: dict[str, Any], n: int,
+                    fail: Callable[[str], ImportFormatError]) -> str | None:
+    """An answer's tool rounds, checked field by field (they are re-sent to the model on the next turn),
+    as the store's `tool_rounds` column. Files exported before tools were saved have none."""
+    entries = message.get("tool_rounds")
+    if entries is None or entries == []:
+        return None
+    where = f"messages[{n}].tool_rounds"
+    if not isinstance(entries, list) or row["role"] != "assistant":
+        raise fail(f"{where} must be a list, and only on an assistant message.")
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise fail(f"{where}[{k}] must be an object.")
+        for key in ("content", "reasoning"):
+            if not isinstance(entry.get(key, ""), str):
+                raise fail(f"{where}[{k}].{key} must be a string.")
+        calls = entry.get("calls")
+        if not isinstance(calls, list) or not calls:
+            raise fail(f"{where}[{k}].calls must be a non-empty list.")
+        for c, call in enumerate(calls):
+            _check_call(call, f"{where}[{k}].calls[{c}]", fail)
+    return rounds_to_json(ToolRound.from_json(entry) for entry in entries)
+
+
+def _check_call(call: Any, where: str, fail: Callable[[str], ImportFormatError]) -> None:
+    if not isinstance(call, dict):
+        raise fail(f"{where} must be an object.")
+    for key, kinds, nullable in _CALL_FIELDS:
+        value = call.get(key)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise fail(f"{where}.{key} has the wrong type ({type(value).__name__}).")
+    if not call["name"]:
+        raise fail(f"{where}.name must not be empty.")
+    if call["status"] not in TOOL_STATUSES:
+        raise fail(f"{where}.status must be one of {', '.join(TOOL_STATUSES)}.")
 
 
 def _message_images(message: dict[str, Any], row: dict[str, Any], n: int,

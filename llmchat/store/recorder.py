@@ -77,17 +77,23 @@ class Recorder:
 
     def progress(self, conversation: Conversation, exchange: Exchange, answer: str, reasoning: str) -> None:
         """The answer as far as it got, saved marked interrupted (which it is, if nothing saves it again):
-        one upsert of its row, so a SIGKILL loses at most the last PROGRESS_INTERVAL_S of it."""
+        one upsert of its row, so a SIGKILL loses at most the last PROGRESS_INTERVAL_S of it.
+
+        The tool rounds done so far (`exchange.rounds`) are saved with it: a turn loop that calls this
+        after each round keeps the calls that already ran on record even if the process dies in the next
+        one, and a resumed conversation re-sends them.
+        """
         if exchange.slot is None or conversation.id is None:
             return
         try:
             with self.store._write(patience=0.05) as db:
                 db.execute("INSERT INTO messages (conversation, position, role, content, reasoning, model, "
-                           "interrupted, created, profile) VALUES (?, ?, 'assistant', ?, ?, ?, 1, ?, ?) "
+                           "interrupted, created, profile, tool_rounds) "
+                           "VALUES (?, ?, 'assistant', ?, ?, ?, 1, ?, ?, ?) "
                            "ON CONFLICT (conversation, position) DO UPDATE SET content = excluded.content, "
-                           "reasoning = excluded.reasoning",
+                           "reasoning = excluded.reasoning, tool_rounds = excluded.tool_rounds",
                            (conversation.id, 2 * exchange.slot + 1, answer, reasoning or None, exchange.model,
-                            records.now(), self.profile.name))
+                            records.now(), self.profile.name, records.rounds_to_json(exchange.rounds)))
         except sqlite3.Error:
             pass  # busy, full, removed: the answer is saved when the turn ends, or that save says why not
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from llmchat.core.conversation import Exchange
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.core.events import Timing, TurnResult, Usage
 from llmchat.core.images import Image
+from llmchat.core.tools import ToolRound
 from llmchat.store.schema import CONVERSATION_COLUMNS, TIMING_COLUMNS, TITLE_CHARS, USAGE_COLUMNS
 
 if TYPE_CHECKING:
@@ -80,12 +82,14 @@ class StoredMessage:
     profile: str | None = None
     cost: float | None = None
     currency: str | None = None
+    #: The tool rounds that came before this answer (assistant messages only), oldest first.
+    rounds: tuple[ToolRound, ...] = ()
 
     def result(self) -> TurnResult:
         """The turn as the renderers know it, so the usage line reads the same as it did live."""
         return TurnResult(model=self.model or "", answer=self.content, reasoning=self.reasoning or "",
                           finish_reason=self.finish_reason, usage=self.usage, timing=self.timing or Timing(),
-                          interrupted=self.interrupted)
+                          interrupted=self.interrupted, rounds=list(self.rounds), requests=len(self.rounds) + 1)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,24 @@ def usage_from_row(row: Mapping[str, Any]) -> Usage | None:
     return Usage(**{USAGE_COLUMNS[column]: value for column, value in present.items()})
 
 
+def rounds_to_json(rounds: Iterable[ToolRound]) -> str | None:
+    """The `tool_rounds` column: `[ToolRound.as_json(), ...]` as JSON text, NULL when no tool was called."""
+    data = [tool_round.as_json() for tool_round in rounds]
+    return json.dumps(data, ensure_ascii=False) if data else None
+
+
+def rounds_from_json(text: str | None) -> tuple[ToolRound, ...]:
+    """The inverse of `rounds_to_json`; a column the store did not write (edited by hand) reads as none."""
+    if not text:
+        return ()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(ToolRound.from_json(item) for item in data if isinstance(item, Mapping)) \
+        if isinstance(data, list) else ()
+
+
 def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
     usage = usage_from_row(row)
     timing = None
@@ -150,7 +172,8 @@ def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
     return StoredMessage(position=row["position"], role=row["role"], content=row["content"],
                          reasoning=row["reasoning"], model=row["model"], usage=usage, timing=timing,
                          finish_reason=row["finish_reason"], interrupted=bool(row["interrupted"]),
-                         created=row["created"], profile=row["profile"], cost=row["cost"], currency=row["currency"])
+                         created=row["created"], profile=row["profile"], cost=row["cost"], currency=row["currency"],
+                         rounds=rounds_from_json(row["tool_rounds"] if "tool_rounds" in row.keys() else None))  # noqa: SIM118
 
 
 def insert_row(db: sqlite3.Connection, cid: str, row: dict[str, Any]) -> None:
@@ -176,6 +199,7 @@ def user_row(position: int, exchange: Exchange, stamp: str) -> dict[str, Any]:
 def answer_row(position: int, exchange: Exchange, result: TurnResult | None, stamp: str,
                 profile: Profile | None = None) -> dict[str, Any]:
     """The assistant row; an answer that failed before any text is saved empty, so the turn is on record.
+    Its tool rounds (`exchange.rounds`, filled by the turn loop) go with it, in `tool_rounds`.
 
     Its cost is computed now, from the price the profile has now: that is what the turn cost.
     """
@@ -195,4 +219,5 @@ def answer_row(position: int, exchange: Exchange, result: TurnResult | None, sta
     cost = price.cost(usage) if price is not None and usage is not None and result is not None else None
     row["profile"] = profile.name if profile is not None else None
     row["cost"], row["currency"] = cost, (price.currency if price is not None and cost is not None else None)
+    row["tool_rounds"] = rounds_to_json(exchange.rounds)
     return row

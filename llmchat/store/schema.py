@@ -17,7 +17,7 @@ USAGE_COLUMNS = {"prompt_tokens": "prompt", "completion_tokens": "completion", "
 TIMING_COLUMNS = ("ttft_s", "total_s", "thinking_s", "tokens_per_s")
 COST_COLUMNS = ("profile", "cost", "currency")  # schema 2: who answered, and what it cost then
 MESSAGE_COLUMNS = ("position", "role", "content", "reasoning", "model", *USAGE_COLUMNS, *TIMING_COLUMNS,
-                   "finish_reason", "interrupted", "created", *COST_COLUMNS)
+                   "finish_reason", "interrupted", "created", *COST_COLUMNS, "tool_rounds")
 SUMMARY_COLUMNS = ("covers", "content", "profile", "model", "prompt_tokens", "completion_tokens", "total_tokens",
                    "reasoning_tokens", "cached_tokens", "cost", "currency", "created")
 CONVERSATION_COLUMNS = ("id", "title", "profile", "provider", "model", "system", "created", "updated")
@@ -138,6 +138,19 @@ def _migrate_to_3(db: sqlite3.Connection, fts: bool) -> None:
         )""")
 
 
+def _migrate_to_4(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 15: the tool rounds of an answer (calls, arguments, outcomes, results), before its text.
+
+    One JSON column on the assistant row (`[ToolRound.as_json(), ...]`, NULL when the model called no
+    tool) rather than tables of rounds and calls: the rounds are only ever read and written whole, with
+    their answer (saved, resumed, exported), never queried one call at a time; the JSON is the export's
+    own form, so export -> import is exact by construction; and a progress save stays one upsert of one
+    row. Rows saved before this have no rounds, which is what they had.
+    """
+    db.execute("ALTER TABLE messages ADD COLUMN tool_rounds TEXT")
+
+
 #: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3,
+                                                                _migrate_to_4]
 SCHEMA_VERSION = len(MIGRATIONS)
