@@ -460,3 +460,16 @@ def test_save_of_an_unsaved_chat_carries_its_rounds_and_imports(env: dict[str, s
         store.import_record(json.loads(json.dumps(record)))
         loaded = store.load_conversation("0a1b2c3d")
     assert sent_form(loaded.messages("next")) == sent_form(conversation.messages("next"))
+
+
+def test_a_turn_that_ended_after_its_tools_without_text_says_so(env: dict[str, str]) -> None:
+    """The round bound reached, say: the calls are shown, and the missing answer is not called a failure."""
+    with open_store() as store:
+        record_turn(store, Conversation(), "Weather?", "", two_rounds())
+        summary, messages = store.messages("last")
+    text = markdown_transcript(summary, messages)
+    assert '→ declined\n\n*(no answer after the tool calls)*\n' in text
+    buffer = io.StringIO()
+    draw_transcript(Console(file=buffer, force_terminal=True, width=80), summary, messages)
+    drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())
+    assert "(no answer after the tool calls)" in drawn and "request failed" not in drawn

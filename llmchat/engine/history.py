@@ -146,7 +146,8 @@ def draw_transcript(console: Console, summary: Summary, messages: list[StoredMes
         if answer.content:
             console.print(Markdown(sanitize(answer.content), **ANSWER_MARKDOWN))
         elif not answer.interrupted:
-            console.print(Text("(no answer: the request failed)", style="dim"))
+            why = "no answer after the tool calls" if answer.rounds else "no answer: the request failed"
+            console.print(Text(f"({why})", style="dim"))
         if answer.interrupted:
             console.print(Text("[interrupted]", style="bold red"))
         parts = usage_parts(answer.result(), None, unreported=False)
@@ -225,7 +226,8 @@ def markdown_transcript(summary: Summary, messages: list[StoredMessage]) -> str:
         lines += _markdown_rounds(answer)
         if answer.reasoning:
             lines += ["<details><summary>Reasoning</summary>", "", answer.reasoning.rstrip("\n"), "", "</details>", ""]
-        lines += [answer.content, ""] if answer.content else ([] if answer.interrupted else ["*(no answer)*", ""])
+        none = "*(no answer after the tool calls)*" if answer.rounds else "*(no answer)*"
+        lines += [answer.content, ""] if answer.content else ([] if answer.interrupted else [none, ""])
         if answer.interrupted:
             lines += ["*(interrupted)*", ""]
         usage = format_usage(answer.result(), None, unreported=False)
