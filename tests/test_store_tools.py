@@ -468,7 +468,7 @@ def test_a_turn_that_ended_after_its_tools_without_text_says_so(env: dict[str, s
         record_turn(store, Conversation(), "Weather?", "", two_rounds())
         summary, messages = store.messages("last")
     text = markdown_transcript(summary, messages)
-    assert '→ declined\n\n*(no answer after the tool calls)*\n' in text
+    assert 'trust = true)\n\n*(no answer after the tool calls)*\n' in text
     buffer = io.StringIO()
     draw_transcript(Console(file=buffer, force_terminal=True, width=80), summary, messages)
     drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())

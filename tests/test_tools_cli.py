@@ -236,3 +236,18 @@ def test_batch_runs_trusted_tools_only_and_rows_list_their_calls(fake_server, en
     clock, made = row["tool_calls"]
     assert clock["status"] == "ok" and clock["result"]  # `time` is trusted by default
     assert made["status"] == "declined" and not marker.exists()
+
+
+def test_ask_c_after_a_tool_turn_sends_the_calls_and_results_again(fake_server, env, tmp_path, llmchat):
+    tools_config(fake_server, env, tmp_path, trust="true")
+    marker = tmp_path / "again"
+    fake_server.enqueue(marker_call(marker), openai_answer("Made."), openai_answer("Yes, made."))
+    assert llmchat("ask", "make it").code == 0
+    result = llmchat("ask", "-c", "did you make it?")
+    assert result.code == 0, result.stderr
+    sent = fake_server.requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["tool_calls"] == [{"id": "call_m1", "type": "function", "function": {
+        "name": "marker", "arguments": json.dumps({"path": str(marker)})}}]
+    assert (sent[2]["tool_call_id"], sent[2]["content"]) == ("call_m1", "(no output)")
+    assert sent[3]["content"] == "Made."

@@ -143,9 +143,13 @@ def run_turn(
     turn = Turn(options.model, view, retries=retries)  # the accumulation, retry policy and timing (turn.py)
 
     def sent() -> list[Message]:
-        """The history, the question, then this turn's tool rounds so far. The exchange's own `rounds`
-        are filled only when the turn ends, so `messages()` sends it here as the question alone."""
-        messages = conversation.messages(question)
+        """The history, the question, then this turn's tool rounds so far (`messages()` must see the
+        exchange being asked without them, or it would send it as history and then again as the question)."""
+        rounds, exchange.rounds = exchange.rounds, []
+        try:
+            messages = conversation.messages(question)
+        finally:
+            exchange.rounds = rounds
         for tool_round in turn.rounds:
             messages.extend(tool_messages(tool_round))
         return messages
@@ -210,6 +214,9 @@ def run_turn(
             finally:
                 turn.tool_seconds += time.monotonic() - began
             messages.extend(tool_messages(tool_round))
+            exchange.rounds = list(turn.rounds)
+            if progress is not None:  # the calls that ran survive a kill during the next request or tool
+                progress(conversation, exchange, "", "")
     except ProviderError as exc:
         error = exc
     except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
