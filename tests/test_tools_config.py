@@ -158,3 +158,16 @@ def test_llmchat_tools_says_how_to_add_one(llmchat, config_file) -> None:
 def test_limits_hold_the_tool_ranges() -> None:
     assert LIMITS["max_tool_rounds"].allows(10) and not LIMITS["max_tool_rounds"].allows(0)
     assert LIMITS["tool_output_limit"].allows(20_000) and not LIMITS["tool_output_limit"].allows(1.5)
+
+
+def test_no_tools_means_nothing_of_tools_is_imported() -> None:
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom llmchat.config.load import load_config\nfrom llmchat.repl.state import toolbox_of\n"
+              "from llmchat.cli import app\nconfig = load_config(None)\n"
+              "assert toolbox_of(config, config.profile('local', {}), None) is None\n"
+              "print(sorted(m for m in sys.modules if m.startswith('llmchat.tools') or m == 'httpx'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "[]"

@@ -108,7 +108,7 @@ class Toolbox:
             return f"GET {arguments.get('url')}"
         if call.name == "shell":
             command = arguments.get("command")
-            return f"/bin/sh -c {shlex.quote(command)}" if isinstance(command, str) else \
+            return command if isinstance(command, str) else \
                 "shell without a command (the call will fail)"
         tool = self.settings.get(call.name)
         if tool is None:

@@ -38,6 +38,8 @@ BUILTIN_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
 
 #: The bytes looked at to tell a text file from a binary one (as git does: a NUL, or invalid UTF-8).
 SNIFF_BYTES = 8192
+#: Bytes read past the limit only to count what was cut (a huge log is not read whole for a number).
+READ_BUDGET = 64 << 20
 
 
 def local_time(variables: Mapping[str, str]) -> str:
@@ -87,7 +89,14 @@ def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
                 return "error", f"{path} is not UTF-8 text (a binary file, or another encoding)"
             collector = Collector(limit)
             collector.feed(head)
-            collector.drain(stream)
+            budget = max(limit * 8, READ_BUDGET)  # bytes read to count what is cut; beyond that, "more than"
+            while chunk := stream.read(65536):
+                collector.feed(chunk)
+                budget -= len(chunk)
+                if budget <= 0 and collector.dropped:
+                    collector.unread = True
+                    break
+            collector.feed(b"", final=True)
     except PermissionError:
         return "error", f"{path}: permission denied"
     except OSError as exc:
