@@ -171,3 +171,16 @@ def test_no_tools_means_nothing_of_tools_is_imported() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "[]"
+
+
+def test_config_show_includes_the_tools(llmchat, tmp_path: Path) -> None:
+    import tomllib
+
+    path = write(tmp_path, WEATHER + "[tools.shell]\ntrust = true\n" + PROFILE + 'tools = ["weather"]\n')
+    result = llmchat("config", "show", "--config", str(path))
+    assert result.code == 0, result.output
+    shown = tomllib.loads(result.stdout)
+    assert shown["tools"]["weather"]["command"] == ["curl", "-s", "wttr.in/{city}?format=3"]
+    assert shown["tools"]["weather"]["required"] == ["city"] and shown["tools"]["shell"] == {"trust": True,
+                                                                                             "timeout": 30.0}
+    assert shown["profiles"]["t"]["tools"] == ["weather"]

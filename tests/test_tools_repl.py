@@ -48,3 +48,22 @@ def test_tools_on_off_and_completion(repl, repl_config: Path) -> None:
     chat.send("\t")
     chat.wait_for(lambda: ">>> /tools on time" in chat.display(), "the completed tool name")
     assert "Offered now: weather, time." in chat.command("")
+
+
+def test_the_toolbox_follows_the_profile_and_keeps_session_trust(tmp_path: Path) -> None:
+    from llmchat.config.load import load_config
+    from llmchat.repl.state import ReplState
+
+    path = tmp_path / "config.toml"
+    path.write_text(WEATHER + '[profiles.a]\nprovider = "ollama"\nmodel = "m"\ntools = ["shell", "weather"]\n'
+                    '[profiles.b]\nprovider = "ollama"\nmodel = "m"\ntools = ["shell"]\n', encoding="utf-8")
+    config = load_config(path)
+    state = ReplState.start(config, config.profiles["local"], connector=lambda profile: object())  # type: ignore
+    assert state.toolbox is None
+    state.switch_profile(config.profiles["a"])
+    assert state.toolbox is not None and [s.name for s in state.toolbox.offered()] == ["shell", "weather"]
+    state.toolbox.trust("shell")
+    state.switch_profile(config.profiles["b"])
+    assert [s.name for s in state.toolbox.offered()] == ["shell"] and not state.toolbox.needs_approval("shell")
+    state.switch_profile(config.profiles["local"])
+    assert state.toolbox is None

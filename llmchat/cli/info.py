@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from llmchat.config.load import Config, config_path, load_config
 from llmchat.config.profile import mask_url, profile_as_table
 from llmchat.config.session import Overrides, resolve
+from llmchat.config.tools import ToolConfig
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.core.safe_text import json_for, text_for
@@ -161,6 +162,22 @@ def show_config(config_file: str | None, environment: Environment) -> None:
             state = "is set (value hidden)" if environment.get(profile.key_variable) else "is NOT set"
             lines.append(f"# {profile.key_variable} {state}")
         lines.append(tomli_w.dumps({"profiles": {name: table}}))
+    if config.tools:
+        lines.append(tomli_w.dumps({"tools": {name: tool_as_table(tool) for name, tool in config.tools.items()}}))
     print(text_for(environment.stdout, "\n".join(lines).rstrip()), file=environment.stdout)
+
+
+def tool_as_table(tool: ToolConfig) -> dict[str, object]:
+    """A [tools.NAME] table as `config show` prints it: what is in effect, defaults included."""
+    table: dict[str, object] = {}
+    if tool.is_command:
+        table = {"description": tool.description, "command": list(tool.command),
+                 "parameters": {k: dict(v) for k, v in tool.parameters.items()}, "required": list(tool.required)}
+    if tool.trust is not None:
+        table["trust"] = tool.trust
+    table["timeout"] = tool.timeout
+    if tool.pass_env:
+        table["pass_env"] = list(tool.pass_env)
+    return table
 
 
