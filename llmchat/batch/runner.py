@@ -170,6 +170,7 @@ async def ask_row(
         if len(turn.rounds) > max_tool_rounds:
             tool_round.calls = [ToolRecord(call, "declined", f"not run: the limit of {max_tool_rounds} tool rounds "
                                                               "for one question was reached") for call in calls]
+            turn.result.finish_reason = "tool_calls"
             break
         tool_round.calls = await asyncio.to_thread(run_calls, calls, tools or NoTools(), Nobody(), shows)
         messages.extend(tool_messages(tool_round))

@@ -204,6 +204,7 @@ def run_turn(
                                     for call in calls]
                 turn.notice(f"Stopped after {max_tool_rounds} rounds of tool calls (max_tool_rounds); "
                             "ask again to let the model go on.")
+                turn.result.finish_reason = "tool_calls"  # how the last response ended: the bound cut in
                 break
             began = time.monotonic()
             try:

