@@ -1,0 +1,30 @@
+"""What a newcomer meets in the chat (issue 17), driven in a pseudo-terminal against the fake server."""
+
+from __future__ import annotations
+
+import pytest
+from fakeserver import Stream
+
+pytest_plugins = ("conftest_repl",)
+pytestmark = pytest.mark.timeout(40)
+
+CTRL_C, CTRL_D = "\x03", "\x04"
+
+
+@pytest.mark.parametrize("profile", ["local", "bailian"])
+def test_a_question_stopped_during_reasoning_stays_in_the_context(repl, fake_server, profile) -> None:
+    """Ctrl-C while only reasoning has arrived: the next question is sent after the stopped one, followed
+    by an assistant message saying it was interrupted, which both protocols accept."""
+    chat = repl("-p", profile)
+    fake_server.enqueue(Stream(reasoning="step one, step two, step three, step four, step five", answer="done",
+                               piece_size=4, delay=0.4))
+    chat.enter("explain monads")
+    chat.wait_text("step")
+    chat.send(CTRL_C)
+    chat.wait_prompt()
+    assert "[interrupted]" in chat.since()
+    request = chat.ask("shorter, please")
+    roles = [(m["role"], m["content"]) for m in request.body["messages"] if m["role"] != "system"]
+    assert roles == [("user", "explain monads"), ("assistant", "[interrupted by the user before answering]"),
+                     ("user", "shorter, please")]
+    assert "You said: shorter, please" in chat.since()  # the server took it: no role-order error
