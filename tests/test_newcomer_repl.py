@@ -28,3 +28,26 @@ def test_a_question_stopped_during_reasoning_stays_in_the_context(repl, fake_ser
     assert roles == [("user", "explain monads"), ("assistant", "[interrupted by the user before answering]"),
                      ("user", "shorter, please")]
     assert "You said: shorter, please" in chat.since()  # the server took it: no role-order error
+
+
+def test_resume_alone_lists_recent_conversations_to_pick_from(repl, llmchat) -> None:
+    import json
+
+    chat = repl()
+    assert "No saved conversations yet." in chat.command("/resume")
+    chat.ask("first topic")
+    chat.command("/new")
+    chat.ask("second topic")
+    listed = json.loads(llmchat("history", "--json").stdout)
+    shown = chat.command("/resume")
+    assert "Give a conversation id" not in shown and "llmchat history" not in shown
+    for row in listed:
+        line = next(line for line in shown.splitlines() if row["id"] in line)
+        assert row["title"] in line and "1 turn" in line and ("just now" in line or "min ago" in line)
+    assert "(this chat)" in next(line for line in shown.splitlines() if listed[0]["id"] in line)
+    assert "/resume ID" in shown
+    chat.wait_prompt()
+    chat.mark = len(chat.raw)  # what is drawn from here on: the completion menu only
+    chat.send("/resume ")
+    chat.send("\t")  # Tab: the ids, with their titles, in the completion menu
+    chat.wait_for(lambda: listed[1]["id"] in chat.since() and "first topic" in chat.since(), "the menu")
