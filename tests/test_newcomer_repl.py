@@ -51,3 +51,77 @@ def test_resume_alone_lists_recent_conversations_to_pick_from(repl, llmchat) -> 
     chat.send("/resume ")
     chat.send("\t")  # Tab: the ids, with their titles, in the completion menu
     chat.wait_for(lambda: listed[1]["id"] in chat.since() and "first topic" in chat.since(), "the menu")
+
+
+@pytest.mark.parametrize("color", [False, True], ids=["plain", "live"])
+def test_text_typed_while_an_answer_streams_is_kept_as_the_next_input(repl, fake_server, color) -> None:
+    from conftest_repl import _ANSI, PROMPT_READY
+
+    chat = repl(color=color)
+    fake_server.enqueue(Stream(answer="one two three four five six seven eight", piece_size=4, delay=0.3))
+    chat.enter("count")
+    chat.wait_text("one")
+    chat.send("and then")  # typed ahead, no Enter
+    chat.wait_prompt()
+    turn = _ANSI.sub("", chat.raw[chat.mark:].split(PROMPT_READY)[0])  # the turn's output, up to the next prompt
+    assert "seven eight" in turn and "and then" not in turn, turn  # not echoed into the answer
+    chat.wait_for(lambda: ">>> and then" in chat.display().split("seven eight")[-1], "the typed text at the prompt")
+    request = chat.ask("")  # Enter sends what was typed ahead
+    assert request.body["messages"][-1] == {"role": "user", "content": "and then"}
+
+
+@pytest.mark.parametrize("key", [CTRL_C, "x"])
+def test_the_thinking_panel_leaves_no_border_behind(repl, fake_server, key) -> None:
+    """Ctrl-C, or any keystroke, while reasoning streams in the live view: the panel goes away whole."""
+    chat = repl(color=True)
+    fake_server.enqueue(Stream(reasoning="weighing this and that " * 8, answer="fine", piece_size=6, delay=0.3))
+    chat.enter("think hard")
+    chat.wait_for(lambda: "thinking…" in chat.display(), "the thinking panel")
+    chat.send(key)
+    if key != CTRL_C:
+        chat.wait_for(lambda: "fine" in chat.display(), "the answer")
+    chat.wait_prompt()
+    screen = chat.display()
+    assert "thinking…" not in screen and "╭" not in screen.split("think hard")[-1].split("▸ thought")[0], screen
+    assert "▸ thought for" in screen
+
+
+def test_no_usage_line_before_an_error_that_came_before_any_output(repl) -> None:
+    chat = repl(color=True)
+    chat.command("/model no-such-model")
+    chat.ask("hello?")
+    shown = chat.since()
+    assert "does not have the model 'no-such-model'" in shown
+    assert "0.00s" not in shown and "s\n" not in shown.split("hello?")[-1].split("Error")[0].strip()
+
+
+def test_messages_wrap_on_word_boundaries(repl, fake_server) -> None:
+    chat = repl()
+    chat.ask("hi")
+    chat.command("/profile bailian")  # "… the conversation (1 turn) continues." is longer than 100 columns
+    lines = chat.display().splitlines()
+    assert any(line.rstrip().endswith("continues.") or line.strip() == "continues." for line in lines) or any(
+        "(1 turn) continues." in line for line in lines), chat.display()
+    assert all(not line.startswith("es.") for line in lines)
+    joined = " ".join(line.strip() for line in lines)
+    assert "the conversation (1 turn) continues." in joined
+
+
+def test_the_placeholder_does_not_stay_after_ctrl_d(repl) -> None:
+    chat = repl()
+    chat.wait_for(lambda: "Send a message" in chat.display(), "the placeholder")
+    chat.press(CTRL_D)
+    assert chat.wait_exit() == 0
+    assert "Send a message" not in chat.display(), chat.display()
+
+
+def test_compact_says_it_is_summarising_before_the_summary_arrives(repl, fake_server) -> None:
+    chat = repl()
+    for n in range(3):
+        chat.ask(f"question {n}")
+    fake_server.enqueue(Stream(answer="A short summary of the talk so far.", piece_size=4, delay=0.5))
+    chat.enter("/compact")
+    chat.wait_text("summarising")  # shown while the model writes: the summary takes seconds here
+    assert "Context: summarised" not in chat.since()
+    chat.wait_prompt()
+    assert "Context: summarised" in chat.since()

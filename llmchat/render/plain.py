@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.core.safe_text import is_terminal, sanitize
-from llmchat.render.usage import format_usage
+from llmchat.render.usage import arrived, format_usage
 
 if TYPE_CHECKING:
     from llmchat.render import ThinkingMode
@@ -157,7 +157,7 @@ class PlainView:
         self._out.flush()
         if result.interrupted:
             self._err_print("[interrupted]")
-        if self._show_usage:
+        if self._show_usage and arrived(result):  # nothing arrived (an error before any output): no "0.00s" line
             line = sanitize(format_usage(result, self._price))  # the currency is text from the config
             if line:
                 self._err_print(self._dimmed(line))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -82,7 +84,8 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
         except EOFError:
             return 0
         try:
-            action = respond(state, text, plain=plain)
+            with typeahead_kept(state.environment.stdin if state.environment is not None else None):
+                action = respond(state, text, plain=plain)
         except Terminated:  # the turn saved what arrived, marked interrupted
             raise
         except KeyboardInterrupt:  # a Ctrl-C that missed the turn (e.g. while it was closing)
@@ -187,6 +190,35 @@ def offer_unsaved(state: ReplState, error: LlmchatError) -> bool:
     state.saving = False
     state.say("History is off for the rest of this chat; nothing more is saved.")
     return True
+
+
+@contextlib.contextmanager
+def typeahead_kept(stdin: TextIO | None) -> Iterator[None]:
+    """While a turn (or command) runs, what the user types is neither echoed nor lost: it waits for the
+    next prompt, which reads it as typed (type-ahead, as a shell keeps it).
+
+    Between prompts the terminal is back in its cooked mode, which echoes each key into the answer
+    being drawn (and knocks the live region's cursor arithmetic off, leaving a panel's top border in
+    the scrollback) and holds an unfinished line that prompt-toolkit then never sees. Echo and line
+    editing are turned off for that time; signals stay on, so Ctrl-C still stops the turn.
+    """
+    try:
+        import termios
+
+        fd = stdin.fileno() if stdin is not None else -1
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        yield  # not a terminal (or not POSIX): nothing is echoed by anyone
+        return
+    quiet = termios.tcgetattr(fd)
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)  # lflag: no echo, bytes readable as they come
+    quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)  # TCSANOW: keep what was typed already
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 # ------------------------------------------------------------------------------------------ multi-line
@@ -308,8 +340,16 @@ def make_session(state: ReplState, *, remember: bool = True) -> PromptSession[st
         complete_in_thread=True,  # /model asks the server once; typing must not wait for it
         tempfile_suffix=".md",  # so $EDITOR highlights the message as Markdown
         bottom_toolbar=lambda: toolbar(state),
-        placeholder="Send a message (/help for commands)",
+        placeholder=_placeholder,
     )
+
+
+def _placeholder() -> str:
+    """The hint in an empty input line, gone from the last drawing of the prompt (after Enter or
+    Ctrl-D), so it never stays in the scrollback as if typed."""
+    from prompt_toolkit.application import get_app
+
+    return "" if get_app().is_done else "Send a message (/help for commands)"
 
 
 def toolbar(state: ReplState) -> str:
