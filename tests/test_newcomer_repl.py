@@ -125,3 +125,22 @@ def test_compact_says_it_is_summarising_before_the_summary_arrives(repl, fake_se
     assert "Context: summarised" not in chat.since()
     chat.wait_prompt()
     assert "Context: summarised" in chat.since()
+
+
+def test_profile_keeps_the_settings_that_still_apply_and_says_which_were_reset(repl) -> None:
+    chat = repl()
+    chat.command("/think on")
+    chat.command("/set temperature 0.3")
+    chat.command("/set context_window 5000")
+    chat.command("/search on")
+    said = " ".join(chat.command("/profile bailian").split())
+    assert "Kept from this chat: thinking on, search = on, temperature = 0.3." in said, said
+    assert "Back to the profile's: context_window (it belongs to the model)." in said, said
+    body = chat.ask("hi").body
+    assert body["enable_thinking"] is True and body["temperature"] == 0.3 and body["enable_search"] is True
+    said = " ".join(chat.command("/profile local").split())
+    assert "Kept from this chat: thinking on, temperature = 0.3." in said
+    assert "search (Bailian only)" in said
+    body = chat.ask("again").body
+    assert body["think"] is True and body["options"]["temperature"] == 0.3
+    assert body["options"]["num_ctx"] != 5000
