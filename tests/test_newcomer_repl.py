@@ -144,3 +144,35 @@ def test_profile_keeps_the_settings_that_still_apply_and_says_which_were_reset(r
     body = chat.ask("again").body
     assert body["think"] is True and body["options"]["temperature"] == 0.3
     assert body["options"]["num_ctx"] != 5000
+
+
+@pytest.mark.parametrize("yes", [True, False], ids=["accepted", "declined"])
+def test_an_unknown_ollama_model_in_the_chat_offers_a_pull(repl, fake_server, yes) -> None:
+    chat = repl()
+    chat.command("/model qwen3:14b")
+    chat.enter("q")
+    chat.wait_text("Pull it now?")
+    chat.press("y" if yes else "n")  # once the question reads keys (it is a prompt too), then the next prompt
+    chat.wait_prompt()
+    if yes:
+        assert "qwen3:14b" in fake_server.models and "You said: q" in chat.since()
+        assert chat.chat_requests()[-1].body["messages"][-1] == {"role": "user", "content": "q"}
+        assert [m["content"] for m in chat.ask("again").body["messages"] if m["role"] == "user"] == ["q", "again"]
+    else:
+        assert "does not have the model 'qwen3:14b'" in chat.since()
+        assert not any(r.path == "/api/pull" for r in fake_server.requests)
+        chat.command("/model qwen3:0.6b")  # the chat goes on
+        chat.ask("next")
+        assert "You said: next" in chat.since()
+
+
+def test_a_failed_pull_names_the_endpoint_it_called(fake_server) -> None:
+    from fakeserver import Raw
+    from test_images import ollama
+
+    from llmchat.core.errors import ProviderError
+
+    fake_server.overrides["/api/pull"] = Raw(404, b"404 page not found", "text/plain")
+    with pytest.raises(ProviderError) as info:
+        list(ollama(fake_server).pull("qwen3:14b"))
+    assert "/api/pull" in info.value.message and "/api/chat" not in info.value.message

@@ -29,7 +29,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from llmchat import __version__
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.environment import Environment
-from llmchat.core.errors import LlmchatError
+from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import make_turn_view
@@ -152,10 +152,34 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
         ask(state, question, plain=plain)
         return
     state.record(result)
+    if isinstance(error, ModelNotFound) and offer_pull_here(state, options.model):
+        state.conversation.pop()  # asked again: its question takes the failed turn's place in the store
+        state.pending_images.restore(options.images)
+        ask(state, question, plain=plain)
+        return
     if error is not None:
         state.report(error)
     elif result.interrupted:
         state.say("Stopped. /retry asks again, /undo drops the exchange.")
+
+
+def offer_pull_here(state: ReplState, model: str) -> bool:
+    """An Ollama model the server lacks: offer to pull it, as `ask` does (True: pulled, ask again).
+
+    A failed pull is reported (naming `/api/pull`, the call that failed) and the chat goes on.
+    """
+    from prompt_toolkit.shortcuts import confirm
+
+    from llmchat.engine.pull import offer_pull
+
+    host = getattr(state.provider, "host", "the Ollama server")
+    try:
+        return offer_pull(state.provider, model, environment=state.environment,
+                          confirm=lambda _question: confirm(sanitize(f"{model} is not on the Ollama server at "
+                                                                     f"{host}. Pull it now?")))
+    except LlmchatError as exc:
+        state.report(exc)
+        return False
 
 
 NOT_UTF8 = ("That input is not valid UTF-8 (is the terminal set to another encoding, such as GBK?); "
