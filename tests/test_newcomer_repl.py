@@ -176,3 +176,15 @@ def test_a_failed_pull_names_the_endpoint_it_called(fake_server) -> None:
     with pytest.raises(ProviderError) as info:
         list(ollama(fake_server).pull("qwen3:14b"))
     assert "/api/pull" in info.value.message and "/api/chat" not in info.value.message
+
+
+def test_the_image_refusal_in_the_chat_names_slash_model(repl, tmp_path) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                                  "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"))
+    chat = repl()
+    chat.command(f"/image {png}")
+    chat.enter("what is this?")
+    chat.wait_prompt()
+    said = " ".join(chat.since().split())
+    assert "cannot see images" in said and "/model qwen2.5vl" in said and "-m " not in said

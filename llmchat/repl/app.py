@@ -127,7 +127,7 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
     if state.pending_images:
         images = state.pending_images.images()
         try:
-            check_images(state.provider, options.model, images)
+            check_images(state.provider, options.model, images, in_chat=True)
         except LlmchatError as exc:  # e.g. a model that cannot see: the images stay attached, nothing is sent
             state.say(f"{exc.message} Nothing was sent; /image clear drops the images.")
             if exc.hint:
