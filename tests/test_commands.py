@@ -7,6 +7,7 @@ import io
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -284,9 +285,10 @@ def test_profile_switch_keeps_the_conversation_and_takes_the_new_options(h: Harn
     out = h.say("/profile cloud")
     assert out.splitlines() == [
         "Profile cloud: bailian · qwen-plus · http://127.0.0.1:9/v1; the conversation (1 turn) continues.",
-        "The conversation keeps its system prompt; /system shows or replaces it."]
+        "The conversation keeps its system prompt; /system shows or replaces it.",
+        "Kept from this chat: seed = 3."]  # /set survives a switch where it still applies (issue 17)
     assert h.state.profile is CLOUD and h.state.provider.profile is CLOUD
-    assert h.state.options == ChatOptions.from_profile(CLOUD)
+    assert h.state.options == replace(ChatOptions.from_profile(CLOUD), seed=3)
     assert [e.user for e in h.state.conversation.exchanges] == ["hi"]
     assert h.state.conversation.system == "Be terse."
 

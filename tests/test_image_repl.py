@@ -68,8 +68,10 @@ def test_image_goes_with_the_next_question_and_stays_in_the_history(repl, fake_s
     ]
 
     missing = chat.command(f"/image {tmp_path / 'nope.png'}")
-    assert "nope.png does not exist. Usage: /image [PATH|URL|clear]" in missing  # one line, then the prompt
-    assert missing.count("does not exist") == 1 and "Traceback" not in missing and not chat.eof
+    # one message, then the prompt (wrapped at spaces to the terminal's width: issue 17)
+    flat = " ".join(missing.split())
+    assert "nope.png does not exist. Usage: /image [PATH|URL|clear]" in flat
+    assert flat.count("does not exist") == 1 and "Traceback" not in missing and not chat.eof
     chat.command(f"/image {png}")
     assert "Dropped 1 image" in chat.command("/image clear")
     third = chat.ask("still there?")  # the chat went on; the cleared image was not sent with the question

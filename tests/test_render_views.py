@@ -124,7 +124,8 @@ def test_plain_stderr_terminal_gets_dim_reasoning_and_usage(monkeypatch: pytest.
     run(PlainView(out, err))
     assert out.getvalue() == ANSWER
     assert "\x1b[2m" in err.getvalue()
-    assert ANSI.sub("", err.getvalue()).startswith(REASONING + "\n")
+    # a person reads this stderr: the reasoning is framed (issue 17), a blank line before the answer
+    assert ANSI.sub("", err.getvalue()).startswith(f"Thinking…\n{REASONING}\n…done thinking.\n\n")
     assert "22 in · 382 out (210 reasoning)" in err.getvalue()
 
 
@@ -405,3 +406,36 @@ def test_rendering_loads_no_http_client_and_rich_only_for_the_terminal() -> None
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# -- plain modes on a terminal are readable (issue 17) ---------------------------------------------
+
+
+def test_word_wrap_breaks_at_spaces_however_the_stream_is_split() -> None:
+    import pyte
+
+    from llmchat.render.plain import WordWrap
+
+    text = "The reasoning will run on past the edge of a narrow terminal and words stay whole. " * 3
+    for seed in range(5):
+        wrap = WordWrap(24)
+        out = "".join(wrap.feed(piece) for piece in pieces(text, seed))
+        screen = pyte.Screen(24, 12)
+        pyte.Stream(screen).feed(out.replace("\n", "\r\n"))
+        lines = [line.rstrip() for line in screen.display if line.strip()]
+        assert " ".join(lines).split() == text.split()  # every word whole, none cut at the edge
+        assert all(len(line) <= 24 for line in lines)
+
+
+@pytest.mark.parametrize("variables", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_no_color_and_dumb_terminal_frame_the_reasoning_without_any_escape(variables) -> None:
+    from llmchat.core.environment import Environment
+
+    out, err = Tty(), Tty()
+    environment = Environment(stdin=None, stdout=out, stderr=err, variables={"TERM": "xterm", **variables})
+    view = make_view(plain=False, thinking="collapse", show_usage=None, price=None, stdout=out, stderr=err,
+                     environment=environment)
+    run(view)
+    assert "\x1b" not in err.getvalue() and "\x1b" not in out.getvalue()
+    assert err.getvalue().startswith(f"Thinking…\n{REASONING}\n…done thinking.\n\n")
+    assert "22 in · 382 out" in err.getvalue()

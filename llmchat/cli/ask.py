@@ -113,10 +113,20 @@ def chat(
     resume: Annotated[Optional[str], typer.Option(
         "--resume", help="Continue the saved conversation ID (see `llmchat history`).")] = None,
 ) -> None:
-    """Interactive chat that keeps the conversation (the same as running `llmchat` alone)."""
+    """Interactive chat that keeps the conversation (the same as running `llmchat` alone).
+
+    With text piped in, it answers that text as `ask` does (as the bare `llmchat` does), instead of
+    drawing a chat screen into a pipe.
+    """
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                           search=search, show_thinking=show_thinking, config=config,
                           **tool_flags(tool, no_tools, trust_tools))
+    environment = environment_of(ctx)
+    if not environment.stdin_is_terminal:
+        ask_words(flags, [], environment, plain=plain or bool(ctx.meta.get("plain")), as_json=False, usage=None,
+                  stream=True, save=not (no_save or ctx.meta.get("no_save")),
+                  resume=resume or ("last" if continue_ else None))
+        return
     chat_session(flags, environment_of(ctx), plain=plain or bool(ctx.meta.get("plain")),
                  save=not (no_save or ctx.meta.get("no_save")), resume=resume or ("last" if continue_ else None))
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmchat.cli.group import QuestionGroup
 from llmchat.config.profile import LIMITS, out_of_range
 from llmchat.config.session import Overrides
 from llmchat.core.environment import Environment
@@ -17,11 +18,13 @@ from llmchat.core.errors import LlmchatError
 app = typer.Typer(
     name="llmchat",
     help="Chat with local (Ollama) and cloud (Bailian, any OpenAI-compatible) LLMs from the terminal.\n\n"
-    "Run without a command for an interactive chat; pipe text in to ask about it.",
+    "Run without a command for an interactive chat; `llmchat \"QUESTION\"` asks one (as `ask` does); pipe "
+    "text in to ask about it. Shell completion: `llmchat --install-completion`.",
     invoke_without_command=True,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
+    cls=QuestionGroup,  # `llmchat "question"` asks (cli/group.py)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Where the config file lives; create it; show the effective config.")

@@ -44,6 +44,11 @@ class Exchange:
     rounds: list[ToolRound] = field(default_factory=list)
 
 
+#: What stands for the answer of a question the user stopped (Ctrl-C) before any answer text came, so
+#: the question stays in what is sent ("shorter, please" next has something to refer to) and the roles
+#: still alternate, as both APIs require (an assistant message with text: Ollama and OpenAI both take it).
+INTERRUPTED_ANSWER = "[interrupted by the user before answering]"
+
 #: How a summary is introduced to the model, after the system prompt.
 SUMMARY_HEADING = "Summary of the earlier conversation (condensed to fit the context window):"
 
@@ -110,22 +115,24 @@ class Conversation:
     def messages(self, question: str | None = None) -> list[Message]:
         """What to send: system (with the summary), every answered exchange still sent, the new question.
 
-        An exchange that produced no answer and called no tool (it failed before the first token) is
-        left out, so the roles still alternate as the APIs require. Tool rounds go in the neutral form
-        `tool_messages` describes; each provider turns it into its own wire form.
+        An exchange that produced no answer and called no tool because it failed before the first token
+        is left out, so the roles still alternate as the APIs require. One the user interrupted keeps its
+        question: with the partial answer when there is one, else with `INTERRUPTED_ANSWER`. Tool rounds
+        go in the neutral form `tool_messages` describes; each provider turns it into its own wire form.
         """
         system = self.system_content()
         sent: list[Message] = [{"role": "system", "content": system}] if system else []
         for exchange in self.exchanges[self.first_sent():]:
-            if exchange.answer or exchange.rounds:
+            stopped = exchange.interrupted and not exchange.answer and not exchange.rounds
+            if stopped or exchange.answer or exchange.rounds:
                 user: dict[str, Any] = {"role": "user", "content": exchange.user}
                 if exchange.images:
                     user["images"] = exchange.images
                 sent.append(user)
                 for tool_round in exchange.rounds:
                     sent.extend(tool_messages(tool_round))
-                if exchange.answer:
-                    sent.append({"role": "assistant", "content": exchange.answer})
+                if exchange.answer or stopped:
+                    sent.append({"role": "assistant", "content": exchange.answer or INTERRUPTED_ANSWER})
         if question is not None:
             sent.append({"role": "user", "content": question})
         return sent

@@ -298,6 +298,9 @@ class ContextManager:
         count = self._fit_summary_request(previous.text if previous else None, conversation, candidates, count,
                                           tokens)
         chosen = [conversation.exchanges[i] for i in candidates[:count]]
+        # the call takes as long as an answer: say what is happening before it, not only after
+        notice(f"Context: summarising {_count(count, 'older exchange')} with {self.summarizer.profile.name}"
+               f" ({self.summarizer.options.model})…")
         summary, why = self.summarizer.summarise(previous.text if previous else None, chosen, tokens)
         if summary is None:
             notice(f"Context: could not summarise the older turns ({why}).")

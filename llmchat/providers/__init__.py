@@ -235,11 +235,12 @@ def gateway_error(server: str, status: int, body: str, content_type: str | None 
     return error
 
 
-def check_images(provider: Provider, model: str, images: Sequence[Image]) -> None:
+def check_images(provider: Provider, model: str, images: Sequence[Image], *, in_chat: bool = False) -> None:
     """Before sending: the provider can take these images, and the model can see (when the server says).
 
     Ollama reports capabilities (`/api/show`); OpenAI-compatible servers do not, so there the server's
     own answer decides. Raises ImageError (exit 2): no model call was made, the input must change.
+    `in_chat`: the hint names the chat's `/model` instead of the command line's `-m`.
     """
     if not images:
         return
@@ -251,5 +252,7 @@ def check_images(provider: Provider, model: str, images: Sequence[Image]) -> Non
         shown = ", ".join(sorted(capabilities)) or "none reported"
         raise ImageError(
             f"{model} cannot see images (its capabilities: {shown}).",
-            hint="Use a vision model, e.g. -m qwen2.5vl or -m gemma3; `llmchat models` shows which can see.",
+            hint="Switch to a vision model, e.g. /model qwen2.5vl or /model gemma3; /model lists the server's "
+            "models." if in_chat else
+            "Use a vision model, e.g. -m qwen2.5vl or -m gemma3; `llmchat models` shows which can see.",
         )

@@ -224,7 +224,7 @@ class OllamaProvider:
             )
         return None
 
-    def _response_error(self, exc: ollama.ResponseError, model: str) -> ProviderError:
+    def _response_error(self, exc: ollama.ResponseError, model: str, path: str = "/api/chat") -> ProviderError:
         status, text = exc.status_code, str(exc.error)
         if status != -1 and (gateway := gateway_error(
                 f"Ollama at {self.host}", status, text, _ERROR_HEADERS.get().get("content-type"))) is not None:
@@ -236,7 +236,7 @@ class OllamaProvider:
             )
         if status == 404 and text.strip() == "404 page not found":
             return BadRequest(
-                f"{self.host} answered 404 for /api/chat: this does not look like Ollama's native API.",
+                f"{self.host} answered 404 for {path}: this does not look like Ollama's native API.",
                 hint="Use the server root as base_url (e.g. http://localhost:11434, without /v1).",
             )
         if status == 404:
@@ -324,7 +324,7 @@ class OllamaProvider:
         """Pull failures arrive in-band (status 200, an {"error": …} line), so the text tells them apart."""
         text = str(exc.error)
         if exc.status_code != -1:  # refused before streaming: an HTTP status like any other call's
-            return self._response_error(exc, model)
+            return self._response_error(exc, model, "/api/pull")  # the call that failed, named as it is
         if "does not exist" in text or "not found" in text:
             return ModelNotFound(f"The Ollama registry has no model '{model}' ({text}).",
                                  hint="Check the name and tag at https://ollama.com/search, e.g. qwen3:8b.")

@@ -58,7 +58,8 @@ def make_view(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     if plain or wants_plain(out, environment):
-        no_color = environment.no_color if environment is not None else None
+        # colour only where the run's rule allows it on stderr: NO_COLOR and TERM=dumb get no escape codes
+        no_color = not environment.color_for(err) if environment is not None else None
         return PlainView(out, err, thinking=thinking, show_usage=show_usage, price=price, no_color=no_color)
     return _live_view(out, thinking=thinking, show_usage=show_usage is not False, price=price)
 

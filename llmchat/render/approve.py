@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from llmchat.core.safe_text import is_terminal, sanitize
@@ -43,6 +44,10 @@ class TerminalApproval:
             shown = json.dumps(dict(call.arguments), indent=2, ensure_ascii=False)
             lines += [f"  {line}" for line in shown.splitlines()]
         self._write("\n".join(dim(sanitize(line)) for line in lines) + "\n")
+        with self._answering():
+            return self._decide()
+
+    def _decide(self) -> Decision:
         while True:
             answer = self._read(QUESTION)
             if answer is None:
@@ -56,6 +61,31 @@ class TerminalApproval:
             if choice in ("n", "no"):
                 reason = self._read(REASON)
                 return Decision(run=False, reason=(reason or "").strip() or None)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """The terminal as a person answers on it: echo and line editing on (the chat turns them off while a
+        turn runs, to keep type-ahead), and whatever was typed before the question was shown discarded, so
+        keys pressed while the answer streamed can never approve a call."""
+        try:
+            import termios
+
+            fd = self._reader.fileno()
+            saved = termios.tcgetattr(fd)
+        except (ImportError, OSError, ValueError, AttributeError):
+            yield  # not a terminal: nothing typed ahead, nothing to switch
+            return
+        mode = termios.tcgetattr(fd)
+        mode[3] |= termios.ECHO | termios.ICANON
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
+        if _pending(fd):
+            termios.tcflush(fd, termios.TCIFLUSH)
+            self._write("  (what was typed before this question is discarded: answer now)\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(fd, termios.TCSANOW, saved)
 
     def close(self) -> None:
         for handle in self._owned:
@@ -72,6 +102,20 @@ class TerminalApproval:
         self._write(f"{_BOLD}{prompt}{_RESET}" if self._color else prompt)
         line = self._reader.readline()
         return line if line else None
+
+
+def _pending(fd: int) -> int:
+    """Bytes typed on the terminal and not read yet (FIONREAD); 0 when it cannot be told."""
+    try:
+        import array
+        import fcntl
+        import termios
+
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return count[0]
+    except (ImportError, OSError):
+        return 0
 
 
 def terminal_approval(environment: Environment) -> TerminalApproval | None:

@@ -34,7 +34,7 @@ from llmchat.core.safe_text import sanitize
 from llmchat.core.tools import ToolCall, ToolRecord
 from llmchat.render.markdown_stream import ANSWER_MARKDOWN, MarkdownStream
 from llmchat.render.tools import call_line, outcome_line
-from llmchat.render.usage import format_seconds, usage_parts, wrap_fields
+from llmchat.render.usage import arrived, format_seconds, usage_parts, wrap_fields
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType, RenderResult
@@ -318,7 +318,8 @@ class LiveView:
                     self._stream.finish()
                     if result.interrupted:
                         self._print(Text("[interrupted]", style="bold red"))
-                    parts = usage_parts(result, self._price) if self._show_usage else []
+                    # nothing arrived (an error before any output): no "0.00s" line before the error
+                    parts = usage_parts(result, self._price) if self._show_usage and arrived(result) else []
                     if parts:
                         if self._printed:
                             self._print(Text())

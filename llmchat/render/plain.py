@@ -2,25 +2,81 @@
 
 Scripts read stdout, so reasoning, status and the usage line go to stderr, and reasoning and usage
 only when someone is there to read them (stderr is a terminal) or asked for them (`--usage`).
-The same view draws `--plain` and NO_COLOR on a terminal: there the answer and reasoning are
-sanitized (`safe_text`) piece by piece, and notices always are; a pipe gets the answer byte-exact.
+The same view draws `--plain`, NO_COLOR and TERM=dumb on a terminal: there the answer and reasoning
+are sanitized (`safe_text`) piece by piece, and notices always are; a pipe gets the answer byte-exact.
+On a terminal the view keeps its structure without colour: the reasoning is framed by "Thinking…" and
+"…done thinking." (as `ollama run` frames it), a blank line parts it from the answer, and lines are
+wrapped at spaces (`WordWrap`) instead of the terminal breaking words at its edge ("w / ill"). Colour
+(dim reasoning and usage) only where `Environment.color_for(stderr)` allows it: never under NO_COLOR or
+TERM=dumb, which get no escape sequence at all.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, TextIO
 
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.core.safe_text import is_terminal, sanitize
 from llmchat.render.tools import call_line, outcome_line
-from llmchat.render.usage import format_usage
+from llmchat.render.usage import arrived, format_usage
 
 if TYPE_CHECKING:
     from llmchat.core.tools import ToolCall, ToolRecord
     from llmchat.render import ThinkingMode
 
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
+THINKING, DONE_THINKING = "Thinking…", "…done thinking."
+
+
+def terminal_width(stream: TextIO, default: int = 80) -> int:
+    """The width of the terminal `stream` writes to, as the terminal itself reports it."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or default
+    except (OSError, AttributeError, ValueError):
+        return default
+
+
+class WordWrap:
+    """Breaks streamed text into lines shorter than `width` columns at spaces, piece by piece.
+
+    A word is written as soon as it arrives while it still fits the line; when it grows past the
+    edge, the part already written is erased with backspaces (which even TERM=dumb understands) and
+    the word moves to the next line. A word longer than a line is left to the terminal to break.
+    """
+
+    def __init__(self, width: int) -> None:
+        # the last column is left empty: a cursor that reached it waits there to wrap, and a backspace
+        # from that state lands one column short, on real terminals and pyte alike
+        self.width = max(width - 1, 10)
+        self.column = 0  # where the cursor is on the current line
+        self.word = ""  # the word being written, already on screen
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for ch in text:
+            if ch == "\n":
+                out.append(ch)
+                self.column, self.word = 0, ""
+            elif ch in " \t":
+                self.word = ""
+                if self.column < self.width:
+                    out.append(ch)
+                    self.column += 1 if ch == " " else 8 - self.column % 8
+            else:
+                start = self.column - len(self.word)
+                if self.column + 1 > self.width and start > 0 and len(self.word) + 1 <= self.width:
+                    back = len(self.word)
+                    out.append("\b" * back + " " * back + "\n" + self.word)
+                    self.column = back
+                elif self.column + 1 > self.width:
+                    out.append("\n")  # a word as long as the line: the break falls where the edge is
+                    self.column, self.word = 0, ""
+                out.append(ch)
+                self.word += ch
+                self.column += 1
+        return "".join(out)
 
 
 class PlainView:
@@ -52,10 +108,15 @@ class PlainView:
         if no_color is None:  # not given by make_view's Environment: the process's, by the same rule
             from llmchat.core.environment import Environment
 
-            no_color = Environment.from_process().no_color
+            no_color = not Environment.from_process().color_for(stderr)
         self._dim = err_tty and not no_color
         self._clean_out = is_terminal(stdout)  # a pipe gets the answer exactly as streamed
         self._clean_err = err_tty
+        # on a terminal: words wrapped at the edge, the reasoning framed by labels (module doc)
+        self._wrap_out = WordWrap(terminal_width(stdout)) if self._clean_out else None
+        self._wrap_err = WordWrap(terminal_width(stderr)) if err_tty else None
+        self._labels = err_tty
+        self._thinking = False  # the "Thinking…" label is out and its end is not
         self._answer_tail = ""  # last character written to stdout, to end the output with one newline
         self._err_line_open = False  # stderr is mid-line (reasoning without a final newline)
         self._closed = False
@@ -65,7 +126,12 @@ class PlainView:
             return
         if self._clean_err:
             text = sanitize(text)
-        self._err.write(f"{_DIM}{text}{_UNDIM}" if self._dim else text)
+        if self._labels and not self._thinking:
+            self._thinking = True
+            self._err.write(self._dimmed(THINKING) + "\n")
+        if self._wrap_err is not None:
+            text = self._wrap_err.feed(text)
+        self._err.write(self._dimmed(text))
         self._err.flush()
         self._err_line_open = not text.endswith("\n")
 
@@ -73,7 +139,9 @@ class PlainView:
         if not text:
             return
         self._end_err_line()
-        self._out.write(sanitize(text) if self._clean_out else text)
+        self._done_thinking(gap=True)
+        shown = sanitize(text) if self._clean_out else text
+        self._out.write(self._wrap_out.feed(shown) if self._wrap_out is not None else shown)
         self._out.flush()
         self._answer_tail = text[-1]
 
@@ -82,29 +150,47 @@ class PlainView:
 
     def tool_call(self, call: ToolCall) -> None:
         """`⚙ name(args)` on stderr where the usage line would go (a terminal, or --usage): never stdout,
-        which carries the answer alone."""
+        which carries the answer alone. The response so far is closed first: its reasoning frame, and its
+        text's last line (the next response starts on a line of its own)."""
+        self._end_err_line()
+        self._done_thinking(gap=False)
+        if self._answer_tail and self._answer_tail != "\n":
+            self._out.write(self._wrap_out.feed("\n") if self._wrap_out is not None else "\n")
+            self._out.flush()
+            self._answer_tail = "\n"
         if self._show_usage:
             self._err_print(sanitize(call_line(call)))  # a message, never data: sanitized wherever it goes
 
     def tool_done(self, record: ToolRecord) -> None:
         if self._show_usage:
-            line = sanitize(outcome_line(record))
-            self._err_print(f"{_DIM}{line}{_UNDIM}" if self._dim else line)
+            self._err_print(self._dimmed(sanitize(outcome_line(record))))
 
     def close(self, result: TurnResult) -> None:
         if self._closed:
             return
         self._closed = True
+        self._end_err_line()
+        self._done_thinking(gap=False)
         if self._answer_tail and self._answer_tail != "\n":
             self._out.write("\n")
         self._out.flush()
         if result.interrupted:
             self._err_print("[interrupted]")
-        if self._show_usage:
+        if self._show_usage and arrived(result):  # nothing arrived (an error before any output): no "0.00s" line
             line = sanitize(format_usage(result, self._price))  # the currency is text from the config
             if line:
-                self._err_print(f"{_DIM}{line}{_UNDIM}" if self._dim else line)
+                self._err_print(self._dimmed(line))
         self._err.flush()
+
+    def _dimmed(self, text: str) -> str:
+        return f"{_DIM}{text}{_UNDIM}" if self._dim and text else text
+
+    def _done_thinking(self, *, gap: bool) -> None:
+        """Close the reasoning's frame: "…done thinking.", then a blank line before an answer."""
+        if self._thinking:
+            self._thinking = False
+            self._err.write(self._dimmed(DONE_THINKING) + ("\n\n" if gap else "\n"))
+            self._err.flush()
 
     def _err_print(self, line: str) -> None:
         self._end_err_line()
@@ -117,3 +203,5 @@ class PlainView:
             self._err.write("\n")
             self._err.flush()
             self._err_line_open = False
+            if self._wrap_err is not None:
+                self._wrap_err.feed("\n")

@@ -14,6 +14,13 @@ SEPARATOR = " · "
 NOT_REPORTED = "tokens not reported by the server"
 
 
+def arrived(result: TurnResult) -> bool:
+    """Whether the server sent anything for this turn (a token, a usage report, a finish reason): when
+    nothing did (an error before any output), the views print no usage line, which would say only "0.00s"."""
+    return bool(result.answer or result.reasoning or result.usage is not None or result.finish_reason
+                or result.timing.ttft_s is not None)
+
+
 def format_usage(result: TurnResult, price: Price | None, *, unreported: bool = True) -> str:
     """Tokens, speed, time and cost of one turn on one line; "" when nothing at all is known.
 

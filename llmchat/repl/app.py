@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -27,7 +29,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from llmchat import __version__
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.environment import Environment
-from llmchat.core.errors import LlmchatError
+from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import make_turn_view
@@ -82,7 +84,8 @@ def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> 
         except EOFError:
             return 0
         try:
-            action = respond(state, text, plain=plain)
+            with typeahead_kept(state.environment.stdin if state.environment is not None else None):
+                action = respond(state, text, plain=plain)
         except Terminated:  # the turn saved what arrived, marked interrupted
             raise
         except KeyboardInterrupt:  # a Ctrl-C that missed the turn (e.g. while it was closing)
@@ -124,7 +127,7 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
     if state.pending_images:
         images = state.pending_images.images()
         try:
-            check_images(state.provider, options.model, images)
+            check_images(state.provider, options.model, images, in_chat=True)
         except LlmchatError as exc:  # e.g. a model that cannot see: the images stay attached, nothing is sent
             state.say(f"{exc.message} Nothing was sent; /image clear drops the images.")
             if exc.hint:
@@ -150,10 +153,34 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
         ask(state, question, plain=plain)
         return
     state.record(result)
+    if isinstance(error, ModelNotFound) and offer_pull_here(state, options.model):
+        state.conversation.pop()  # asked again: its question takes the failed turn's place in the store
+        state.pending_images.restore(options.images)
+        ask(state, question, plain=plain)
+        return
     if error is not None:
         state.report(error)
     elif result.interrupted:
         state.say("Stopped. /retry asks again, /undo drops the exchange.")
+
+
+def offer_pull_here(state: ReplState, model: str) -> bool:
+    """An Ollama model the server lacks: offer to pull it, as `ask` does (True: pulled, ask again).
+
+    A failed pull is reported (naming `/api/pull`, the call that failed) and the chat goes on.
+    """
+    from prompt_toolkit.shortcuts import confirm
+
+    from llmchat.engine.pull import offer_pull
+
+    host = getattr(state.provider, "host", "the Ollama server")
+    try:
+        return offer_pull(state.provider, model, environment=state.environment,
+                          confirm=lambda _question: confirm(sanitize(f"{model} is not on the Ollama server at "
+                                                                     f"{host}. Pull it now?")))
+    except LlmchatError as exc:
+        state.report(exc)
+        return False
 
 
 NOT_UTF8 = ("That input is not valid UTF-8 (is the terminal set to another encoding, such as GBK?); "
@@ -188,6 +215,35 @@ def offer_unsaved(state: ReplState, error: LlmchatError) -> bool:
     state.saving = False
     state.say("History is off for the rest of this chat; nothing more is saved.")
     return True
+
+
+@contextlib.contextmanager
+def typeahead_kept(stdin: TextIO | None) -> Iterator[None]:
+    """While a turn (or command) runs, what the user types is neither echoed nor lost: it waits for the
+    next prompt, which reads it as typed (type-ahead, as a shell keeps it).
+
+    Between prompts the terminal is back in its cooked mode, which echoes each key into the answer
+    being drawn (and knocks the live region's cursor arithmetic off, leaving a panel's top border in
+    the scrollback) and holds an unfinished line that prompt-toolkit then never sees. Echo and line
+    editing are turned off for that time; signals stay on, so Ctrl-C still stops the turn.
+    """
+    try:
+        import termios
+
+        fd = stdin.fileno() if stdin is not None else -1
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        yield  # not a terminal (or not POSIX): nothing is echoed by anyone
+        return
+    quiet = termios.tcgetattr(fd)
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)  # lflag: no echo, bytes readable as they come
+    quiet[6][termios.VMIN], quiet[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)  # TCSANOW: keep what was typed already
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 # ------------------------------------------------------------------------------------------ multi-line
@@ -309,8 +365,16 @@ def make_session(state: ReplState, *, remember: bool = True) -> PromptSession[st
         complete_in_thread=True,  # /model asks the server once; typing must not wait for it
         tempfile_suffix=".md",  # so $EDITOR highlights the message as Markdown
         bottom_toolbar=lambda: toolbar(state),
-        placeholder="Send a message (/help for commands)",
+        placeholder=_placeholder,
     )
+
+
+def _placeholder() -> str:
+    """The hint in an empty input line, gone from the last drawing of the prompt (after Enter or
+    Ctrl-D), so it never stays in the scrollback as if typed."""
+    from prompt_toolkit.application import get_app
+
+    return "" if get_app().is_done else "Send a message (/help for commands)"
 
 
 def toolbar(state: ReplState) -> str:

@@ -11,6 +11,7 @@ own here (/help /exit /clear /resume), its settings in `settings.py`, the conver
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 from llmchat.core.conversation import Conversation
 from llmchat.repl.conversation import (
@@ -80,18 +81,66 @@ def cmd_clear(state: ReplState, args: str) -> None:
     state.say("Started a new conversation (same system prompt).")
 
 
+#: How many saved conversations `/resume` alone offers.
+RECENT = 10
+
+
 def cmd_resume(state: ReplState, args: str) -> None:
-    if not args:
-        raise UsageError("Give a conversation id (see `llmchat history`), or `last`.")
     if state.store is None:
         raise UsageError("History is off in this chat (--no-save), so there is nothing to resume.")
+    if not args:
+        _list_recent(state)
+        return
     state.conversation = state.store.load_conversation(args)
     turns = len(state.conversation.exchanges)
     state.say(f"Resumed conversation {state.conversation.id} ({turns} turn{'s' if turns != 1 else ''}); "
               "/history shows it.")
 
 
+def _list_recent(state: ReplState) -> None:
+    """The recent saved conversations, to pick one from inside the chat: id, age, turns, title."""
+    assert state.store is not None
+    rows = state.store.list_conversations(limit=RECENT)
+    if not rows:
+        state.say("No saved conversations yet.")
+        return
+    now = datetime.now(UTC)
+    lines = ["Recent conversations:"]
+    for row in rows:
+        here = "  (this chat)" if row.id == state.conversation.id else ""
+        turns = f"{row.turns} turn{'s' if row.turns != 1 else ''}"
+        lines.append(f"  {row.id}  {age(row.updated, now):>11}  {turns:>9}  {row.title}{here}")
+    lines.append("Pick one with /resume ID (Tab completes the ids), or /resume last.")
+    state.say("\n".join(lines))
+
+
+def age(iso: str, now: datetime) -> str:
+    """How long ago an ISO 8601 time was, in the largest unit that is at least one ("3 h ago")."""
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now"
+
+
 # ------------------------------------------------------------------------------------------- completers
+
+
+def _complete_resume(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
+    """The recent conversations' ids, each with its title; nothing when history is off or unreadable."""
+    if before or state.store is None:
+        return []
+    try:
+        rows = state.store.list_conversations(limit=RECENT)
+    except Exception:  # completion must never break typing, whatever the database does
+        return []
+    return [("last", "the latest conversation"), *((row.id, row.title) for row in rows)]
 
 
 def _complete_help(state: ReplState, before: Sequence[str]) -> Iterable[tuple[str, str]]:
@@ -102,7 +151,8 @@ COMMANDS = Registry([
     Command("help", cmd_help, "Show the commands, or one command's help", "[COMMAND]", ("?",), _complete_help),
     Command("exit", cmd_exit, "Leave the chat", aliases=("quit", "bye")),
     Command("clear", cmd_clear, "Start a new conversation with the same system prompt", aliases=("new",)),
-    Command("resume", cmd_resume, "Continue a saved conversation (see `llmchat history`)", "ID|last"),
+    Command("resume", cmd_resume, "Continue a saved conversation (alone: list the recent ones to pick from)",
+            "[ID|last]", complete=_complete_resume),
     Command("profile", cmd_profile, "Switch provider and model, keeping the conversation (alone: list them)", "[NAME]",
             complete=complete_profiles),
     Command("model", cmd_model, "Switch model (alone: list the server's models)", "[NAME]",

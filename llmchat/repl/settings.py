@@ -11,6 +11,7 @@ from llmchat.config.profile import LIMITS, Profile, out_of_range
 from llmchat.config.session import Overrides, with_flags
 from llmchat.core.errors import LlmchatError
 from llmchat.core.suggest import closest, did_you_mean
+from llmchat.providers import ChatOptions
 from llmchat.repl.state import ReplState, UsageError
 
 
@@ -26,20 +27,62 @@ def cmd_profile(state: ReplState, args: str) -> None:
     if args not in state.config.profiles:
         raise UsageError(f"No profile '{args}'.{did_you_mean(args, state.config.profiles)}"
                          f" Known: {', '.join(sorted(state.config.profiles))}.")
-    # Only the display flag follows the user across profiles; the others were about the first profile.
+    # The display flag follows the user across profiles; so do /think, /set and /search where they still apply.
     profile = with_flags(state.config.profiles[args], Overrides(show_thinking=state.flags.show_thinking))
+    changed = _changed_here(state)
     try:
         state.switch_profile(profile)
     except LlmchatError as exc:
         state.report(exc)
         state.say(f"Still using profile {state.profile.name}.")
         return
+    carried = _carry(state, changed)
     turns = len(state.conversation.exchanges)
     kept = f"; the conversation ({turns} turn{'s' * (turns != 1)}) continues" if turns else ""
     persona = ("\nThe conversation keeps its system prompt; /system shows or replaces it."
                if profile.system != state.conversation.system else "")
     where = _endpoint(state, profile)
-    state.say(f"Profile {profile.name}: {profile.provider} · {profile.model} · {where}{kept}.{persona}")
+    state.say(f"Profile {profile.name}: {profile.provider} · {profile.model} · {where}{kept}.{persona}{carried}")
+
+
+#: The settings /think, /search and /set change, and why one would not carry over to another profile
+#: (None: it applies to any profile).
+CARRIED: dict[str, Callable[[Profile], str | None]] = {
+    "think": lambda p: None,
+    "thinking_budget": lambda p: None if p.provider == "bailian" else "Bailian only",
+    "search": lambda p: None if p.provider == "bailian" else "Bailian only",
+    "temperature": lambda p: None,
+    "top_p": lambda p: None,
+    "top_k": lambda p: None,
+    "max_tokens": lambda p: None,
+    "seed": lambda p: None,
+    "stop": lambda p: None,
+    "context_window": lambda p: "it belongs to the model",
+}
+
+
+def _changed_here(state: ReplState) -> dict[str, Any]:
+    """The settings the user changed in this chat: where the options differ from the profile's own."""
+    own = ChatOptions.from_profile(state.profile)
+    return {key: getattr(state.options, key) for key in CARRIED if getattr(state.options, key) != getattr(own, key)}
+
+
+def _carry(state: ReplState, changed: dict[str, Any]) -> str:
+    """Apply the changed settings that still apply to the new profile; say what was kept and what reset."""
+    kept, reset = [], []
+    for key, value in changed.items():
+        why = CARRIED[key](state.profile)
+        if why is None:
+            state.options = replace(state.options, **{key: value})
+            kept.append(f"thinking {state.thinking_label()}" if key == "think" else f"{key} = {_shown(value)}")
+        else:
+            reset.append(f"{key} ({why})")
+    lines = ""
+    if kept:
+        lines += f"\nKept from this chat: {', '.join(kept)}."
+    if reset:
+        lines += f"\nBack to the profile's: {', '.join(reset)}."
+    return lines
 
 
 def _list_profiles(state: ReplState) -> None:

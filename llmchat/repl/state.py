@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
@@ -16,7 +17,7 @@ from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
 from llmchat.core.images import PendingImages
-from llmchat.core.safe_text import sanitize
+from llmchat.core.safe_text import is_terminal, sanitize
 from llmchat.engine.context import ContextManager, manager_for, request_options
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Provider, connect
@@ -49,6 +50,23 @@ class Suggestion(NamedTuple):
     text: str
     start: int
     meta: str = ""
+
+
+def wrapped(text: str, out: TextIO | None) -> str:
+    """`text` with its long lines broken at spaces to fit the terminal `out` (the last column left
+    free), so a message never reads "continu / es."; a line's indent is kept on its continuations."""
+    from llmchat.render.plain import terminal_width
+
+    width = terminal_width(out) - 1 if out is not None else 79
+    lines = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        lines.append(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False,
+                                   break_on_hyphens=False, drop_whitespace=True) or line)
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------- session state
@@ -126,7 +144,8 @@ class ReplState:
         return profile.shown_endpoint_in(self.environment.variables)
 
     def say(self, text: str) -> None:
-        print(sanitize(text), file=self.out, flush=True)  # quotes models, servers, titles: DESIGN §4
+        text = sanitize(text)  # quotes models, servers, titles: DESIGN §4
+        print(wrapped(text, self.out) if is_terminal(self.out) else text, file=self.out, flush=True)
 
     def recorder(self) -> TurnRecorder | None:
         """Where this turn is saved: nowhere under --no-save or for a profile with save = false."""

@@ -1,0 +1,60 @@
+"""The command line fits people's habits (issue 17): a bare question, -V, a piped `chat`, readable help."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+HELPS = ((), ("ask",), ("chat",), ("batch",), ("usage",), ("history",), ("history", "export"), ("history", "list"),
+         ("config",), ("config", "init"), ("doctor",), ("pull",), ("models",), ("profiles",))
+
+
+def test_a_bare_question_is_asked_as_ask_asks_it(fake_server, config_file, llmchat) -> None:
+    run = llmchat("why is the sky blue")
+    assert run.code == 0, run.stderr
+    assert run.stdout == "You said: why is the sky blue\n"
+    words = llmchat("-m", "qwen3:8b", "why", "is", "it", "blue")  # unquoted words, global options before
+    assert words.code == 0 and words.stdout == "You said: why is it blue\n", words.stderr
+    assert fake_server.last("/api/chat").body["model"] == "qwen3:8b"
+
+
+def test_a_mistyped_command_is_a_usage_error_not_a_question(fake_server, config_file, llmchat) -> None:
+    run = llmchat("hsitory")
+    assert run.code == 2 and "Did you mean 'history'?" in run.stderr
+    assert not [r for r in fake_server.requests if r.path.endswith("/api/chat")]
+
+
+def test_dash_capital_v_prints_the_version(env, llmchat) -> None:
+    from llmchat import __version__
+
+    run = llmchat("-V")
+    assert run.code == 0 and run.stdout.strip() == f"llmchat {__version__}"
+
+
+def test_piped_text_to_chat_is_answered_like_ask(fake_server, config_file, llmchat_process) -> None:
+    run = llmchat_process("chat", input="hi there\n")
+    assert run.code == 0, run.stderr
+    assert run.stdout == "You said: hi there\n"  # the answer only: no prompt-toolkit screen in the pipe
+    assert "\x1b" not in run.stdout and ">>>" not in run.stdout
+
+
+@pytest.mark.parametrize("argv", HELPS, ids=lambda argv: " ".join(argv) or "llmchat")
+def test_help_shows_words_not_python_types_and_fits_80_columns(env, llmchat, argv) -> None:
+    run = llmchat(*argv, "--help", COLUMNS="80")
+    assert run.code == 0, run.stderr
+    text = run.stdout
+    assert "<bool>" not in text and "<str>" not in text and "list[" not in text, text
+    assert "{INPUT}" not in text and "<float" not in text and "<file>" not in text, text
+    assert "…" not in text, text  # nothing cut short, option names included
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+
+
+def test_help_names_what_each_value_is(env, llmchat) -> None:
+    ask = llmchat("ask", "--help", COLUMNS="100").stdout
+    assert "[PROMPT]..." in ask and "PROMPT..." in ask and "--profile" in ask and "PROFILE" in ask
+    assert re.search(r"--think\s+--no-think\s+Ask the model", ask), ask  # an on/off flag: no value column
+    batch = llmchat("batch", "--help", COLUMNS="100").stdout
+    assert "llmchat batch [OPTIONS] INPUT" in batch
+    root = llmchat("--help", COLUMNS="100").stdout
+    assert "--install-completion" in root  # named in the text, out of the table
