@@ -251,3 +251,25 @@ def test_ask_c_after_a_tool_turn_sends_the_calls_and_results_again(fake_server, 
         "name": "marker", "arguments": json.dumps({"path": str(marker)})}}]
     assert (sent[2]["tool_call_id"], sent[2]["content"]) == ("call_m1", "(no output)")
     assert sent[3]["content"] == "Made."
+
+
+def test_keys_typed_while_the_answer_streams_never_answer_the_approval(fake_server, env, tmp_path, repl):
+    tools_config(fake_server, env, tmp_path)
+    marker = tmp_path / "typed-ahead"
+    slow = marker_call(marker)
+    slow.chunk_delay = 0.3  # the call arrives over about a second
+    fake_server.enqueue(slow, openai_answer("Fine."))
+    session = repl()
+    session.enter("make it")
+    session.wait_for(lambda: len(session.chat_requests()) == 1, "the request")
+    session.send("y\r")  # typed ahead while the call streams in, before the question exists
+    session.wait_text("Run it?")
+    time.sleep(0.3)
+    assert not marker.exists()  # the early "y" did not approve it
+    assert "discarded" in session.since()
+    session.send("n\r")
+    session.wait_text("Reason for the model")
+    session.send("\r")
+    session.wait_prompt()
+    assert not marker.exists()
+    assert tool_messages(fake_server)[0]["content"] == "declined by the user"
