@@ -81,7 +81,7 @@ from llmchat.store.schema import (
 from llmchat.store.search import has_json, search_clause
 
 if TYPE_CHECKING:
-    from llmchat.config.profile import Profile
+    from llmchat.store.records import Answerer
 
 
 def open_store(path: Path | None = None, *, reading: bool = False) -> Store:
@@ -304,7 +304,7 @@ class Store:
 
     # -- recording ----------------------------------------------------------------------------
 
-    def recorder(self, profile: Profile, *, warn: Callable[[str], None] | None = None) -> Recorder:
+    def recorder(self, profile: Answerer, *, warn: Callable[[str], None] | None = None) -> Recorder:
         """The `TurnRecorder` for `run_turn`; cheap, so make one per turn or whenever the profile changes."""
         return Recorder(self, profile, warn=warn)
 
@@ -323,7 +323,7 @@ class Store:
             raise self._error(exc) from None
         conversation.freed.clear()
 
-    def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Profile, upto: int,
+    def _ensure(self, db: sqlite3.Connection, conversation: Conversation, profile: Answerer, upto: int,
                 stamp: str) -> str:
         """The conversation's row, created on its first question (or recreated if `history rm` removed it
         while a chat was open, with the exchanges before `upto`, so nothing said is lost)."""

@@ -35,7 +35,7 @@ from llmchat.store.schema import (
 )
 
 if TYPE_CHECKING:
-    from llmchat.config.profile import Profile
+    from llmchat.store.records import Answerer
 
 
 # -------------------------------------------------------------------------------- export / import
@@ -64,7 +64,7 @@ def build_record(conversation: Mapping[str, Any], rows: Iterable[Mapping[str, An
     return record
 
 
-def conversation_record(conversation: Conversation, profile: Profile, *, cid: str, created: str,
+def conversation_record(conversation: Conversation, profile: Answerer, *, cid: str, created: str,
                         model: str | None = None) -> dict[str, Any]:
     """The export of a conversation that is only in memory (`--no-save`, a profile with save = false):
     the rows the recorder would have written, so it reads exactly like one exported from the store.

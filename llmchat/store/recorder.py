@@ -14,8 +14,8 @@ from llmchat.store import records
 from llmchat.store.records import answer_row, insert_row, make_title, save_images, user_row
 
 if TYPE_CHECKING:
-    from llmchat.config.profile import Profile
     from llmchat.store.db import Store
+    from llmchat.store.records import Answerer
 
 
 # ------------------------------------------------------------------------------------- recorder
@@ -43,7 +43,7 @@ class Recorder:
     `Conversation.freed`) are replaced or removed.
     """
 
-    def __init__(self, store: Store, profile: Profile, *, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, store: Store, profile: Answerer, *, warn: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.profile = profile
         self.warn = warn or _warn

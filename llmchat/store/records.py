@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmchat.core.conversation import Exchange
 from llmchat.core.errors import ConfigError, LlmchatError
@@ -17,7 +17,23 @@ from llmchat.core.tools import ToolRound
 from llmchat.store.schema import CONVERSATION_COLUMNS, TIMING_COLUMNS, TITLE_CHARS, USAGE_COLUMNS
 
 if TYPE_CHECKING:
-    from llmchat.config.profile import Profile
+    from llmchat.core.pricing import Price
+
+
+class Answerer(Protocol):
+    """What the store records of the profile that answered: its name, provider, model and price.
+
+    A Protocol, not `config.Profile`: the store depends on core only, and any object with these four
+    attributes (a Profile, a test's stand-in) can be recorded."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def price(self) -> Price | None: ...
 
 
 class StoreError(LlmchatError):
@@ -197,7 +213,7 @@ def user_row(position: int, exchange: Exchange, stamp: str) -> dict[str, Any]:
 
 
 def answer_row(position: int, exchange: Exchange, result: TurnResult | None, stamp: str,
-                profile: Profile | None = None) -> dict[str, Any]:
+                profile: Answerer | None = None) -> dict[str, Any]:
     """The assistant row; an answer that failed before any text is saved empty, so the turn is on record.
     Its tool rounds (`exchange.rounds`, filled by the turn loop) go with it, in `tool_rounds`.
 
