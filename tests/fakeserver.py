@@ -91,6 +91,7 @@ __all__ = [
     "FakeServer",
     "Recorded",
     "Stream",
+    "Call",
     "Raw",
     "Stall",
     "Drop",
@@ -101,6 +102,14 @@ __all__ = [
     "rfc3339nano",
     "load_fixture",
     "manifest",
+    "ollama_call_id",
+    "dashscope_call_id",
+    "OLLAMA_ARGUMENTS_NOT_OBJECT",
+    "DASHSCOPE_TOOL_NOT_A_RESPONSE",
+    "DASHSCOPE_TOOL_CALLS_UNANSWERED",
+    "DASHSCOPE_ARGUMENTS_NOT_JSON",
+    "DASHSCOPE_TOOL_CHOICE_THINKING",
+    "VLLM_NO_AUTO_TOOL_CHOICE",
 ]
 
 WIRE_DIR = Path(__file__).resolve().parent / "wire"

@@ -283,6 +283,21 @@ def test_ollama_model_without_the_tools_capability_refuses_tools(fake_server: Fa
     assert client.chat(model="llama3.2", messages=ASK, tools=[], stream=False).message.content  # empty list: fine
 
 
+def test_ollama_tool_models_show_in_v030_tags_and_a_failure_between_calls(fake_server: FakeServer) -> None:
+    fake_server.tool_models.add("qwen3:8b")
+    fake_server.tags_capabilities = True
+    tags = {m["name"]: m["capabilities"] for m in httpx.get(fake_server.url + "/api/tags").json()["models"]}
+    assert tags["qwen3:8b"] == ["completion", "tools", "thinking"] and tags["qwen3:0.6b"] == ["completion", "thinking"]
+
+    fake_server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "杭州"}), Call("get_time")], error_after=1))
+    seen = []
+    with pytest.raises(ollama.ResponseError) as caught:
+        for chunk in ollama_client(fake_server).chat(model="qwen3:8b", messages=ASK, tools=TOOLS, stream=True):
+            seen += [c.function.name for c in chunk.message.tool_calls or []]
+    assert seen == ["get_weather"]  # the first call's line, then the in-band error line
+    assert "an error was encountered while running the model" in caught.value.error
+
+
 def test_ollama_arguments_sent_back_as_a_string_are_a_400(fake_server: FakeServer) -> None:
     history = [*ASK, {"role": "assistant", "content": "", "tool_calls": [
         {"id": "call_abcdefgh", "function": {"index": 0, "name": "get_weather", "arguments": HANGZHOU}}]},
