@@ -36,8 +36,9 @@ Tool calling (``tests/test_fakeserver_tools.py``; the wire facts are ``tools.md`
   ``"function":{}``; ``interleave_calls`` for parallel calls round-robin), then
   ``{"finish_reason":"tool_calls","delta":{}}``, the usage chunk when asked, ``[DONE]``. ``stream:false``
   gives ``message.tool_calls`` on both. A ``str`` as ``Call.arguments`` is sent verbatim (invalid JSON
-  included); ``Stream(cut_chars=True)`` cuts HTTP chunks inside UTF-8 characters. llama.cpp dialect: no
-  tool-call rendering (nothing captured).
+  included); ``Stream(cut_chars=True)`` cuts HTTP chunks inside UTF-8 characters. llama.cpp dialect:
+  tools only take effect with a named ``tool_choice`` (the first scripted call, or an empty call to the
+  named tool, in that server's captured shape); otherwise they are ignored and the answer is text.
 * Follow-ups are checked like the real servers: Ollama refuses arguments that are not an object and
   ``tools`` for a model outside ``tool_models``; DashScope refuses a tool message that answers no call of
   the assistant message before it, fewer tool messages than calls, arguments that are not a JSON string
@@ -68,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -1082,7 +1084,12 @@ class _DashScopeRenderer:
 
 class _LlamaCppRenderer:
     """llama-cpp-python's server: ``json.dumps`` with its default separators, id/model/created/object/choices,
-    a role chunk, one chunk per token, an empty-delta finish chunk, ``[DONE]``; never any usage."""
+    a role chunk, one chunk per token, an empty-delta finish chunk, ``[DONE]``; never any usage.
+
+    A forced tool call (a named ``tool_choice``; ``tests/wire/llamacpp_stream_tool_call.sse``) is another
+    shape: id/object/created/model/choices and index/finish_reason/logprobs/delta, every delta repeating
+    the call's id and name beside a legacy ``function_call``, one argument token each, an empty one last,
+    then ``finish_reason:"tool_calls"`` with a delta of nulls."""
 
     def __init__(self, model: str, plan: _Plan, spec: Stream) -> None:
         self.plan = plan
@@ -1090,31 +1097,58 @@ class _LlamaCppRenderer:
         self.model = model
         self.id = f"chatcmpl-{uuid.uuid4()}"
         self.created = int(time.time())
+        self.call = spec.tool_calls[0] if spec.tool_calls else None
+        if self.call is not None:
+            self.call_id = self.call.id or f"call__0_{self.call.name}_{self.id[len('chat'):]}"
 
     def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {
-            "id": self.id, "model": self.model, "created": self.created, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        if self.call is not None:
+            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                     "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}]}
+        else:
+            chunk = {
+                "id": self.id, "model": self.model, "created": self.created, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
         return ("data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n").encode()
 
+    def _call_delta(self, arguments: str) -> dict[str, Any]:
+        assert self.call is not None
+        function = {"name": self.call.name, "arguments": arguments}
+        return {"role": None, "content": None, "function_call": function,
+                "tool_calls": [{"index": 0, "id": self.call_id, "type": "function", "function": dict(function)}]}
+
     def preamble(self) -> list[bytes]:
+        if self.call is not None:
+            return [self._event({"role": "assistant", "content": None, "function_call": None, "tool_calls": None})]
         return [self._event({"role": "assistant"})]
 
     def call_events(self) -> list[Callable[[], bytes]]:
-        return []  # no capture of llama-cpp-python's tool calls: scripted calls are not rendered here
+        if self.call is None:
+            return []
+        return [lambda f=f: self._event(self._call_delta(f)) for f in [*self.call.fragments(), ""]]
 
     def piece(self, is_reasoning: bool, text: str) -> bytes:
         return self._event({"content": text})
 
     def final(self) -> list[bytes]:
+        if self.call is not None:
+            nulls = {"role": None, "content": None, "function_call": None, "tool_calls": None}
+            return [self._event(nulls, "tool_calls"), b"data: [DONE]\n\n"]
         return [self._event({}, self.spec.finish_reason), b"data: [DONE]\n\n"]
 
     def nonstream(self) -> bytes:
+        message: dict[str, Any] = {"content": self.plan.content, "role": "assistant"}
+        finish = self.spec.finish_reason
+        if self.call is not None:
+            function = {"name": self.call.name, "arguments": self.call.text()}
+            message = {"content": None,
+                       "tool_calls": [{"id": self.call_id, "type": "function", "function": function}],
+                       "role": "assistant", "function_call": dict(function)}
+            finish = "tool_calls"
         body = {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": {"content": self.plan.content, "role": "assistant"},
-                         "logprobs": None, "finish_reason": self.spec.finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": self.plan.prompt_tokens, "completion_tokens": self.plan.completion_tokens,
                       "total_tokens": self.plan.prompt_tokens + self.plan.completion_tokens},
         }
@@ -1924,6 +1958,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(reply, Stream):
             self._send_other(reply)
             return
+        # Tools take effect only with a named tool_choice (a grammar forces that one call); otherwise the
+        # server ignores them and the model answers in text.
+        choice = body.get("tool_choice")
+        function = choice.get("function") if isinstance(choice, dict) else None
+        named = function.get("name") if isinstance(function, dict) else None
+        if isinstance(named, str):
+            call = (reply.tool_calls or [Call(named)])[0]
+            reply = dataclasses.replace(reply, answer="", pieces=None, reasoning="", reasoning_pieces=None,
+                                        tool_calls=[call])
+        else:
+            reply = dataclasses.replace(reply, tool_calls=None)
         plan = _plan(reply, body, False, ollama=False)
         renderer = _LlamaCppRenderer(model, plan, reply)
         if not stream:
@@ -1955,10 +2000,11 @@ class _Handler(BaseHTTPRequestHandler):
         wait(reply.first_delay)
         for data in renderer.preamble():
             send(data)
-        for i, (_, text) in enumerate(plan.pieces):
+        items = [lambda t=text: renderer.piece(False, t) for _, text in plan.pieces] + renderer.call_events()
+        for i, render in enumerate(items):
             if i and reply.delay > 0:
                 wait(reply.delay)
-            send(renderer.piece(False, text))
+            send(render())
         if reply.unfinished:
             writer.chunk(b"data: [DONE]\n\n")
             raise _Abort

@@ -432,6 +432,73 @@ def test_dashscope_nonstream_tool_calls_and_thinking_stream(fake_server: FakeSer
 
 
 # ----------------------------------------------------------------------------------------------------
+# llama.cpp dialect (llama-cpp-python's server): a named tool_choice is the only way to a call
+# ----------------------------------------------------------------------------------------------------
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+PARIS_TOKENS = ["{", ' "', "city", '":', ' "', "Paris", '"', " }"]
+
+
+def norm_llama(data: bytes) -> bytes:
+    data = re.sub(rb'"created": ?\d+', b'"created": 0', data)
+    return re.sub(rb"cmpl-[0-9a-f-]{36}", b"cmpl-ID", data)
+
+
+def test_llamacpp_forced_call_matches_the_captures(fake_server: FakeServer) -> None:
+    fake_server.dialect = "llama.cpp"
+    name = "llamacpp_stream_tool_call.sse"
+    fake_server.enqueue(Stream(tool_calls=[Call("get_weather", '{ "city": "Paris" }', pieces=PARIS_TOKENS)]))
+    head, chunks = http_chunks(fake_server, "/v1/chat/completions", manifest()[name]["request"])
+    assert b"content-type: text/event-stream; charset=utf-8" in head.lower()
+    expected = [e + b"\n\n" for e in load_fixture(name).split(b"\n\n") if e]
+    assert [norm_llama(c) for c in chunks] == [norm_llama(e) for e in expected]
+    name = "llamacpp_nonstream_tool_call.json"
+    fake_server.enqueue(Stream(tool_calls=[Call("get_weather", '{ "city": "Paris" }')], prompt_tokens=37,
+                               completion_tokens=8))
+    response = httpx.post(fake_server.url + "/v1/chat/completions", json=manifest()[name]["request"], timeout=5)
+    assert norm_llama(response.content) == norm_llama(load_fixture(name))
+
+
+def test_llamacpp_repeats_id_and_name_in_every_delta(fake_server: FakeServer) -> None:
+    """The trap the capture shows: the openai SDK's own accumulator joins the repeated names and ids;
+    keeping the first id and name (as llmchat's assembler must) gives the call."""
+    fake_server.dialect = "llama.cpp"
+    client = openai.OpenAI(base_url=fake_server.url + "/v1", api_key="k", timeout=5, max_retries=0)
+    fake_server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "Paris"})]))
+    with client.chat.completions.stream(model="smollm2", messages=ASK, tools=[WEATHER], tool_choice=NAMED) as stream:
+        joined = stream.get_final_completion().choices[0].message.tool_calls[0]
+    assert joined.function.name == "get_weather" * 3 and joined.function.arguments == '{"city": "Paris"}'
+
+    fake_server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "Paris"})]))
+    name, call_id, arguments, finish = "", "", "", None
+    for chunk in client.chat.completions.create(model="smollm2", messages=ASK, tools=[WEATHER], tool_choice=NAMED,
+                                                stream=True):
+        finish = chunk.choices[0].finish_reason or finish
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            call_id = call_id or delta.id or ""
+            name = name or delta.function.name or ""
+            arguments += delta.function.arguments or ""
+    assert (name, json.loads(arguments), finish) == ("get_weather", {"city": "Paris"}, "tool_calls")
+    assert re.fullmatch(r"call__0_get_weather_cmpl-[0-9a-f-]{36}", call_id)
+
+
+def test_llamacpp_ignores_tools_without_a_named_choice(fake_server: FakeServer) -> None:
+    fake_server.dialect = "llama.cpp"
+    client = openai.OpenAI(base_url=fake_server.url + "/v1", api_key="k", timeout=5, max_retries=0)
+    for choice in (None, "auto", "required"):
+        fake_server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "Paris"})]))
+        extra = {} if choice is None else {"tool_choice": choice}
+        reply = client.chat.completions.create(model="smollm2", messages=ASK, tools=[WEATHER], **extra)
+        assert reply.choices[0].message.tool_calls is None and reply.choices[0].finish_reason == "stop"
+        assert reply.choices[0].message.content == "You said: " + ASK[0]["content"]
+    fake_server.enqueue(Stream(answer="ignored"))  # no scripted call: the named tool is called, arguments {}
+    reply = client.chat.completions.create(model="smollm2", messages=ASK, tools=[WEATHER], tool_choice=NAMED)
+    call = reply.choices[0].message.tool_calls[0]
+    assert (call.function.name, call.function.arguments, reply.choices[0].message.content) == ("get_weather", "{}",
+                                                                                                None)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Follow-up validation (DashScope's 400s) and the refusing server
 # ----------------------------------------------------------------------------------------------------
 
