@@ -1163,6 +1163,38 @@ def llamacpp_ping(now: float | None = None) -> bytes:
     return f": ping - {stamp}\n\n".encode()
 
 
+def llamacpp_null_content(body: dict[str, Any]) -> bytes | None:
+    """The 500 for an assistant message whose ``content`` is null (``tests/wire/
+    llamacpp_error_assistant_content_null.json``, streaming or not): the request model's pydantic union
+    lists why the message fits none of the roles. An assistant tool-call turn must send ``""``."""
+    errors: list[dict[str, Any]] = []
+    for i, message in enumerate(_messages(body)):
+        if message.get("role") != "assistant" or "content" not in message or message["content"] is not None:
+            continue
+
+        def role(kind: str, want: str, i: int = i) -> dict[str, Any]:
+            loc = ("body", "messages", i, f"ChatCompletionRequest{kind}Message", "role")
+            return {"type": "literal_error", "loc": loc, "msg": f"Input should be '{want}'", "input": "assistant",
+                    "ctx": {"expected": f"'{want}'"}}
+
+        def missing(kind: str, field: str, i: int = i, message: dict[str, Any] = message) -> dict[str, Any]:
+            return {"type": "missing", "loc": ("body", "messages", i, f"ChatCompletionRequest{kind}Message", field),
+                    "msg": "Field required", "input": message}
+
+        errors += [role("System", "system"), role("User", "user"),
+                   {"type": "string_type", "loc": ("body", "messages", i, "ChatCompletionRequestAssistantMessage",
+                                                   "content"), "msg": "Input should be a valid string", "input": None},
+                   role("Tool", "tool"), missing("Tool", "tool_call_id"), role("Function", "function"),
+                   missing("Function", "name")]
+    if not errors:
+        return None
+    text = (f"{len(errors)} validation errors:\n" + "\n".join("  " + repr(e) for e in errors)
+            + '\n\n  File "/usr/local/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, in '
+            "create_chat_completion\n    POST /v1/chat/completions")
+    error = {"message": text, "type": "internal_server_error", "param": None, "code": None}
+    return json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def llamacpp_too_long(n_ctx: int, prompt_tokens: int, max_tokens: Any) -> bytes:
     """The 400 for a prompt longer than the window (``llama_cpp/server/errors.py``, chat completions)."""
     message = (
@@ -1926,6 +1958,9 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
             self._send(500, load_fixture("llamacpp_error_json_schema.json"), OPENAI_JSON)
+            return
+        if (refusal := llamacpp_null_content(body)) is not None:
+            self._send(500, refusal, OPENAI_JSON)
             return
         model = body.get("model") if isinstance(body.get("model"), str) else fake.loaded_model
         with fake._lock:

@@ -482,6 +482,18 @@ def test_llamacpp_repeats_id_and_name_in_every_delta(fake_server: FakeServer) ->
     assert re.fullmatch(r"call__0_get_weather_cmpl-[0-9a-f-]{36}", call_id)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_llamacpp_refuses_an_assistant_turn_with_null_content(fake_server: FakeServer, stream: bool) -> None:
+    fake_server.dialect = "llama.cpp"
+    name = "llamacpp_error_assistant_content_null.json"
+    request = {**json.loads(json.dumps(manifest()[name]["request"])), "stream": stream}  # a copy: edited below
+    response = httpx.post(fake_server.url + "/v1/chat/completions", json=request, timeout=5)
+    assert (response.status_code, response.content) == (500, load_fixture(name))
+    request["messages"][1]["content"] = ""  # the form llmchat sends: accepted
+    fake_server.enqueue(Stream(answer="Sunny."))
+    assert httpx.post(fake_server.url + "/v1/chat/completions", json=request, timeout=5).status_code == 200
+
+
 def test_llamacpp_ignores_tools_without_a_named_choice(fake_server: FakeServer) -> None:
     fake_server.dialect = "llama.cpp"
     client = openai.OpenAI(base_url=fake_server.url + "/v1", api_key="k", timeout=5, max_retries=0)
