@@ -34,7 +34,8 @@ Tool calling (``tests/test_fakeserver_tools.py``; the wire facts are ``tools.md`
   call (id, type, name, first argument fragment; ``role`` when it opens the stream), later ones carry
   ``"id":""`` and argument pieces (``Call.pieces`` / ``split_at`` / ``piece_size``, ``empty_delta`` for
   ``"function":{}``; ``interleave_calls`` for parallel calls round-robin), then
-  ``{"finish_reason":"tool_calls","delta":{}}``, the usage chunk when asked, ``[DONE]``. ``stream:false``
+  ``{"finish_reason":"tool_calls","delta":{}}``, the usage chunk when asked, ``[DONE]``; only the first
+  call unless the request says ``parallel_tool_calls: true`` (``single_call_unless_parallel``). ``stream:false``
   gives ``message.tool_calls`` on both. A ``str`` as ``Call.arguments`` is sent verbatim (invalid JSON
   included); ``Stream(cut_chars=True)`` cuts HTTP chunks inside UTF-8 characters. llama.cpp dialect:
   tools only take effect with a named ``tool_choice`` (the first scripted call, or an empty call to the
@@ -537,6 +538,9 @@ class FakeServer:
         """OpenAI compatible: answer ``tools`` (with ``tool_choice`` unset or ``"auto"``) as vLLM started without
         ``--enable-auto-tool-choice`` does: 400 ``"auto" tool choice requires --enable-auto-tool-choice and
         --tool-call-parser to be set``."""
+        self.single_call_unless_parallel: bool = True
+        """DashScope: without ``"parallel_tool_calls": true`` in the request the model makes one call per
+        response, so only the first scripted call is sent (tools.md §8); False sends them all anyway."""
         self.check_tool_arguments: bool = True
         """DashScope: an assistant ``tool_calls`` entry sent back whose ``function.arguments`` is not a string
         holding JSON gets 400 ``The "function.arguments" parameter of the code model must be in JSON format.``
@@ -1935,6 +1939,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(reply, Stream):
             self._send_other(reply)
             return
+        if reply.tool_calls and fake.single_call_unless_parallel and body.get("parallel_tool_calls") is not True:
+            reply = dataclasses.replace(reply, tool_calls=reply.tool_calls[:1])
         plan = _plan(reply, body, thinking, ollama=False)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True

@@ -364,7 +364,7 @@ def test_openai_manual_accumulation_by_index_never_overwrites_with_empty_ids(fak
         Call("get_weather", {"city": "北京"}, piece_size=2),
     ]))
     stream = openai_client(fake_server).chat.completions.create(model="qwen-plus", messages=ASK, tools=TOOLS,
-                                                                stream=True)
+                                                                parallel_tool_calls=True, stream=True)
     calls: dict[int, dict[str, str]] = {}
     text, finish, empty_ids = "", None, 0
     for chunk in stream:
@@ -382,6 +382,22 @@ def test_openai_manual_accumulation_by_index_never_overwrites_with_empty_ids(fak
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
         ("get_weather", {"city": "杭州"}), ("get_weather", {"city": "北京"})]
     assert empty_ids >= 5 and all(DASHSCOPE_ID.fullmatch(c["id"]) for c in calls.values())
+
+
+def test_one_call_per_response_unless_parallel_calls_are_asked_for(fake_server: FakeServer) -> None:
+    client = openai_client(fake_server)
+    two = [Call("get_weather", {"city": "杭州"}), Call("get_time")]
+    fake_server.enqueue(Stream(tool_calls=two), Stream(tool_calls=two), Stream(tool_calls=two))
+    names = []
+    for parallel in (None, False, True):
+        extra = {} if parallel is None else {"parallel_tool_calls": parallel}
+        with client.chat.completions.stream(model="qwen-plus", messages=ASK, tools=TOOLS, **extra) as stream:
+            names.append([c.function.name for c in stream.get_final_completion().choices[0].message.tool_calls])
+    assert names == [["get_weather"], ["get_weather"], ["get_weather", "get_time"]]
+    fake_server.single_call_unless_parallel = False
+    fake_server.enqueue(Stream(tool_calls=two))
+    reply = client.chat.completions.create(model="qwen-plus", messages=ASK, tools=TOOLS)
+    assert len(reply.choices[0].message.tool_calls) == 2
 
 
 def test_invalid_argument_json_arrives_verbatim(fake_server: FakeServer) -> None:
@@ -414,7 +430,8 @@ def test_utf8_characters_cut_across_http_chunks_still_assemble(fake_server: Fake
 
 def test_dashscope_nonstream_tool_calls_and_thinking_stream(fake_server: FakeServer) -> None:
     fake_server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "杭州"}), Call("get_time")]))
-    reply = openai_client(fake_server).chat.completions.create(model="qwen-plus", messages=ASK, tools=TOOLS)
+    reply = openai_client(fake_server).chat.completions.create(model="qwen-plus", messages=ASK, tools=TOOLS,
+                                                               parallel_tool_calls=True)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content == ""
     assert [(c.function.name, c.function.arguments, c.type) for c in choice.message.tool_calls] == [
@@ -644,7 +661,8 @@ def test_a_round_of_two_parallel_calls_then_the_final_answer(fake_server: FakeSe
     client = openai_client(fake_server)
     messages: list[Any] = list(ASK)
     for _ in range(3):
-        with client.chat.completions.stream(model="qwen-plus", messages=messages, tools=TOOLS) as stream:
+        with client.chat.completions.stream(model="qwen-plus", messages=messages, tools=TOOLS,
+                                            parallel_tool_calls=True) as stream:
             message = stream.get_final_completion().choices[0].message
         if not message.tool_calls:
             break
