@@ -49,7 +49,8 @@ Tool calling (``tests/test_fakeserver_tools.py``; the wire facts are ``tools.md`
 
 Usage::
 
-    # a round of two parallel calls, then the final answer (the second request carries the results)
+    # a round of two parallel calls, then the final answer (the second request carries the results;
+    # DashScope sends the second call only if the request said "parallel_tool_calls": true)
     server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "杭州"}), Call("get_time")]),
                    Stream(answer="杭州晴，现在 10:00。"))
     # an invalid-JSON call, its string cut between 杭 and 州
