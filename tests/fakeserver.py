@@ -24,6 +24,42 @@ something no real server sends:
 compares the bytes, so any drift from the real shapes fails a test (``tests/test_llamacpp_dialect.py``
 for the captured ``llamacpp_*`` files).
 
+Tool calling (``tests/test_fakeserver_tools.py``; the wire facts are ``tools.md`` §7-8):
+
+* A reply scripts calls with ``Stream(tool_calls=[Call(name, arguments), ...])``, optionally after
+  ``reasoning`` and an ``answer`` (no answer text by default when there are calls). Ollama sends each
+  complete call on its own line (``calls_together``: all on one), ``{"id":"call_xxxxxxxx","function":
+  {"index":N,"name":…,"arguments":{…}}}`` with ``content:""``, then the ``done_reason:"stop"`` line
+  (``call_ids=False``: a server before 0.12.10). DashScope streams deltas by index: the first names the
+  call (id, type, name, first argument fragment; ``role`` when it opens the stream), later ones carry
+  ``"id":""`` and argument pieces (``Call.pieces`` / ``split_at`` / ``piece_size``, ``empty_delta`` for
+  ``"function":{}``; ``interleave_calls`` for parallel calls round-robin), then
+  ``{"finish_reason":"tool_calls","delta":{}}``, the usage chunk when asked, ``[DONE]``; only the first
+  call unless the request says ``parallel_tool_calls: true`` (``single_call_unless_parallel``). ``stream:false``
+  gives ``message.tool_calls`` on both. A ``str`` as ``Call.arguments`` is sent verbatim (invalid JSON
+  included); ``Stream(cut_chars=True)`` cuts HTTP chunks inside UTF-8 characters. llama.cpp dialect:
+  tools only take effect with a named ``tool_choice`` (the first scripted call, or an empty call to the
+  named tool, in that server's captured shape); otherwise they are ignored and the answer is text.
+* Follow-ups are checked like the real servers: Ollama refuses arguments that are not an object and
+  ``tools`` for a model outside ``tool_models``; DashScope refuses a tool message that answers no call of
+  the assistant message before it, fewer tool messages than calls, arguments that are not a JSON string
+  (``check_tool_arguments``), malformed ``tools`` and bad ``tool_choice``; ``refuse_tools`` answers like
+  vLLM without a tool parser. ``Recorded.tools`` / ``tool_choice`` / ``parallel_tool_calls`` /
+  ``sent_tool_calls`` / ``tool_results`` and ``FakeServer.chats`` read what the client sent.
+
+Usage::
+
+    # a round of two parallel calls, then the final answer (the second request carries the results;
+    # DashScope sends the second call only if the request said "parallel_tool_calls": true)
+    server.enqueue(Stream(tool_calls=[Call("get_weather", {"city": "杭州"}), Call("get_time")]),
+                   Stream(answer="杭州晴，现在 10:00。"))
+    # an invalid-JSON call, its string cut between 杭 and 州
+    server.enqueue(Stream(tool_calls=[Call("get_weather", '{"city": "杭州', split_at=(11,))]))
+    # Ollama: only models in tool_models take tools (the others answer 400 "... does not support tools")
+    server.tool_models.add("qwen3:8b")
+    # an OpenAI-compatible server that refuses tools (vLLM without --enable-auto-tool-choice)
+    server.refuse_tools = True
+
 Standard library only. Usable as a module (``from fakeserver import FakeServer, Stream``) or as a script::
 
     python tests/fakeserver.py [--port N] [--delay S] [--piece-size N] [--answer-chars N] ...
@@ -35,14 +71,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import random
 import re
 import socket
+import string
 import sys
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +95,7 @@ __all__ = [
     "FakeServer",
     "Recorded",
     "Stream",
+    "Call",
     "Raw",
     "Stall",
     "Drop",
@@ -65,6 +106,14 @@ __all__ = [
     "rfc3339nano",
     "load_fixture",
     "manifest",
+    "ollama_call_id",
+    "dashscope_call_id",
+    "OLLAMA_ARGUMENTS_NOT_OBJECT",
+    "DASHSCOPE_TOOL_NOT_A_RESPONSE",
+    "DASHSCOPE_TOOL_CALLS_UNANSWERED",
+    "DASHSCOPE_ARGUMENTS_NOT_JSON",
+    "DASHSCOPE_TOOL_CHOICE_THINKING",
+    "VLLM_NO_AUTO_TOOL_CHOICE",
 ]
 
 WIRE_DIR = Path(__file__).resolve().parent / "wire"
@@ -207,6 +256,53 @@ def load_fixture(name: str) -> bytes:
 
 
 @dataclass
+class Call:
+    """One tool call in a scripted reply (``Stream(tool_calls=[Call("get_weather", {"city": "杭州"})])``).
+
+    ``arguments``: a mapping is the call's JSON object (Ollama: Go-serialised in the given key order; OpenAI
+    compatible: ``json.dumps`` with its default ``", "``/``": "`` separators and raw UTF-8, as DashScope's
+    ``{"location": "杭州市"}``). A ``str`` is sent verbatim: on the OpenAI wire it is the arguments string
+    (invalid JSON included: what a model may produce), on Ollama it is spliced in as the raw JSON value.
+
+    ``id``: None generates one of the server's shape (Ollama ``call_`` + 8 of ``[a-z0-9]``, DashScope ``call_``
+    + 22 hex digits); a string is sent as given.
+
+    OpenAI-compatible streams send the arguments string in fragments, the first in the delta that carries
+    id, type and name, the others in deltas with ``"id":""``. ``pieces`` gives the fragments exactly;
+    ``split_at`` cuts the string at these character offsets (e.g. between 杭 and 州); otherwise the first
+    fragment runs to the first ``:`` (``""`` when there is none, as DashScope sends for ``{}``) and the rest
+    comes ``piece_size`` characters at a time. ``empty_delta`` adds the ``"function":{}`` delta DashScope
+    sends after the arguments of some calls.
+    """
+
+    name: str
+    arguments: Any = field(default_factory=dict)
+    id: str | None = None
+    pieces: list[str] | None = None
+    split_at: tuple[int, ...] | None = None
+    piece_size: int = 16
+    empty_delta: bool = False
+
+    def text(self) -> str:
+        """The arguments string of the OpenAI wire."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(dict(self.arguments), ensure_ascii=False)
+
+    def fragments(self) -> list[str]:
+        """The argument string pieces, first one included (it rides in the delta that names the call)."""
+        if self.pieces is not None:
+            return list(self.pieces) or [""]
+        text = self.text()
+        if self.split_at is not None:
+            cuts = sorted({c for c in self.split_at if 0 < c < len(text)})
+            return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        colon = text.find(":")
+        first, rest = (text[: colon + 1], text[colon + 1 :]) if colon >= 0 else ("", text)
+        return [first, *(_split(rest, self.piece_size) if rest else [])]
+
+
+@dataclass
 class Stream:
     """A generated model reply, rendered in whichever protocol the request used.
 
@@ -218,9 +314,9 @@ class Stream:
     Chunking: ``pieces`` / ``reasoning_pieces`` give the exact chunks; otherwise the text is cut every
     ``piece_size`` characters. One piece is one NDJSON line (Ollama) or one SSE event (DashScope).
 
-    Failure knobs count *pieces* (reasoning + answer chunks; DashScope's leading role chunk is not
-    counted and is always sent). If N >= the number of pieces, all pieces are sent and the failure
-    replaces the normal ending. When several are set, the smallest N wins.
+    Failure knobs count *pieces* (reasoning + answer chunks, then the tool calls' lines or deltas;
+    DashScope's leading role chunk is not counted and is always sent). If N >= the number of pieces, all
+    pieces are sent and the failure replaces the normal ending. When several are set, the smallest N wins.
 
     * ``cut_after``: close the socket with no terminator (no ``done:true`` / ``[DONE]`` and no final
       0-length HTTP chunk): clients see an incomplete chunked body.
@@ -257,6 +353,23 @@ class Stream:
     unfinished: bool = False
     """End the stream with ``data: [DONE]`` and no finish_reason, then drop the connection without the final
     0-length chunk: what llama.cpp's server sends when another request cut the running stream."""
+    tool_calls: list[Call] | None = None
+    """The model calls these tools (see the module docstring, "Tool calling"). With calls and no explicit
+    ``answer`` the reply has no text; the OpenAI-compatible ``finish_reason`` becomes ``"tool_calls"``
+    unless another value than ``"stop"`` is set; Ollama's ``done_reason`` stays ``"stop"`` as the real
+    server's does."""
+    interleave_calls: bool = False
+    """OpenAI compatible: send the calls' deltas round-robin (index 0, 1, 0, 1, …) instead of one call after
+    the other."""
+    calls_together: bool = False
+    """Ollama: all calls on one line (the generic tool parser of templated models) instead of one line per
+    call (the built-in parsers of qwen3 and others)."""
+    call_ids: bool = True
+    """Ollama: False is a server older than 0.12.10: no ``id`` in the calls, and the arguments a Go map,
+    so their keys are written sorted."""
+    cut_chars: bool = False
+    """Send every NDJSON line / SSE event that holds a multi-byte UTF-8 character as two HTTP chunks, cut
+    inside that character's bytes (proxies and slow links do this; a client must decode across chunks)."""
 
 
 @dataclass
@@ -328,6 +441,43 @@ class Recorded:
     aborted: bool = False
     """Set (best effort) when the client went away while the server was still writing."""
 
+    # -- what a tool-calling request sent (both protocols; None / [] when absent) ------------------------
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The request's ``messages`` (the dict entries)."""
+        return _messages(self.body) if isinstance(self.body, dict) else []
+
+    @property
+    def tools(self) -> list[Any] | None:
+        """The ``tools`` array as sent, or None when the request had none."""
+        return self.body.get("tools") if isinstance(self.body, dict) else None
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the offered tools, in order."""
+        return [t["function"]["name"] for t in self.tools or []
+                if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]]
+
+    @property
+    def tool_choice(self) -> Any:
+        return self.body.get("tool_choice") if isinstance(self.body, dict) else None
+
+    @property
+    def parallel_tool_calls(self) -> Any:
+        return self.body.get("parallel_tool_calls") if isinstance(self.body, dict) else None
+
+    @property
+    def sent_tool_calls(self) -> list[dict[str, Any]]:
+        """Every ``tool_calls`` entry of the assistant messages sent back, in order."""
+        return [c for m in self.messages if m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list)
+                for c in m["tool_calls"] if isinstance(c, dict)]
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The ``role: tool`` messages, in order."""
+        return [m for m in self.messages if m.get("role") == "tool"]
+
 
 # --------------------------------------------------------------------------------------------------------
 # The server
@@ -381,6 +531,21 @@ class FakeServer:
         """llama.cpp: seconds between ``: ping - <time>`` comments while a stream is open."""
         self.loaded_model: str = "smollm2"
         """llama.cpp: the one model ``/v1/models`` lists (the ``--model_alias``)."""
+        self.tool_models: set[str] = set()
+        """Ollama: models with the ``tools`` capability (listed in ``/api/show`` and v0.30 ``/api/tags``);
+        a chat that sends ``tools`` to any other model gets 400 ``registry.ollama.ai/library/NAME does not
+        support tools``. Opt-in like ``vision_models``, so the metadata of the default models is unchanged."""
+        self.refuse_tools: bool = False
+        """OpenAI compatible: answer ``tools`` (with ``tool_choice`` unset or ``"auto"``) as vLLM started without
+        ``--enable-auto-tool-choice`` does: 400 ``"auto" tool choice requires --enable-auto-tool-choice and
+        --tool-call-parser to be set``."""
+        self.single_call_unless_parallel: bool = True
+        """DashScope: without ``"parallel_tool_calls": true`` in the request the model makes one call per
+        response, so only the first scripted call is sent (tools.md §8); False sends them all anyway."""
+        self.check_tool_arguments: bool = True
+        """DashScope: an assistant ``tool_calls`` entry sent back whose ``function.arguments`` is not a string
+        holding JSON gets 400 ``The "function.arguments" parameter of the code model must be in JSON format.``
+        (real since 2025: a model's invalid arguments must not be echoed back verbatim)."""
         self.running = threading.Lock()
         self.waiting = 0
         self._host = host
@@ -465,6 +630,12 @@ class FakeServer:
                 if path_suffix is None or rec.path.endswith(path_suffix):
                     return rec
         raise LookupError(f"no request{'' if path_suffix is None else ' to *' + path_suffix}")
+
+    @property
+    def chats(self) -> list[Recorded]:
+        """The chat requests of either protocol, in order (a tool loop's rounds)."""
+        with self._lock:
+            return [r for r in self.requests if r.path == "/api/chat" or r.path.endswith("/chat/completions")]
 
     def reset(self) -> None:
         """Forget recorded requests and queued replies."""
@@ -597,7 +768,8 @@ def _plan(spec: Stream, body: dict[str, Any], thinking_requested: bool, *, ollam
     if spec.pieces is not None:
         answer_pieces = list(spec.pieces)
     else:
-        answer = spec.answer if spec.answer is not None else "You said: " + user
+        default = "" if spec.tool_calls else "You said: " + user
+        answer = spec.answer if spec.answer is not None else default
         answer_pieces = _split(answer, spec.piece_size)
     if spec.reasoning_pieces is not None:
         reasoning_pieces = list(spec.reasoning_pieces)
@@ -624,7 +796,11 @@ def _plan(spec: Stream, body: dict[str, Any], thinking_requested: bool, *, ollam
         hidden = 4 if ollama and thinking else 0
         reasoning_text = "".join(reasoning_pieces)
         default_reasoning_tokens = len(reasoning_pieces)
-    completion_tokens = len(pieces) + hidden if spec.completion_tokens is None else spec.completion_tokens
+    # A call costs its arguments (about 4 characters a token) plus the name and the call tags.
+    call_tokens = sum(len(c.text()) // 4 + 3 for c in spec.tool_calls or [])
+    completion_tokens = spec.completion_tokens
+    if completion_tokens is None:
+        completion_tokens = len(pieces) + hidden + call_tokens
     return _Plan(
         pieces=pieces,
         content="".join(p for is_r, p in pieces if not is_r),
@@ -651,6 +827,16 @@ def _failure(spec: Stream) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------------------------------------
 
 
+def ollama_call_id() -> str:
+    """``server/routes.go`` toolCallId: ``call_`` + 8 characters of ``[a-z0-9]``."""
+    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+
+
+def dashscope_call_id() -> str:
+    """DashScope's call ids, e.g. ``call_0bdcc155f2534f65a05cb1``: ``call_`` + 22 hex digits."""
+    return "call_" + uuid.uuid4().hex[:22]
+
+
 class _OllamaRenderer:
     """Ollama >= 0.12 ``api.ChatResponse`` lines (``done`` before ``done_reason``)."""
 
@@ -658,9 +844,35 @@ class _OllamaRenderer:
         self.plan = plan
         self.spec = spec
         self.head = '{"model":' + _go_str(model) + ',"created_at":"'
+        self.calls = list(spec.tool_calls or [])
+        self.ids = [c.id if c.id is not None else ollama_call_id() for c in self.calls]
 
     def preamble(self) -> list[bytes]:
         return []
+
+    def _call_json(self, n: int) -> str:
+        """``api.ToolCall``: ``{"id":…,"function":{"index":N,"name":…,"arguments":{…}}}`` (id omitempty)."""
+        call = self.calls[n]
+        if isinstance(call.arguments, str):
+            args = call.arguments
+        else:
+            items = dict(call.arguments)
+            args = go_json(dict(sorted(items.items())) if not self.spec.call_ids else items)
+        head = '{"id":' + _go_str(self.ids[n]) + "," if self.spec.call_ids and self.ids[n] else "{"
+        return head + '"function":{"index":' + str(n) + ',"name":' + _go_str(call.name) + ',"arguments":' + args + "}}"
+
+    def _calls_line(self, numbers: list[int]) -> bytes:
+        calls = ",".join(self._call_json(n) for n in numbers)
+        mid = '","message":{"role":"assistant","content":"","tool_calls":[' + calls + ']},"done":false}\n'
+        return (self.head + rfc3339nano() + mid).encode()
+
+    def call_events(self) -> list[Callable[[], bytes]]:
+        """One line per call (built-in parsers), or one line with all of them (``calls_together``)."""
+        if not self.calls:
+            return []
+        if self.spec.calls_together:
+            return [lambda: self._calls_line(list(range(len(self.calls))))]
+        return [lambda n=n: self._calls_line([n]) for n in range(len(self.calls))]
 
     def piece(self, is_reasoning: bool, text: str) -> bytes:
         if is_reasoning:
@@ -669,7 +881,7 @@ class _OllamaRenderer:
             mid = '","message":{"role":"assistant","content":'
         return (self.head + rfc3339nano() + mid + _go_str(text) + '},"done":false}\n').encode()
 
-    def _final_obj(self, content: str, thinking: str) -> str:
+    def _final_obj(self, content: str, thinking: str, with_calls: bool = False) -> str:
         plan = self.plan
         prompt, evals = plan.prompt_tokens, plan.completion_tokens
         # Deterministic, consistent durations (ns): ~87 tokens/s generation, total >= the parts.
@@ -680,6 +892,8 @@ class _OllamaRenderer:
         msg = '{"role":"assistant","content":' + _go_str(content)
         if thinking:
             msg += ',"thinking":' + _go_str(thinking)
+        if with_calls and self.calls:
+            msg += ',"tool_calls":[' + ",".join(self._call_json(n) for n in range(len(self.calls))) + "]"
         out = self.head + rfc3339nano() + '","message":' + msg + '},"done":true'
         if self.spec.finish_reason:
             out += ',"done_reason":' + _go_str(self.spec.finish_reason)
@@ -700,7 +914,7 @@ class _OllamaRenderer:
         return [(self._final_obj("", "") + "\n").encode()]
 
     def nonstream(self) -> bytes:
-        return self._final_obj(self.plan.content, self.plan.reasoning).encode()
+        return self._final_obj(self.plan.content, self.plan.reasoning, with_calls=True).encode()
 
     def error(self) -> bytes:
         return (go_json({"error": self.spec.error or OLLAMA_MIDSTREAM_ERROR}) + "\n").encode()
@@ -722,12 +936,58 @@ class _DashScopeRenderer:
         )
         self.tail = '],"object":"chat.completion.chunk","usage":null' + self.meta
         self.position = 0  # events sent so far
+        self.calls = list(spec.tool_calls or [])
+        self.ids = [c.id if c.id is not None else dashscope_call_id() for c in self.calls]
+        self.finish_reason = "tool_calls" if self.calls and spec.finish_reason == "stop" else spec.finish_reason
 
     def _event(self, choice: str) -> bytes:
         self.position += 1
         return ('data: {"choices":[' + choice + self.tail).encode()
 
+    def _call_deltas(self, n: int) -> list[Callable[[], bytes]]:
+        """One call as qwen-plus streams it (Alibaba's function-calling doc, 2026): the first delta names it
+        (``index``/``id``/``type``/``function`` in that order, ``role`` once per stream), the later ones carry
+        ``"id":""`` and an argument fragment in ``function``/``index``/``id``/``type`` order and no
+        ``finish_reason``; the ``"function":{}`` delta is qwen-max's (2025)."""
+        call = self.calls[n]
+        first, *rest = call.fragments()
+
+        def head() -> bytes:
+            tool = ('{"index":' + str(n) + ',"id":' + dashscope_json(self.ids[n]) + ',"type":"function","function":'
+                    '{"name":' + dashscope_json(call.name) + ',"arguments":' + dashscope_json(first) + "}}")
+            role = ',"role":"assistant"' if self.position == 0 else ""
+            delta = '{"content":null,"tool_calls":[' + tool + "]" + role + "}"
+            return self._event('{"delta":' + delta + ',"finish_reason":null,"index":0,"logprobs":null}')
+
+        def more(fragment: str) -> bytes:
+            tool = ('{"function":{"arguments":' + dashscope_json(fragment) + '},"index":' + str(n)
+                    + ',"id":"","type":"function"}')
+            return self._event('{"delta":{"tool_calls":[' + tool + ']},"index":0}')
+
+        def empty() -> bytes:
+            tool = '{"function":{},"index":' + str(n) + ',"id":"","type":"function"}'
+            delta = '{"content":null,"tool_calls":[' + tool + "]}"
+            return self._event('{"delta":' + delta + ',"finish_reason":null,"index":0,"logprobs":null}')
+
+        events: list[Callable[[], bytes]] = [head]
+        events += [lambda f=f: more(f) for f in rest]
+        if call.empty_delta:
+            events.append(empty)
+        return events
+
+    def call_events(self) -> list[Callable[[], bytes]]:
+        """Every call's deltas, one call after the other or round-robin (``interleave_calls``)."""
+        per_call = [self._call_deltas(n) for n in range(len(self.calls))]
+        if not self.spec.interleave_calls:
+            return [e for events in per_call for e in events]
+        out: list[Callable[[], bytes]] = []
+        for i in range(max((len(e) for e in per_call), default=0)):
+            out += [events[i] for events in per_call if i < len(events)]
+        return out
+
     def preamble(self) -> list[bytes]:
+        if self.calls and not self.plan.pieces:
+            return []  # the first call's delta carries the role
         if self.plan.thinking:
             delta = '{"content":null,"role":"assistant","reasoning_content":""}'
         else:
@@ -764,11 +1024,16 @@ class _DashScopeRenderer:
         return usage
 
     def final(self) -> list[bytes]:
-        delta = '{"content":"","reasoning_content":null}' if self.plan.thinking else '{"content":""}'
+        if self.calls:
+            delta = "{}"
+        elif self.plan.thinking:
+            delta = '{"content":"","reasoning_content":null}'
+        else:
+            delta = '{"content":""}'
         out = [
             self._event(
                 '{"finish_reason":'
-                + dashscope_json(self.spec.finish_reason)
+                + dashscope_json(self.finish_reason)
                 + ',"delta":'
                 + delta
                 + ',"index":0,"logprobs":null}'
@@ -789,9 +1054,14 @@ class _DashScopeRenderer:
         message: dict[str, Any] = {"role": "assistant", "content": self.plan.content}
         if self.plan.reasoning:
             message["reasoning_content"] = self.plan.reasoning
+        if self.calls:
+            message["tool_calls"] = [
+                {"function": {"name": c.name, "arguments": c.text()}, "index": n, "id": self.ids[n], "type": "function"}
+                for n, c in enumerate(self.calls)
+            ]
         body = {
             "choices": [
-                {"message": message, "finish_reason": self.spec.finish_reason, "index": 0, "logprobs": None}
+                {"message": message, "finish_reason": self.finish_reason, "index": 0, "logprobs": None}
             ],
             "object": "chat.completion",
             "usage": self.usage_obj(),
@@ -819,7 +1089,12 @@ class _DashScopeRenderer:
 
 class _LlamaCppRenderer:
     """llama-cpp-python's server: ``json.dumps`` with its default separators, id/model/created/object/choices,
-    a role chunk, one chunk per token, an empty-delta finish chunk, ``[DONE]``; never any usage."""
+    a role chunk, one chunk per token, an empty-delta finish chunk, ``[DONE]``; never any usage.
+
+    A forced tool call (a named ``tool_choice``; ``tests/wire/llamacpp_stream_tool_call.sse``) is another
+    shape: id/object/created/model/choices and index/finish_reason/logprobs/delta, every delta repeating
+    the call's id and name beside a legacy ``function_call``, one argument token each, an empty one last,
+    then ``finish_reason:"tool_calls"`` with a delta of nulls."""
 
     def __init__(self, model: str, plan: _Plan, spec: Stream) -> None:
         self.plan = plan
@@ -827,28 +1102,58 @@ class _LlamaCppRenderer:
         self.model = model
         self.id = f"chatcmpl-{uuid.uuid4()}"
         self.created = int(time.time())
+        self.call = spec.tool_calls[0] if spec.tool_calls else None
+        if self.call is not None:
+            self.call_id = self.call.id or f"call__0_{self.call.name}_{self.id[len('chat'):]}"
 
     def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {
-            "id": self.id, "model": self.model, "created": self.created, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        if self.call is not None:
+            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                     "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}]}
+        else:
+            chunk = {
+                "id": self.id, "model": self.model, "created": self.created, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
         return ("data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n").encode()
 
+    def _call_delta(self, arguments: str) -> dict[str, Any]:
+        assert self.call is not None
+        function = {"name": self.call.name, "arguments": arguments}
+        return {"role": None, "content": None, "function_call": function,
+                "tool_calls": [{"index": 0, "id": self.call_id, "type": "function", "function": dict(function)}]}
+
     def preamble(self) -> list[bytes]:
+        if self.call is not None:
+            return [self._event({"role": "assistant", "content": None, "function_call": None, "tool_calls": None})]
         return [self._event({"role": "assistant"})]
+
+    def call_events(self) -> list[Callable[[], bytes]]:
+        if self.call is None:
+            return []
+        return [lambda f=f: self._event(self._call_delta(f)) for f in [*self.call.fragments(), ""]]
 
     def piece(self, is_reasoning: bool, text: str) -> bytes:
         return self._event({"content": text})
 
     def final(self) -> list[bytes]:
+        if self.call is not None:
+            nulls = {"role": None, "content": None, "function_call": None, "tool_calls": None}
+            return [self._event(nulls, "tool_calls"), b"data: [DONE]\n\n"]
         return [self._event({}, self.spec.finish_reason), b"data: [DONE]\n\n"]
 
     def nonstream(self) -> bytes:
+        message: dict[str, Any] = {"content": self.plan.content, "role": "assistant"}
+        finish = self.spec.finish_reason
+        if self.call is not None:
+            function = {"name": self.call.name, "arguments": self.call.text()}
+            message = {"content": None,
+                       "tool_calls": [{"id": self.call_id, "type": "function", "function": function}],
+                       "role": "assistant", "function_call": dict(function)}
+            finish = "tool_calls"
         body = {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "message": {"content": self.plan.content, "role": "assistant"},
-                         "logprobs": None, "finish_reason": self.spec.finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": self.plan.prompt_tokens, "completion_tokens": self.plan.completion_tokens,
                       "total_tokens": self.plan.prompt_tokens + self.plan.completion_tokens},
         }
@@ -861,6 +1166,38 @@ def llamacpp_ping(now: float | None = None) -> bytes:
 
     stamp = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.UTC)
     return f": ping - {stamp}\n\n".encode()
+
+
+def llamacpp_null_content(body: dict[str, Any]) -> bytes | None:
+    """The 500 for an assistant message whose ``content`` is null (``tests/wire/
+    llamacpp_error_assistant_content_null.json``, streaming or not): the request model's pydantic union
+    lists why the message fits none of the roles. An assistant tool-call turn must send ``""``."""
+    errors: list[dict[str, Any]] = []
+    for i, message in enumerate(_messages(body)):
+        if message.get("role") != "assistant" or "content" not in message or message["content"] is not None:
+            continue
+
+        def role(kind: str, want: str, i: int = i) -> dict[str, Any]:
+            loc = ("body", "messages", i, f"ChatCompletionRequest{kind}Message", "role")
+            return {"type": "literal_error", "loc": loc, "msg": f"Input should be '{want}'", "input": "assistant",
+                    "ctx": {"expected": f"'{want}'"}}
+
+        def missing(kind: str, field: str, i: int = i, message: dict[str, Any] = message) -> dict[str, Any]:
+            return {"type": "missing", "loc": ("body", "messages", i, f"ChatCompletionRequest{kind}Message", field),
+                    "msg": "Field required", "input": message}
+
+        errors += [role("System", "system"), role("User", "user"),
+                   {"type": "string_type", "loc": ("body", "messages", i, "ChatCompletionRequestAssistantMessage",
+                                                   "content"), "msg": "Input should be a valid string", "input": None},
+                   role("Tool", "tool"), missing("Tool", "tool_call_id"), role("Function", "function"),
+                   missing("Function", "name")]
+    if not errors:
+        return None
+    text = (f"{len(errors)} validation errors:\n" + "\n".join("  " + repr(e) for e in errors)
+            + '\n\n  File "/usr/local/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, in '
+            "create_chat_completion\n    POST /v1/chat/completions")
+    error = {"message": text, "type": "internal_server_error", "param": None, "code": None}
+    return json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def llamacpp_too_long(n_ctx: int, prompt_tokens: int, max_tokens: Any) -> bytes:
@@ -915,6 +1252,8 @@ def _digest(name: str) -> str:
 def _capabilities(fake: FakeServer, name: str) -> list[str]:
     # Ollama's order (server/images.go): completion, tools, insert, vision, thinking.
     caps = ["completion"]
+    if name in fake.tool_models:
+        caps.append("tools")
     if name in fake.vision_models:
         caps.append("vision")
     if name not in fake.non_thinking_models:
@@ -1003,6 +1342,119 @@ def _go_decode_error(raw: bytes) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Tool-calling request checks, as the real servers make them
+# --------------------------------------------------------------------------------------------------------
+
+OLLAMA_ARGUMENTS_NOT_OBJECT = "Value looks like object, but can't find closing '}' symbol"
+"""Ollama >= 0.14 (``api.ToolCallFunctionArguments`` is an ordered map decoded by ``jsonparser.ObjectEach``):
+the 400 for a ``tool_calls[].function.arguments`` that is not a JSON object. 0.12-0.13 said
+``json: cannot unmarshal string into Go struct field ToolCallFunction.tool_calls.function.arguments of type
+api.ToolCallFunctionArguments``."""
+
+DASHSCOPE_TOOL_NOT_A_RESPONSE = (
+    'messages with role "tool" must be a response to a preceeding message with "tool_calls".'
+)
+DASHSCOPE_TOOL_CALLS_UNANSWERED = (
+    'An assistant message with "tool_calls" must be followed by tool messages responding to each "tool_call_id". '
+    "The following tool_call_ids did not have response messages: message[{index}].role"
+)
+DASHSCOPE_ARGUMENTS_NOT_JSON = 'The "function.arguments" parameter of the code model must be in JSON format.'
+DASHSCOPE_TOOL_CHOICE_THINKING = (
+    "The tool_choice parameter does not support being set to required or object in thinking mode"
+)
+VLLM_NO_AUTO_TOOL_CHOICE = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+
+
+def _ollama_tool_calls_error(body: dict[str, Any]) -> str | None:
+    """Go decoding ``messages[].tool_calls[].function.arguments`` into its ordered map: anything but an
+    object (a JSON string above all: the OpenAI form) fails the whole request."""
+    for message in _messages(body):
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and "arguments" in function and not isinstance(function["arguments"], dict):
+                return OLLAMA_ARGUMENTS_NOT_OBJECT
+    return None
+
+
+def _tools_shape_error(tools: Any) -> str | None:
+    """``tools`` must be ``[{"type": "function", "function": {"name": …, …}}]`` (wording modelled on
+    OpenAI's: no DashScope capture of this error was found)."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        return "Invalid type for 'tools': expected an array of objects."
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            return f"Invalid type for 'tools[{i}]': expected an object."
+        if tool.get("type") != "function":
+            return f"Invalid value for 'tools[{i}].type': supported values are: 'function'."
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            return f"Missing required parameter: 'tools[{i}].function'."
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            return f"Missing required parameter: 'tools[{i}].function.name'."
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            return f"Invalid type for 'tools[{i}].function.parameters': expected an object."
+    return None
+
+
+def _dashscope_tool_error(body: dict[str, Any], thinking: bool, check_arguments: bool) -> str | None:
+    """The message of DashScope's 400 for a malformed tool-calling request, or None.
+
+    Messages: each ``tool`` message must answer a call of the assistant message it follows (directly or
+    after other tool messages); each assistant ``tool_calls`` message must be followed by one tool message
+    per call. ``message[K]`` is the first message where a missing answer was expected (0-based).
+    """
+    if (bad := _tools_shape_error(body.get("tools"))) is not None:
+        return bad
+    choice = body.get("tool_choice")
+    if thinking and (choice == "required" or isinstance(choice, dict)):
+        return DASHSCOPE_TOOL_CHOICE_THINKING
+    if isinstance(choice, dict):
+        wanted = choice.get("function", {}).get("name") if isinstance(choice.get("function"), dict) else None
+        names = [t["function"]["name"] for t in body.get("tools") or []]
+        if wanted not in names:
+            return (f'Invalid value for "tool_choice": no function named "{wanted}" was specified in the '
+                    '"tools" parameter.')
+    messages = _messages(body)
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        if message.get("role") == "tool":
+            return DASHSCOPE_TOOL_NOT_A_RESPONSE  # not after an assistant message with tool_calls
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        i += 1
+        if not isinstance(calls, list) or not calls:
+            continue
+        ids: list[Any] = []
+        for call in calls:
+            call = call if isinstance(call, dict) else {}
+            ids.append(call.get("id"))
+            function = call.get("function")
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if not isinstance(arguments, str) or (check_arguments and not _is_json_text(arguments)):
+                return DASHSCOPE_ARGUMENTS_NOT_JSON
+        answered: set[Any] = set()
+        while i < len(messages) and messages[i].get("role") == "tool":
+            if messages[i].get("tool_call_id") not in ids:
+                return DASHSCOPE_TOOL_NOT_A_RESPONSE
+            answered.add(messages[i].get("tool_call_id"))
+            i += 1
+        if answered != set(ids):
+            return DASHSCOPE_TOOL_CALLS_UNANSWERED.format(index=i)
+    return None
+
+
+def _is_json_text(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------
 # Handler
 # --------------------------------------------------------------------------------------------------------
 
@@ -1010,9 +1462,10 @@ def _go_decode_error(raw: bytes) -> str:
 class _ChunkedWriter:
     """Chunked transfer encoding; each line/event is its own HTTP chunk, flushed or batched."""
 
-    def __init__(self, handler: _Handler, batch: bool) -> None:
+    def __init__(self, handler: _Handler, batch: bool, cut_chars: bool = False) -> None:
         self.handler = handler
         self.batch = batch
+        self.cut_chars = cut_chars
         self.buf: list[bytes] = []
         self.size = 0
 
@@ -1028,6 +1481,16 @@ class _ChunkedWriter:
     def chunk(self, data: bytes) -> None:
         if not data:
             return  # a 0-length chunk would end the body
+        if self.cut_chars:
+            lead = next((i for i, b in enumerate(data) if b >= 0xC0), -1)  # first multi-byte character
+            if lead >= 0:
+                self.cut_chars = False
+                try:
+                    self.chunk(data[: lead + 1])  # its lead byte ends this chunk …
+                    self.chunk(data[lead + 1 :])  # … its continuation bytes start the next
+                finally:
+                    self.cut_chars = True
+                return
         framed = b"%x\r\n%s\r\n" % (len(data), data)
         if not self.batch:
             self.handler._write(framed)
@@ -1199,6 +1662,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = {"error": error, "request_id": str(uuid.uuid4())}
         self._send(status, dashscope_json(body).encode(), OPENAI_JSON)
 
+    def _dashscope_invalid_parameter(self, message: str) -> None:
+        """DashScope's 400 ``InternalError.Algo.InvalidParameter`` in the key order of the 2025 captures
+        (``code, param, message, type``, then the call's ``id`` and ``request_id``)."""
+        request_id = str(uuid.uuid4())
+        error = {"code": "invalid_parameter_error", "param": None,
+                 "message": "<400> InternalError.Algo.InvalidParameter: " + message, "type": "invalid_request_error"}
+        body = {"error": error, "id": "chatcmpl-" + request_id, "request_id": request_id}
+        self._send(400, dashscope_json(body).encode(), OPENAI_JSON)
+
     def _send_raw(self, reply: Raw) -> None:
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
         if not reply.chunked:
@@ -1224,15 +1696,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, spec: Stream, plan: _Plan, renderer: _Renderer, content_type: str) -> None:
         fake = self.server.fake
         fake._sleep(spec.first_delay)  # before the headers: servers send them with the first chunk
-        writer = _ChunkedWriter(self, batch=spec.delay <= 0)
+        writer = _ChunkedWriter(self, batch=spec.delay <= 0, cut_chars=spec.cut_chars)
         writer.start(200, content_type)
         for data in renderer.preamble():
             writer.chunk(data)
-        stop_at, action = _failure(spec) or (len(plan.pieces), "")
-        for i, (is_reasoning, text) in enumerate(plan.pieces[:stop_at]):
+        # Text pieces, then the tool calls' lines/deltas: the failure knobs count both.
+        items: list[Callable[[], bytes]] = [
+            lambda r=is_reasoning, t=text: renderer.piece(r, t) for is_reasoning, text in plan.pieces
+        ]
+        items += renderer.call_events()
+        stop_at, action = _failure(spec) or (len(items), "")
+        for i, render in enumerate(items[:stop_at]):
             if i and spec.delay > 0:
                 fake._sleep(spec.delay)
-            writer.chunk(renderer.piece(is_reasoning, text))
+            writer.chunk(render())
         if action == "error":
             writer.chunk(renderer.error())
             writer.end()
@@ -1246,7 +1723,7 @@ class _Handler(BaseHTTPRequestHandler):
             writer.chunk(b"data: [DONE]\n\n")
             writer.flush()
             raise _Abort
-        if spec.delay > 0 and plan.pieces:
+        if spec.delay > 0 and items:
             fake._sleep(spec.delay)
         for data in renderer.final():
             writer.chunk(data)
@@ -1322,6 +1799,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._ollama_error(400, _go_decode_error(rec.raw))
             return
+        if (bad := _ollama_tool_calls_error(body)) is not None:  # while binding the JSON, before anything else
+            self._ollama_error(400, bad)
+            return
         model = body.get("model")
         if not isinstance(model, str) or not model:
             self._ollama_error(400, "model is required")
@@ -1352,6 +1832,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._ollama_error(
                 400, f'invalid think value: {shown} (must be "high", "medium", "low", "max", true, or false)'
             )
+            return
+        tools = body.get("tools")
+        if isinstance(tools, list) and tools and resolved not in fake.tool_models:
+            # scheduleRunner -> CheckCapabilities: "%s %w" with the model's full name
+            full = resolved if "/" in resolved else "library/" + resolved
+            self._ollama_error(400, f"registry.ollama.ai/{full} does not support tools")
             return
         if not _messages(body):
             # An empty chat loads the model and answers with one object (c.JSON even when streaming).
@@ -1406,6 +1892,12 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         if not self._authorised(rec):
             return
+        body = rec.body if isinstance(rec.body, dict) else {}
+        if fake.refuse_tools and body.get("tools") and body.get("tool_choice") in (None, "auto"):
+            # vLLM: tools without a tool_choice mean "auto", which needs a tool parser
+            error = {"message": VLLM_NO_AUTO_TOOL_CHOICE, "type": "BadRequestError", "param": None, "code": 400}
+            self._send(400, json.dumps({"error": error}, separators=(",", ":")).encode(), OPENAI_JSON)
+            return
         if fake.dialect == "llama.cpp":
             self._llamacpp_chat(rec)
             return
@@ -1437,6 +1929,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         thinking = body.get("enable_thinking") is True
         stream = body.get("stream") is True
+        if (bad := _dashscope_tool_error(body, thinking, fake.check_tool_arguments)) is not None:
+            self._dashscope_invalid_parameter(bad)
+            return
         if thinking and not stream:
             self._send(400, load_fixture("openai_error_thinking_nonstream.json"), OPENAI_JSON)
             return
@@ -1445,6 +1940,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(reply, Stream):
             self._send_other(reply)
             return
+        if reply.tool_calls and fake.single_call_unless_parallel and body.get("parallel_tool_calls") is not True:
+            reply = dataclasses.replace(reply, tool_calls=reply.tool_calls[:1])
         plan = _plan(reply, body, thinking, ollama=False)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -1468,6 +1965,9 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
             self._send(500, load_fixture("llamacpp_error_json_schema.json"), OPENAI_JSON)
+            return
+        if (refusal := llamacpp_null_content(body)) is not None:
+            self._send(500, refusal, OPENAI_JSON)
             return
         model = body.get("model") if isinstance(body.get("model"), str) else fake.loaded_model
         with fake._lock:
@@ -1500,6 +2000,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(reply, Stream):
             self._send_other(reply)
             return
+        # Tools take effect only with a named tool_choice (a grammar forces that one call); otherwise the
+        # server ignores them and the model answers in text.
+        choice = body.get("tool_choice")
+        function = choice.get("function") if isinstance(choice, dict) else None
+        named = function.get("name") if isinstance(function, dict) else None
+        if isinstance(named, str):
+            call = (reply.tool_calls or [Call(named)])[0]
+            reply = dataclasses.replace(reply, answer="", pieces=None, reasoning="", reasoning_pieces=None,
+                                        tool_calls=[call])
+        else:
+            reply = dataclasses.replace(reply, tool_calls=None)
         plan = _plan(reply, body, False, ollama=False)
         renderer = _LlamaCppRenderer(model, plan, reply)
         if not stream:
@@ -1531,10 +2042,11 @@ class _Handler(BaseHTTPRequestHandler):
         wait(reply.first_delay)
         for data in renderer.preamble():
             send(data)
-        for i, (_, text) in enumerate(plan.pieces):
+        items = [lambda t=text: renderer.piece(False, t) for _, text in plan.pieces] + renderer.call_events()
+        for i, render in enumerate(items):
             if i and reply.delay > 0:
                 wait(reply.delay)
-            send(renderer.piece(False, text))
+            send(render())
         if reply.unfinished:
             writer.chunk(b"data: [DONE]\n\n")
             raise _Abort
