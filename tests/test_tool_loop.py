@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 import pytest
-from fakeserver import Raw
 from toolreplies import ollama_answer, ollama_calls, openai_answer, openai_calls
 
 from llmchat.core.conversation import Conversation
@@ -100,6 +99,8 @@ def bailian(fake) -> OpenAICompatProvider:
 
 
 def ollama(fake, capabilities: frozenset[str] | None = frozenset({"completion", "tools"})) -> OllamaProvider:
+    if capabilities is not None and "tools" in capabilities:
+        fake.tool_models.add("qwen3:8b")  # the fake answers 400 "does not support tools" for the others
     provider = OllamaProvider(fake.url, 10)
     provider._capabilities["qwen3:8b"] = capabilities  # what /api/show would have said
     return provider
@@ -207,9 +208,8 @@ def test_ctrl_c_in_a_tool_ends_the_turn_with_every_call_recorded(fake_server):
 
 
 def test_a_server_refusing_tools_gets_the_question_again_without_them(fake_server):
-    refusal = {"error": {"message": '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser '
-                                    "to be set", "type": "BadRequestError", "code": 400}}
-    fake_server.enqueue(Raw(400, json.dumps(refusal)), openai_answer("Plain answer."))
+    fake_server.refuse_tools = True  # vLLM started without --enable-auto-tool-choice: its 400
+    fake_server.enqueue(openai_answer("Plain answer."))
     box, view = Box(), View()
     result, error = run_turn(Conversation(), "q", bailian(fake_server), ChatOptions(model="qwen-plus"), view,
                              tools=box)
@@ -259,12 +259,14 @@ def test_an_ollama_model_without_the_tools_capability_is_asked_without_them_once
 
 
 def test_ollama_refusing_tools_with_400_is_asked_again_without(fake_server):
-    fake_server.enqueue(Raw(400, '{"error":"registry.ollama.ai/library/gemma:2b does not support tools"}',
-                            content_type="application/json; charset=utf-8"), ollama_answer("Plain."))
+    """A server too old to report capabilities: the fake's own 400 "does not support tools" (the model is
+    not one of its tool_models), then the same question without tools."""
+    fake_server.enqueue(ollama_answer("Plain."))
     result, error = run_turn(Conversation(), "q", ollama(fake_server, None), ChatOptions(model="qwen3:8b"), View(),
                              tools=Box())
     assert error is None and result.answer == "Plain."
-    assert "tools" not in chat_bodies(fake_server)[1]
+    first, second = chat_bodies(fake_server)
+    assert "tools" in first and "tools" not in second
 
 
 @pytest.mark.parametrize("fail", [True])
@@ -282,3 +284,55 @@ def test_a_call_to_a_tool_not_offered_is_reported_to_the_model(fake_server):
     result, _ = run_turn(Conversation(), "q", ollama(fake_server), ChatOptions(model="qwen3:8b"), View(),
                          tools=box, approval=Answers())
     assert box.ran == [] and "no tool named 'rm_rf'" in result.rounds[0].calls[0].result
+
+
+# ------------------------------------------------------- the fake server's own scripted calls (byte-faithful)
+
+
+def test_dashscope_interleaved_calls_cut_inside_a_character_with_function_deltas(fake_server):
+    from fakeserver import Call, Stream
+
+    fake_server.enqueue(Stream(tool_calls=[Call("weather", {"city": "杭州"}, split_at=(11,), empty_delta=True),
+                                           Call("weather", {"city": "上海"}, split_at=(10, 11))],
+                               interleave_calls=True, cut_chars=True, reasoning="需要查天气"),
+                        Stream(answer="两地都晴。"))
+    box = Box()
+    result, error = run_turn(Conversation(), "天气?", bailian(fake_server),
+                             ChatOptions(model="qwen-plus", think=True), View(), tools=box,
+                             approval=Answers(Decision(True), Decision(True)))
+    assert error is None and result.answer == "两地都晴。"
+    assert [c.arguments for c in box.ran] == [{"city": "杭州"}, {"city": "上海"}]
+    follow_up = fake_server.chats[1]
+    assert follow_up.sent_tool_calls[0]["function"]["arguments"] == '{"city": "杭州"}'
+    assistant = [m for m in follow_up.messages if m["role"] == "assistant"][-1]
+    assert assistant["reasoning_content"] == "需要查天气"  # thinking models get their reasoning back
+
+
+def test_ollama_scripted_calls_together_without_ids(fake_server):
+    from fakeserver import Call, Stream
+
+    fake_server.enqueue(Stream(tool_calls=[Call("weather", {"city": "A"}), Call("weather", {"city": "B"})],
+                               calls_together=True, call_ids=False), Stream(answer="Done."))
+    result, error = run_turn(Conversation(), "q", ollama(fake_server), ChatOptions(model="qwen3:8b"), View(),
+                             tools=Box(), approval=Answers(Decision(True), Decision(True)))
+    assert error is None and result.answer == "Done."
+    assert [r.call.arguments["city"] for r in result.rounds[0].calls] == ["A", "B"]
+    assert [m["tool_name"] for m in fake_server.chats[1].tool_results] == ["weather", "weather"]
+
+
+def test_llamacpp_repeats_the_id_and_name_in_every_delta_and_they_are_kept_once(fake_server):
+    """The captured stream of a real llama-cpp-python server (tests/wire/llamacpp_stream_tool_call.sse)
+    repeats the call's id and name in each of its deltas: joined, they would read get_weatherget_weather…"""
+    from fakeserver import Raw
+
+    fake_server.dialect = "llama.cpp"
+    fake_server.enqueue(Raw.fixture("llamacpp_stream_tool_call.sse"), openai_answer("Mild."))
+    box = Box(ToolSpec("get_weather", "", {"type": "object", "properties": {}}, "command"))
+    provider = OpenAICompatProvider(base_url=f"{fake_server.url}/v1", api_key=None, read_timeout=10, bailian=False,
+                                    key_variable=None, region=None)
+    result, error = run_turn(Conversation(), "q", provider, ChatOptions(model="smollm2"), View(), tools=box,
+                             approval=Answers(Decision(True)))
+    assert error is None and result.answer == "Mild."
+    (call,) = box.ran
+    assert call.name == "get_weather" and call.id.startswith("call__0_get_weather_cmpl-")
+    assert call.id.count("call__0") == 1 and isinstance(call.arguments, dict) and call.error is None
