@@ -188,3 +188,16 @@ def test_the_image_refusal_in_the_chat_names_slash_model(repl, tmp_path) -> None
     chat.wait_prompt()
     said = " ".join(chat.since().split())
     assert "cannot see images" in said and "/model qwen2.5vl" in said and "-m " not in said
+
+
+@pytest.mark.parametrize("command", ["/image", "/save"])
+def test_tab_completes_paths_for_image_and_save(repl, tmp_path, command) -> None:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "holiday-photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    chat = repl()
+    chat.wait_prompt()
+    chat.send(f"{command} {folder}/holi")
+    chat.wait_for(lambda: "holiday-photo.png" in chat.display(), "the file in the completion menu")
+    chat.send("\t")
+    chat.wait_for(lambda: f"{command} {folder}/holiday-photo.png" in chat.display(), "the completed path")

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
 from prompt_toolkit.filters import has_focus
@@ -270,13 +270,23 @@ def unwrap_block(text: str) -> str:
 # ------------------------------------------------------------------------------------- prompt-toolkit
 
 
+#: Commands whose argument is a file: Tab completes it as a path (prompt-toolkit's PathCompleter).
+PATH_COMMANDS = re.compile(r"/(image|save)[ \t]+(?!.*\n)")
+
+
 class SlashCompleter(Completer):
-    """Adapts the registry's terminal-free completions to prompt-toolkit."""
+    """Adapts the registry's terminal-free completions to prompt-toolkit; file arguments get paths."""
 
     def __init__(self, state: ReplState) -> None:
         self.state = state
+        self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        if (command := PATH_COMMANDS.match(before)) is not None:
+            argument = before[command.end():]
+            yield from self.paths.get_completions(Document(argument, len(argument)), complete_event)
+            return
         # prompt-toolkit shows C0/C1 controls visibly but not bidi overrides; model names come from servers.
         for suggestion in COMMANDS.complete(self.state, document.text_before_cursor):
             yield Completion(suggestion.text, start_position=suggestion.start, display=sanitize(suggestion.text),
