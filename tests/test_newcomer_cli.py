@@ -58,3 +58,14 @@ def test_help_names_what_each_value_is(env, llmchat) -> None:
     assert "llmchat batch [OPTIONS] INPUT" in batch
     root = llmchat("--help", COLUMNS="100").stdout
     assert "--install-completion" in root  # named in the text, out of the table
+
+
+def test_usage_flag_does_what_its_help_says(fake_server, config_file, llmchat) -> None:
+    """--usage: the reasoning and the usage line on stderr even in a pipe; its help says exactly that."""
+    helped = " ".join(llmchat("ask", "--help", COLUMNS="200").stdout.split())
+    assert "Print the reasoning and the usage line on stderr even when it is not a terminal" in helped
+    quiet = llmchat("ask", "--think", "2+2?")
+    assert quiet.stderr == ""  # stderr is not a terminal here: nothing by default
+    loud = llmchat("ask", "--think", "--usage", "2+2?")
+    assert loud.stdout == quiet.stdout and "Let me think about: 2+2?" in loud.stderr
+    assert re.search(r"\d+ in · \d+ out", loud.stderr)
