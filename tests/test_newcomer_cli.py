@@ -69,3 +69,14 @@ def test_usage_flag_does_what_its_help_says(fake_server, config_file, llmchat) -
     loud = llmchat("ask", "--think", "--usage", "2+2?")
     assert loud.stdout == quiet.stdout and "Let me think about: 2+2?" in loud.stderr
     assert re.search(r"\d+ in · \d+ out", loud.stderr)
+
+
+def test_a_toml_error_shows_the_line_to_fix(env, llmchat, tmp_path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('default_profile = "local"\n[profiles.local]\nprovider = "ollama"\ntemperature = abc\n')
+    run = llmchat("--config", str(path), "profiles")
+    assert run.code == 2 and "Fix the line shown" in run.stderr
+    lines = run.stderr.splitlines()
+    quoted = next(i for i, line in enumerate(lines) if "4 | temperature = abc" in line)
+    assert lines[quoted + 1].index("^") == lines[quoted].index("abc")  # the caret under the bad value
+    assert "Traceback" not in run.stderr
