@@ -80,3 +80,39 @@ def test_a_toml_error_shows_the_line_to_fix(env, llmchat, tmp_path) -> None:
     quoted = next(i for i, line in enumerate(lines) if "4 | temperature = abc" in line)
     assert lines[quoted + 1].index("^") == lines[quoted].index("abc")  # the caret under the bad value
     assert "Traceback" not in run.stderr
+
+
+def test_doctor_checks_the_built_in_profiles_too(fake_server, env, llmchat) -> None:
+    run = llmchat("doctor", OLLAMA_HOST=fake_server.url)  # no config file: the built-ins are every profile
+    assert run.code == 0, run.stdout
+    titles = [line.split()[0] for line in run.stdout.splitlines() if "(" in line and "·" in line
+              and not line.startswith(("✓", "✗", "–", "?", "!"))]
+    assert titles == ["local", "bailian"], run.stdout
+    assert "not set up: DASHSCOPE_API_KEY is not set" in run.stdout
+    assert not [r for r in fake_server.requests if "compatible-mode" in r.path]
+
+
+def test_key_messages_say_empty_and_leave_regions_to_region_urls(fake_server, config_file, llmchat) -> None:
+    empty = llmchat("ask", "-p", "bailian", "hi", DASHSCOPE_API_KEY="")
+    assert empty.code == 2 and "DASHSCOPE_API_KEY, which is set but empty" in empty.stderr
+    inner = empty.stderr[empty.stderr.index("(") + 1:]
+    assert "(" not in inner.split(")")[0], empty.stderr  # no parentheses inside parentheses
+    doctor = llmchat("doctor", "-p", "bailian", DASHSCOPE_API_KEY="")
+    assert "DASHSCOPE_API_KEY is set but empty" in doctor.stdout
+    fake_server.api_key = "the-right-key"
+    refused = llmchat("ask", "-p", "bailian", "hi", DASHSCOPE_API_KEY="a-wrong-key")
+    assert refused.code == 1 and "rejected the API key" in refused.stderr
+    assert "singapore" not in refused.stderr.lower() and "beijing" not in refused.stderr.lower()
+
+
+def test_a_rejected_key_on_a_region_url_still_names_the_regions(fake_server) -> None:
+    from llmchat.core.errors import AuthFailed
+    from llmchat.providers import ChatOptions
+    from llmchat.providers.openai_compat import OpenAICompatProvider
+
+    fake_server.api_key = "the-right-key"
+    provider = OpenAICompatProvider(f"{fake_server.url}/compatible-mode/v1", "a-wrong-key", 10, bailian=True,
+                                    key_variable="DASHSCOPE_API_KEY", region="beijing")
+    with pytest.raises(AuthFailed) as info:
+        list(provider.stream([{"role": "user", "content": "hi"}], ChatOptions(model="qwen-plus")))
+    assert "beijing" in info.value.hint and 'region = "singapore"' in info.value.hint
