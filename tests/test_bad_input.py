@@ -220,9 +220,9 @@ def test_a_proxys_html_error_page_is_one_short_message_printed_once(
     final = "answered 502 Bad Gateway with an HTML page: a proxy or gateway answered, not the model server."
     assert run.stderr.count(final) == 1, run.stderr
     # short notices: the brief once, then "Failed again." (the same failure is not repeated word for word)
-    assert run.stderr.count("502 Bad Gateway from a proxy or gateway. Retrying in 0.0s (1/2)") == 1
+    assert run.stderr.count("502 Bad Gateway from a proxy or gateway.\nRetrying in 0.0s (1/2)") == 1
     assert run.stderr.count("Failed again. Retrying in 0.0s (2/2)") == 1
-    assert len(run.stderr.strip().splitlines()) == 4  # two notices, the error, what to do
+    assert len(run.stderr.strip().splitlines()) == 5  # two notices (the first: the error, then the retry), …
 
 
 @pytest.mark.parametrize("profile", ["local", "vllm"])

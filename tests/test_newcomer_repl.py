@@ -87,11 +87,11 @@ def test_the_thinking_panel_leaves_no_border_behind(repl, fake_server, key) -> N
 
 
 def test_no_usage_line_before_an_error_that_came_before_any_output(repl) -> None:
-    chat = repl(color=True)
+    chat = repl("-p", "bailian", color=True)  # (an unknown Ollama model would offer a pull first)
     chat.command("/model no-such-model")
     chat.ask("hello?")
     shown = chat.since()
-    assert "does not have the model 'no-such-model'" in shown
+    assert "does not offer the model 'no-such-model'" in shown
     assert "0.00s" not in shown and "s\n" not in shown.split("hello?")[-1].split("Error")[0].strip()
 
 
@@ -201,3 +201,17 @@ def test_tab_completes_paths_for_image_and_save(repl, tmp_path, command) -> None
     chat.wait_for(lambda: "holiday-photo.png" in chat.display(), "the file in the completion menu")
     chat.send("\t")
     chat.wait_for(lambda: f"{command} {folder}/holiday-photo.png" in chat.display(), "the completed path")
+
+
+def test_an_ollama_retry_notice_is_on_its_own_line(repl, fake_server, repl_config) -> None:
+    from fakeserver import Raw
+
+    repl_config.write_text(repl_config.read_text().replace("retries = 0", "retries = 2", 1))
+    busy = Raw(status=503, body='{"error":"server busy, please try again."}',
+               content_type="application/json; charset=utf-8", headers={"Retry-After": "0"})
+    fake_server.enqueue(busy, Stream(answer="ok then"))
+    chat = repl(color=True)
+    chat.ask("hi")
+    lines = [line.strip() for line in chat.display().splitlines()]
+    assert "Ollama failed (503): server busy, please try again." in lines
+    assert "Retrying in 0.0s (1/2)…" in lines and "ok then" in lines
