@@ -116,3 +116,17 @@ def test_a_rejected_key_on_a_region_url_still_names_the_regions(fake_server) -> 
     with pytest.raises(AuthFailed) as info:
         list(provider.stream([{"role": "user", "content": "hi"}], ChatOptions(model="qwen-plus")))
     assert "beijing" in info.value.hint and 'region = "singapore"' in info.value.hint
+
+
+def test_a_refused_request_saves_no_conversation_and_no_turn(fake_server, config_file, llmchat) -> None:
+    import json
+
+    run = llmchat("ask", "-p", "bailian", "-m", "no-such-model", "hi")
+    assert run.code == 1 and "does not offer the model" in run.stderr
+    assert json.loads(llmchat("history", "--json").stdout) == []
+    assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 0
+    assert llmchat("ask", "hello").code == 0
+    assert llmchat("ask", "-c", "-p", "bailian", "-m", "no-such-model", "again?").code == 1  # refused in a saved one
+    listed = json.loads(llmchat("history", "--json").stdout)
+    assert [row["turns"] for row in listed] == [1]
+    assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 1

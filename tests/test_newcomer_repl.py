@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fakeserver import Stream
 
@@ -215,3 +217,21 @@ def test_an_ollama_retry_notice_is_on_its_own_line(repl, fake_server, repl_confi
     lines = [line.strip() for line in chat.display().splitlines()]
     assert "Ollama failed (503): server busy, please try again." in lines
     assert "Retrying in 0.0s (1/2)…" in lines and "ok then" in lines
+
+
+def test_a_refused_question_is_no_turn_but_up_and_retry_still_have_it(repl, llmchat, env) -> None:
+    import json
+
+    chat = repl("-p", "bailian")
+    chat.command("/model no-such-model")
+    chat.ask("what is a monad?")
+    assert "does not offer the model" in chat.since()
+    assert json.loads(llmchat("history", "--json").stdout) == []
+    assert "No turns yet" in chat.command("/history") and "No turns yet" in chat.command("/usage")
+    chat.command("/model qwen-plus")
+    again = chat.ask("/retry")
+    assert [m["content"] for m in again.body["messages"] if m["role"] == "user"] == ["what is a monad?"]
+    saved_input = Path(env["XDG_DATA_HOME"]) / "llmchat" / "input_history"  # what Up recalls
+    assert "+what is a monad?" in saved_input.read_text(encoding="utf-8")
+    listed = json.loads(llmchat("history", "--json").stdout)
+    assert [row["turns"] for row in listed] == [1]

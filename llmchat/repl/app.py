@@ -32,7 +32,7 @@ from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
-from llmchat.engine.ask import make_turn_view
+from llmchat.engine.ask import forget_refused, make_turn_view, refused
 from llmchat.engine.chat import run_turn
 from llmchat.providers import check_images, connect
 from llmchat.repl.commands import COMMANDS
@@ -135,6 +135,7 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
     recorder = state.recorder()
+    new = state.conversation.id is None
     try:
         view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True,
                               environment=state.environment)
@@ -151,12 +152,18 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
             return
         ask(state, question, plain=plain)
         return
-    state.record(result)
     if isinstance(error, ModelNotFound) and offer_pull_here(state, options.model):
         state.conversation.pop()  # asked again: its question takes the failed turn's place in the store
         state.pending_images.restore(options.images)
         ask(state, question, plain=plain)
         return
+    if refused(state.conversation, error):  # nothing came back: no turn, nothing saved; /retry asks again
+        forget_refused(state.conversation, state.store if recorder is not None else None, new=new)
+        state.pending_images.restore(options.images)
+        state.refused = question
+    else:
+        state.record(result)
+        state.refused = None
     if error is not None:
         state.report(error)
     elif result.interrupted:

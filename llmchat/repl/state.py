@@ -104,6 +104,8 @@ class ReplState:
     unsaved: tuple[Conversation, str, str] | None = None
     #: The run's streams and variables (cli.main built it); None only for states made without one (tests)
     environment: Environment | None = None
+    #: The last question when the server refused it (nothing came back): not a turn, but /retry asks it again
+    refused: str | None = None
     _models: list[str] | None = None
 
     def __post_init__(self) -> None:
