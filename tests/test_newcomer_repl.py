@@ -235,3 +235,28 @@ def test_a_refused_question_is_no_turn_but_up_and_retry_still_have_it(repl, llmc
     assert "+what is a monad?" in saved_input.read_text(encoding="utf-8")
     listed = json.loads(llmchat("history", "--json").stdout)
     assert [row["turns"] for row in listed] == [1]
+
+
+def test_first_run_with_ollama_down_says_so_in_the_banner(repl, env) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nothing listens there
+    chat = repl(LLMCHAT_CONFIG="", OLLAMA_HOST=f"127.0.0.1:{port}")  # no config file: the built-in profiles
+    screen = " ".join(chat.display().split())
+    assert "profile local" in screen and "Ollama is not answering" in screen and "ollama serve" in screen
+    chat.press(CTRL_D)
+    assert chat.wait_exit() == 0
+
+
+def test_first_run_offers_the_default_models_pull(repl, fake_server) -> None:
+    fake_server.models.remove("qwen3:0.6b")
+    fake_server.registry["qwen3:0.6b"] = [522_000_000]
+    chat = repl(LLMCHAT_CONFIG="", OLLAMA_HOST=fake_server.url, ready=False)
+    chat.wait_text("Pull it now?")
+    chat.press("y")
+    chat.wait_prompt()
+    assert "qwen3:0.6b" in fake_server.models
+    chat.ask("hello")
+    assert "You said: hello" in chat.since()

@@ -68,7 +68,31 @@ def run_repl(flags: Overrides, environment: Environment | None = None, *, plain:
         state.store = None
     session = make_session(state, remember=save and profile.save)
     state.say(banner(state))
+    if config.path is None and profile.provider == "ollama":
+        first_run(state)
     return chat_loop(state, session, plain=plain)
+
+
+def first_run(state: ReplState) -> None:
+    """No config file yet, on the built-in Ollama profile: find out now whether the first question can
+    work, instead of failing on it. Unreachable: say so under the banner, with the fix. Reachable but
+    without the profile's model: offer its pull right here (as a failed turn would).
+
+    One request (`/api/tags`), made only while no config file exists."""
+    try:
+        names = {model.name for model in state.provider.list_models()}
+    except LlmchatError as exc:
+        state.say(f"Ollama is not answering: {exc.message}")
+        if exc.hint:
+            state.say(exc.hint)
+        state.say("Questions fail until it does; `llmchat config init` writes a config for another server.")
+        return
+    model = state.options.model
+    if model in names or f"{model}:latest" in names:
+        return
+    if not offer_pull_here(state, model):
+        state.say(f"{model} is not on this Ollama server yet: `/model NAME` picks one it has "
+                  f"({', '.join(sorted(names)) or 'none yet'}), or `llmchat pull {model}`.")
 
 
 def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> int:
