@@ -130,3 +130,29 @@ def test_a_refused_request_saves_no_conversation_and_no_turn(fake_server, config
     listed = json.loads(llmchat("history", "--json").stdout)
     assert [row["turns"] for row in listed] == [1]
     assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 1
+
+
+@pytest.mark.parametrize("variables", [{"TERM": "dumb"}, {"NO_COLOR": "1"}, {"PLAIN": "--plain"}],
+                         ids=["TERM=dumb", "NO_COLOR", "--plain"])
+def test_plain_modes_on_a_terminal_are_readable(fake_server, config_file, env, variables) -> None:
+    """In a real terminal: the reasoning framed and apart from the answer, words whole at the edge, and
+    under TERM=dumb or NO_COLOR not one escape byte."""
+    from fakeserver import Stream
+    from test_ask_terminal import screen_lines, spawn_ask
+
+    thought = "The user asks about the sky and I will answer with the scattering of light by air. " * 2
+    answer = "Sunlight scatters off the molecules of the air, and blue light scatters the most of all. " * 2
+    fake_server.enqueue(Stream(reasoning=thought, answer=answer, piece_size=5))
+    env = {**env, **{k: v for k, v in variables.items() if k != "PLAIN"}}
+    child = spawn_ask(env, *([variables["PLAIN"]] if "PLAIN" in variables else []), "--think", "why blue?")
+    raw = child.read()
+    child.close()
+    assert child.exitstatus == 0, raw
+    if "PLAIN" not in variables:
+        assert "\x1b" not in raw, repr(raw[:300])
+    lines = screen_lines(raw)
+    assert lines[0] == "Thinking…" and "…done thinking." in lines
+    done = lines.index("…done thinking.")
+    assert all(len(line) < 90 for line in lines)
+    assert " ".join(lines[1:done]).split() == thought.split()  # every word whole
+    assert " ".join(lines[done + 1:]).split()[: len(answer.split())] == answer.split()
