@@ -65,7 +65,7 @@ def test_ask_refuses_devices_fifos_huge_files_and_directories_before_reading(
 def test_repl_image_of_a_device_or_fifo_is_a_message_and_the_chat_goes_on(repl, fake_server, hostile_files) -> None:
     chat = repl()
     for path, said in hostile_files.items():
-        out = chat.command(f"/image {path}")
+        out = " ".join(chat.command(f"/image {path}").split())  # messages wrap at spaces (issue 17)
         assert said in out and "Traceback" not in out and not chat.eof, out
     assert "No images attached" in chat.command("/image")
     answer = chat.ask("still there?")
@@ -220,9 +220,9 @@ def test_a_proxys_html_error_page_is_one_short_message_printed_once(
     final = "answered 502 Bad Gateway with an HTML page: a proxy or gateway answered, not the model server."
     assert run.stderr.count(final) == 1, run.stderr
     # short notices: the brief once, then "Failed again." (the same failure is not repeated word for word)
-    assert run.stderr.count("502 Bad Gateway from a proxy or gateway. Retrying in 0.0s (1/2)") == 1
+    assert run.stderr.count("502 Bad Gateway from a proxy or gateway.\nRetrying in 0.0s (1/2)") == 1
     assert run.stderr.count("Failed again. Retrying in 0.0s (2/2)") == 1
-    assert len(run.stderr.strip().splitlines()) == 4  # two notices, the error, what to do
+    assert len(run.stderr.strip().splitlines()) == 5  # two notices (the first: the error, then the retry), …
 
 
 @pytest.mark.parametrize("profile", ["local", "vllm"])

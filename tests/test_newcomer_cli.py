@@ -58,3 +58,101 @@ def test_help_names_what_each_value_is(env, llmchat) -> None:
     assert "llmchat batch [OPTIONS] INPUT" in batch
     root = llmchat("--help", COLUMNS="100").stdout
     assert "--install-completion" in root  # named in the text, out of the table
+
+
+def test_usage_flag_does_what_its_help_says(fake_server, config_file, llmchat) -> None:
+    """--usage: the reasoning and the usage line on stderr even in a pipe; its help says exactly that."""
+    helped = " ".join(llmchat("ask", "--help", COLUMNS="200").stdout.split())
+    assert "Print the reasoning and the usage line on stderr even when it is not a terminal" in helped
+    quiet = llmchat("ask", "--think", "2+2?")
+    assert quiet.stderr == ""  # stderr is not a terminal here: nothing by default
+    loud = llmchat("ask", "--think", "--usage", "2+2?")
+    assert loud.stdout == quiet.stdout and "Let me think about: 2+2?" in loud.stderr
+    assert re.search(r"\d+ in · \d+ out", loud.stderr)
+
+
+def test_a_toml_error_shows_the_line_to_fix(env, llmchat, tmp_path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('default_profile = "local"\n[profiles.local]\nprovider = "ollama"\ntemperature = abc\n')
+    run = llmchat("--config", str(path), "profiles")
+    assert run.code == 2 and "Fix the line shown" in run.stderr
+    lines = run.stderr.splitlines()
+    quoted = next(i for i, line in enumerate(lines) if "4 | temperature = abc" in line)
+    assert lines[quoted + 1].index("^") == lines[quoted].index("abc")  # the caret under the bad value
+    assert "Traceback" not in run.stderr
+
+
+def test_doctor_checks_the_built_in_profiles_too(fake_server, env, llmchat) -> None:
+    run = llmchat("doctor", OLLAMA_HOST=fake_server.url)  # no config file: the built-ins are every profile
+    assert run.code == 0, run.stdout
+    titles = [line.split()[0] for line in run.stdout.splitlines() if "(" in line and "·" in line
+              and not line.startswith(("✓", "✗", "–", "?", "!"))]
+    assert titles == ["local", "bailian"], run.stdout
+    assert "not set up: DASHSCOPE_API_KEY is not set" in run.stdout
+    assert not [r for r in fake_server.requests if "compatible-mode" in r.path]
+
+
+def test_key_messages_say_empty_and_leave_regions_to_region_urls(fake_server, config_file, llmchat) -> None:
+    empty = llmchat("ask", "-p", "bailian", "hi", DASHSCOPE_API_KEY="")
+    assert empty.code == 2 and "DASHSCOPE_API_KEY, which is set but empty" in empty.stderr
+    inner = empty.stderr[empty.stderr.index("(") + 1:]
+    assert "(" not in inner.split(")")[0], empty.stderr  # no parentheses inside parentheses
+    doctor = llmchat("doctor", "-p", "bailian", DASHSCOPE_API_KEY="")
+    assert "DASHSCOPE_API_KEY is set but empty" in doctor.stdout
+    fake_server.api_key = "the-right-key"
+    refused = llmchat("ask", "-p", "bailian", "hi", DASHSCOPE_API_KEY="a-wrong-key")
+    assert refused.code == 1 and "rejected the API key" in refused.stderr
+    assert "singapore" not in refused.stderr.lower() and "beijing" not in refused.stderr.lower()
+
+
+def test_a_rejected_key_on_a_region_url_still_names_the_regions(fake_server) -> None:
+    from llmchat.core.errors import AuthFailed
+    from llmchat.providers import ChatOptions
+    from llmchat.providers.openai_compat import OpenAICompatProvider
+
+    fake_server.api_key = "the-right-key"
+    provider = OpenAICompatProvider(f"{fake_server.url}/compatible-mode/v1", "a-wrong-key", 10, bailian=True,
+                                    key_variable="DASHSCOPE_API_KEY", region="beijing")
+    with pytest.raises(AuthFailed) as info:
+        list(provider.stream([{"role": "user", "content": "hi"}], ChatOptions(model="qwen-plus")))
+    assert "beijing" in info.value.hint and 'region = "singapore"' in info.value.hint
+
+
+def test_a_refused_request_saves_no_conversation_and_no_turn(fake_server, config_file, llmchat) -> None:
+    import json
+
+    run = llmchat("ask", "-p", "bailian", "-m", "no-such-model", "hi")
+    assert run.code == 1 and "does not offer the model" in run.stderr
+    assert json.loads(llmchat("history", "--json").stdout) == []
+    assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 0
+    assert llmchat("ask", "hello").code == 0
+    assert llmchat("ask", "-c", "-p", "bailian", "-m", "no-such-model", "again?").code == 1  # refused in a saved one
+    listed = json.loads(llmchat("history", "--json").stdout)
+    assert [row["turns"] for row in listed] == [1]
+    assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 1
+
+
+@pytest.mark.parametrize("variables", [{"TERM": "dumb"}, {"NO_COLOR": "1"}, {"PLAIN": "--plain"}],
+                         ids=["TERM=dumb", "NO_COLOR", "--plain"])
+def test_plain_modes_on_a_terminal_are_readable(fake_server, config_file, env, variables) -> None:
+    """In a real terminal: the reasoning framed and apart from the answer, words whole at the edge, and
+    under TERM=dumb or NO_COLOR not one escape byte."""
+    from fakeserver import Stream
+    from test_ask_terminal import screen_lines, spawn_ask
+
+    thought = "The user asks about the sky and I will answer with the scattering of light by air. " * 2
+    answer = "Sunlight scatters off the molecules of the air, and blue light scatters the most of all. " * 2
+    fake_server.enqueue(Stream(reasoning=thought, answer=answer, piece_size=5))
+    env = {**env, **{k: v for k, v in variables.items() if k != "PLAIN"}}
+    child = spawn_ask(env, *([variables["PLAIN"]] if "PLAIN" in variables else []), "--think", "why blue?")
+    raw = child.read()
+    child.close()
+    assert child.exitstatus == 0, raw
+    if "PLAIN" not in variables:
+        assert "\x1b" not in raw, repr(raw[:300])
+    lines = screen_lines(raw)
+    assert lines[0] == "Thinking…" and "…done thinking." in lines
+    done = lines.index("…done thinking.")
+    assert all(len(line) < 90 for line in lines)
+    assert " ".join(lines[1:done]).split() == thought.split()  # every word whole
+    assert " ".join(lines[done + 1:]).split()[: len(answer.split())] == answer.split()

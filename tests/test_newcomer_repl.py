@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fakeserver import Stream
 
@@ -87,11 +89,11 @@ def test_the_thinking_panel_leaves_no_border_behind(repl, fake_server, key) -> N
 
 
 def test_no_usage_line_before_an_error_that_came_before_any_output(repl) -> None:
-    chat = repl(color=True)
+    chat = repl("-p", "bailian", color=True)  # (an unknown Ollama model would offer a pull first)
     chat.command("/model no-such-model")
     chat.ask("hello?")
     shown = chat.since()
-    assert "does not have the model 'no-such-model'" in shown
+    assert "does not offer the model 'no-such-model'" in shown
     assert "0.00s" not in shown and "s\n" not in shown.split("hello?")[-1].split("Error")[0].strip()
 
 
@@ -188,3 +190,73 @@ def test_the_image_refusal_in_the_chat_names_slash_model(repl, tmp_path) -> None
     chat.wait_prompt()
     said = " ".join(chat.since().split())
     assert "cannot see images" in said and "/model qwen2.5vl" in said and "-m " not in said
+
+
+@pytest.mark.parametrize("command", ["/image", "/save"])
+def test_tab_completes_paths_for_image_and_save(repl, tmp_path, command) -> None:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "holiday-photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    chat = repl()
+    chat.wait_prompt()
+    chat.send(f"{command} {folder}/holi")
+    chat.wait_for(lambda: "holiday-photo.png" in chat.display(), "the file in the completion menu")
+    chat.send("\t")
+    chat.wait_for(lambda: f"{command} {folder}/holiday-photo.png" in chat.display(), "the completed path")
+
+
+def test_an_ollama_retry_notice_is_on_its_own_line(repl, fake_server, repl_config) -> None:
+    from fakeserver import Raw
+
+    repl_config.write_text(repl_config.read_text().replace("retries = 0", "retries = 2", 1))
+    busy = Raw(status=503, body='{"error":"server busy, please try again."}',
+               content_type="application/json; charset=utf-8", headers={"Retry-After": "0"})
+    fake_server.enqueue(busy, Stream(answer="ok then"))
+    chat = repl(color=True)
+    chat.ask("hi")
+    lines = [line.strip() for line in chat.display().splitlines()]
+    assert "Ollama failed (503): server busy, please try again." in lines
+    assert "Retrying in 0.0s (1/2)…" in lines and "ok then" in lines
+
+
+def test_a_refused_question_is_no_turn_but_up_and_retry_still_have_it(repl, llmchat, env) -> None:
+    import json
+
+    chat = repl("-p", "bailian")
+    chat.command("/model no-such-model")
+    chat.ask("what is a monad?")
+    assert "does not offer the model" in chat.since()
+    assert json.loads(llmchat("history", "--json").stdout) == []
+    assert "No turns yet" in chat.command("/history") and "No turns yet" in chat.command("/usage")
+    chat.command("/model qwen-plus")
+    again = chat.ask("/retry")
+    assert [m["content"] for m in again.body["messages"] if m["role"] == "user"] == ["what is a monad?"]
+    saved_input = Path(env["XDG_DATA_HOME"]) / "llmchat" / "input_history"  # what Up recalls
+    assert "+what is a monad?" in saved_input.read_text(encoding="utf-8")
+    listed = json.loads(llmchat("history", "--json").stdout)
+    assert [row["turns"] for row in listed] == [1]
+
+
+def test_first_run_with_ollama_down_says_so_in_the_banner(repl, env) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nothing listens there
+    chat = repl(LLMCHAT_CONFIG="", OLLAMA_HOST=f"127.0.0.1:{port}")  # no config file: the built-in profiles
+    screen = " ".join(chat.display().split())
+    assert "profile local" in screen and "Ollama is not answering" in screen and "ollama serve" in screen
+    chat.press(CTRL_D)
+    assert chat.wait_exit() == 0
+
+
+def test_first_run_offers_the_default_models_pull(repl, fake_server) -> None:
+    fake_server.models.remove("qwen3:0.6b")
+    fake_server.registry["qwen3:0.6b"] = [522_000_000]
+    chat = repl(LLMCHAT_CONFIG="", OLLAMA_HOST=fake_server.url, ready=False)
+    chat.wait_text("Pull it now?")
+    chat.press("y")
+    chat.wait_prompt()
+    assert "qwen3:0.6b" in fake_server.models
+    chat.ask("hello")
+    assert "You said: hello" in chat.since()

@@ -135,7 +135,7 @@ def test_retry_before_output_with_retry_after_and_the_error_said_once() -> None:
     assert error is None and result.answer == "ok"
     assert log.slept == [0.5, 0.5]
     assert [text for kind, text in log.shown if kind == "notice"] == [
-        "Rate limited. Retrying in 0.5s (1/2)…", "Failed again. Retrying in 0.5s (2/2)…"]
+        "Rate limited.\nRetrying in 0.5s (1/2)…", "Failed again. Retrying in 0.5s (2/2)…"]  # issue 17: own line
     assert result.notices == []  # a retry notice is shown, not part of the answer's record
     assert result.timing.ttft_s == 1.0  # the clock is not restarted by a retry before output
 

@@ -58,7 +58,8 @@ def ask(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object with answer, usage and timing.")] = False,
     usage: Annotated[Optional[bool], typer.Option(
-        "--usage/--no-usage", help="Print the usage line (to stderr when stdout is piped).")] = None,
+        "--usage/--no-usage", help="Print the reasoning and the usage line on stderr even when it is not a "
+        "terminal (by default only a terminal gets them); --no-usage: no usage line.")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the answer once, when it is complete.")] = False,
     no_save: NoSaveOpt = False,
     continue_: Annotated[bool, typer.Option(

@@ -107,7 +107,8 @@ def _key(ctx: _Context) -> Check:
     if ctx.variables.get(variable, "").strip():
         return Check("API key", "ok", f"{variable} is set")
     ctx.key_ok = False
-    return Check("API key", "fail", f"{variable} is not set", _key_fix(profile, ctx.variables))
+    state = "is not set" if ctx.variables.get(variable) is None else "is set but empty"
+    return Check("API key", "fail", f"{variable} {state}", _key_fix(profile, ctx.variables))
 
 
 def _rejected(profile: Profile, variables: Mapping[str, str]) -> Check:
@@ -120,7 +121,8 @@ def _rejected(profile: Profile, variables: Mapping[str, str]) -> Check:
 
 def _key_fix(profile: Profile, variables: Mapping[str, str]) -> str:
     variable = profile.key_variable or "the profile's api_key_env"
-    where = f" for the {profile.region or 'beijing'} region" if profile.provider == "bailian" else ""
+    regional = profile.provider == "bailian" and not profile.base_url  # its own base_url: no region applies
+    where = f" for the {profile.region or 'beijing'} region" if regional else ""
     return f"export {variable}=sk-…  (a key{where} of {_endpoint(profile, variables)})"
 
 
@@ -229,13 +231,28 @@ def _probe(ctx: _Context) -> Check:
 
 def profiles_to_check(config: Config, name: str | None,
                       variables: Mapping[str, str] | None = None) -> list[Profile]:
-    """`-p NAME`: that one. Otherwise the default profile and every profile the config file defines
-    (built-ins nobody configured, e.g. a cloud profile without a key, would only add noise)."""
+    """`-p NAME`: that one. Otherwise every profile, the default first: the config file's and the
+    built-in ones (a built-in cloud profile whose key is not set is shown as not set up, not failed:
+    `unconfigured`)."""
     if name:
         return [config.profile(name, variables)]
     default = config.profile(None, variables)
-    rest = [p for p in config.profiles.values() if p.origin != "built-in" and p.name != default.name]
+    rest = [p for p in config.profiles.values() if p.name != default.name]
     return [default, *rest]
+
+
+def unconfigured(profile: Profile, variables: Mapping[str, str], default: str) -> list[Check] | None:
+    """A built-in profile nobody set up (not the default, its key variable unset): one row saying how to
+    set it up, and no request to its cloud server, instead of failures for a profile never meant to be used."""
+    variable = profile.key_variable
+    if profile.origin != "built-in" or profile.name == default or variable is None or profile.api_key:
+        return None
+    if (variables.get(variable) or "").strip():
+        return None
+    return [Check("config", "ok", f"{profile.provider} · {profile.model} · {_endpoint(profile, variables)} (built-in)"),
+            Check("API key", "skip", f"not set up: {variable} "
+                  + ("is not set" if variables.get(variable) is None else "is set but empty"),
+                  f"to use it: {_key_fix(profile, variables)}")]
 
 
 def run_doctor(flags: Overrides, environment: Environment | None = None, *, probe: bool = False) -> int:
@@ -250,9 +267,12 @@ def run_doctor(flags: Overrides, environment: Environment | None = None, *, prob
         _print_table(console, "config", [Check("config", "fail", exc.message, exc.hint or "")])
         return 1
     failed = 0
-    for profile in profiles_to_check(config, flags.profile, environment.variables if environment else None):
+    variables = environment.variables if environment else os.environ
+    default = config.profile(None, variables).name
+    for profile in profiles_to_check(config, flags.profile, variables):
         profile = with_flags(profile, flags)
-        checks = diagnose(profile, config.warnings, probe=probe, environment=environment)
+        checks = (None if flags.profile else unconfigured(profile, variables, default)) or diagnose(
+            profile, config.warnings, probe=probe, environment=environment)
         failed += sum(c.failed for c in checks)
         _print_table(console, f"{profile.name} ({profile.provider} · {profile.model})", checks)
     console.print("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.",

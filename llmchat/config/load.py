@@ -101,6 +101,22 @@ def load_config(explicit: str | Path | None = None, environment: Environment | N
     return parse_config(raw, path)
 
 
+def _quoted_line(text: str, error: tomllib.TOMLDecodeError) -> str:
+    """The line the TOML error points at, with a caret under its column, so "Fix the line shown" can be done.
+
+    tomllib (3.11) gives the position only in its message, "(at line 3, column 9)"; 3.14 adds attributes.
+    """
+    found = re.search(r"at line (\d+), column (\d+)", str(error))
+    lines = text.splitlines()
+    if found is None or not 1 <= int(found.group(1)) <= len(lines):
+        return ""
+    number, column = int(found.group(1)), int(found.group(2))
+    line = lines[number - 1]
+    shown = line if len(line) <= 120 else line[:119] + "…"
+    caret = " " * (len(f"{number} | ") + max(0, min(column, len(shown) + 1) - 1)) + "^"
+    return f"\n  {number} | {shown}\n  {caret}"
+
+
 def parse_config(raw: bytes, path: Path) -> Config:
     try:
         text = raw.decode("utf-8")
@@ -110,7 +126,7 @@ def parse_config(raw: bytes, path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"Config file {path} is not valid TOML: {exc}.",
+            f"Config file {path} is not valid TOML: {exc}.{_quoted_line(text, exc)}",
             hint="Fix the line shown, or start again from `llmchat config init --force`.",
         ) from None
     return _build_config(data, path, text)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmchat.config.profile import Profile
 from llmchat.config.session import Overrides, resolve
-from llmchat.core.conversation import ContextSummary, Conversation
+from llmchat.core.conversation import ContextSummary, Conversation, Exchange
 from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.engine.chat import TurnView, run_turn
@@ -71,6 +71,34 @@ def open_saved_store(*, reading: bool = False) -> Store:
     return open_store(reading=reading)
 
 
+def refused(conversation: Conversation, error: ProviderError | None) -> bool:
+    """Whether the last turn failed before anything came back (server down, key refused, unknown model):
+    nothing was said, so it is no turn of the conversation."""
+    if error is None or not conversation.exchanges:
+        return False
+    last = conversation.exchanges[-1]
+    return not (last.answer or last.reasoning or last.rounds or last.interrupted)
+
+
+def forget_refused(conversation: Conversation, store: Store | None, *, new: bool) -> Exchange:
+    """Take a refused turn (`refused`) back out: from the conversation and from the history, where its
+    question was committed before the request went out; a conversation this turn created goes with it
+    (`new`: it had no id before), so a request the server refused leaves no saved conversation and no
+    turn in `llmchat usage`. Returns the exchange, whose question the caller may offer to ask again."""
+    exchange = conversation.pop()
+    if store is not None and conversation.id is not None:
+        try:
+            if new and not conversation.exchanges:
+                store.remove(conversation.id)
+                conversation.id = None
+                conversation.freed.clear()
+            else:
+                store.truncate(conversation)
+        except LlmchatError:
+            pass  # the history keeps the question; the error that matters is the turn's
+    return exchange
+
+
 def run_ask(flags: Overrides, question: str, environment: Environment | None = None,
             *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
             save: bool = True, resume: str | None = None, extras: AskExtras | None = None) -> int:
@@ -116,6 +144,7 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
                         retries=profile.retries, recorder=recorder, context=context, tools=tools,
                         approval=approval, max_tool_rounds=profile.max_tool_rounds)
 
+    new = conversation.id is None
     try:
         result, error = turn(view)
     finally:
@@ -127,6 +156,8 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
         conversation.pop()  # asked again: its question takes the failed turn's place in the store
         view = new_view()
         result, error = turn(view)
+    if refused(conversation, error):
+        forget_refused(conversation, store if recorder is not None else None, new=new)
     if error is not None:
         raise error
     if result.interrupted:

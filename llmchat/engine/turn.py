@@ -132,7 +132,8 @@ class Turn:
         self.attempt += 1
         delay = backoff(self.attempt, exc.retry_after)
         text = retry_notice(exc, self.attempt, self.retries, delay, self._said)
-        self.shows.notice(f"{self.label}: {text}" if self.label else text)
+        # a batch row's notice stays one line, so rows' notices cannot interleave
+        self.shows.notice(f"{self.label}: {text.replace(chr(10), ' ')}" if self.label else text)
         self._said = exc.message
         return delay
 
@@ -209,10 +210,13 @@ async def adrive(turn: Turn, attempt: Callable[[], contextlib.AbstractAsyncConte
 
 
 def retry_notice(exc: ProviderError, attempt: int, retries: int, delay: float, said: str | None) -> str:
-    """"<what failed> Retrying in 0.6s (1/2)…"; the error's `brief` when it has one (a proxy's page is one
-    short line), and the same failure again is not repeated word for word."""
-    what = "Failed again." if exc.message == said else (exc.brief or exc.message)
-    return f"{what} Retrying in {delay:.1f}s ({attempt}/{retries})…"
+    """"<what failed>", then "Retrying in 0.6s (1/2)…" on a line of its own (a server's own text, such as
+    Ollama's "server busy, please try again", never runs into ours); the error's `brief` when it has one
+    (a proxy's page is one short line), and the same failure again is one line, "Failed again. Retrying…"."""
+    retrying = f"Retrying in {delay:.1f}s ({attempt}/{retries})…"
+    if exc.message == said:
+        return f"Failed again. {retrying}"
+    return f"{exc.brief or exc.message}\n{retrying}"
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:

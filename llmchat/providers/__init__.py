@@ -124,13 +124,16 @@ def api_key_for(profile: Profile, variables: Mapping[str, str] | None = None) ->
     variable = profile.key_variable
     if variable is None:
         return None
-    key = (os.environ if variables is None else variables).get(variable, "").strip()
+    given = (os.environ if variables is None else variables).get(variable)
+    key = (given or "").strip()
     if not key:
-        where = f" ({profile.region or 'beijing'} region)" if profile.provider == "bailian" else ""
+        regional = profile.provider == "bailian" and not profile.base_url  # a region's URL, not the user's own
+        where = f"{profile.region or 'beijing'}-region key" if regional else "key"
         shown = profile.shown_endpoint if variables is None else profile.shown_endpoint_in(variables)
+        state = "which is not set" if given is None else "which is set but empty"
         raise MissingApiKey(
-            f"Profile '{profile.name}' needs an API key in the environment variable {variable}, which is not set.",
-            hint=f"Export it first: export {variable}=sk-…  (a key for {shown}{where}).",
+            f"Profile '{profile.name}' needs an API key in the environment variable {variable}, {state}.",
+            hint=f"Export it first: export {variable}=sk-…  (a {where} for {shown}).",
         )
     return key
 
@@ -160,7 +163,8 @@ def connect(profile: Profile, *, require_key: bool = True, environment: Environm
     return OpenAICompatProvider(
         base_url=profile.endpoint_in(variables), api_key=key, read_timeout=profile.read_timeout(variables),
         bailian=profile.provider == "bailian", key_variable=profile.key_variable,
-        region=profile.region if profile.provider == "bailian" else None,
+        # a region only where the URL is the region's: with its own base_url, a key is just that server's
+        region=(profile.region or "beijing") if profile.provider == "bailian" and not profile.base_url else None,
     )
 
 

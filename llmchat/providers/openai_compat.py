@@ -333,8 +333,8 @@ class OpenAICompatProvider:
             variable = self._key_variable or "the profile's api_key_env"
             what = "rejected the API key" if status == 401 else "denied access"
             hint = f"Check the key in {variable}."
-            if self.bailian:
-                hint += (f" Bailian keys are per region and this profile uses {self._region or 'beijing'} "
+            if self.bailian and self._region is not None:  # a custom base_url has no region to talk about
+                hint += (f" Bailian keys are per region and this profile uses {self._region} "
                          f"({self.base_url}); a key from the other region fails like this. "
                          'Switch with region = "singapore" or "beijing".')
             error = AuthFailed(f"{self._server} {what} ({status} {code or 'unauthorized'}){ref}.", hint=hint)

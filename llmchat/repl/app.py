@@ -19,7 +19,7 @@ from typing import TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.enums import DEFAULT_BUFFER
 from prompt_toolkit.filters import has_focus
@@ -32,7 +32,7 @@ from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError, ModelNotFound
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
-from llmchat.engine.ask import make_turn_view
+from llmchat.engine.ask import forget_refused, make_turn_view, refused
 from llmchat.engine.chat import run_turn
 from llmchat.providers import check_images, connect
 from llmchat.repl.commands import COMMANDS
@@ -68,7 +68,31 @@ def run_repl(flags: Overrides, environment: Environment | None = None, *, plain:
         state.store = None
     session = make_session(state, remember=save and profile.save)
     state.say(banner(state))
+    if config.path is None and profile.provider == "ollama":
+        first_run(state)
     return chat_loop(state, session, plain=plain)
+
+
+def first_run(state: ReplState) -> None:
+    """No config file yet, on the built-in Ollama profile: find out now whether the first question can
+    work, instead of failing on it. Unreachable: say so under the banner, with the fix. Reachable but
+    without the profile's model: offer its pull right here (as a failed turn would).
+
+    One request (`/api/tags`), made only while no config file exists."""
+    try:
+        names = {model.name for model in state.provider.list_models()}
+    except LlmchatError as exc:
+        state.say(f"Ollama is not answering: {exc.message}")
+        if exc.hint:
+            state.say(exc.hint)
+        state.say("Questions fail until it does; `llmchat config init` writes a config for another server.")
+        return
+    model = state.options.model
+    if model in names or f"{model}:latest" in names:
+        return
+    if not offer_pull_here(state, model):
+        state.say(f"{model} is not on this Ollama server yet: `/model NAME` picks one it has "
+                  f"({', '.join(sorted(names)) or 'none yet'}), or `llmchat pull {model}`.")
 
 
 def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> int:
@@ -135,6 +159,7 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
     recorder = state.recorder()
+    new = state.conversation.id is None
     try:
         view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True,
                               environment=state.environment)
@@ -152,12 +177,18 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
             return
         ask(state, question, plain=plain)
         return
-    state.record(result)
     if isinstance(error, ModelNotFound) and offer_pull_here(state, options.model):
         state.conversation.pop()  # asked again: its question takes the failed turn's place in the store
         state.pending_images.restore(options.images)
         ask(state, question, plain=plain)
         return
+    if refused(state.conversation, error):  # nothing came back: no turn, nothing saved; /retry asks again
+        forget_refused(state.conversation, state.store if recorder is not None else None, new=new)
+        state.pending_images.restore(options.images)
+        state.refused = question
+    else:
+        state.record(result)
+        state.refused = None
     if error is not None:
         state.report(error)
     elif result.interrupted:
@@ -271,13 +302,23 @@ def unwrap_block(text: str) -> str:
 # ------------------------------------------------------------------------------------- prompt-toolkit
 
 
+#: Commands whose argument is a file: Tab completes it as a path (prompt-toolkit's PathCompleter).
+PATH_COMMANDS = re.compile(r"/(image|save)[ \t]+(?!.*\n)")
+
+
 class SlashCompleter(Completer):
-    """Adapts the registry's terminal-free completions to prompt-toolkit."""
+    """Adapts the registry's terminal-free completions to prompt-toolkit; file arguments get paths."""
 
     def __init__(self, state: ReplState) -> None:
         self.state = state
+        self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        if (command := PATH_COMMANDS.match(before)) is not None:
+            argument = before[command.end():]
+            yield from self.paths.get_completions(Document(argument, len(argument)), complete_event)
+            return
         # prompt-toolkit shows C0/C1 controls visibly but not bidi overrides; model names come from servers.
         for suggestion in COMMANDS.complete(self.state, document.text_before_cursor):
             yield Completion(suggestion.text, start_position=suggestion.start, display=sanitize(suggestion.text),

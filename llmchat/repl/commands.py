@@ -46,7 +46,7 @@ KEYS_HELP = """Keys:
   Enter              send · Alt-Enter (Esc Enter) adds a line · a \"\"\" line opens and closes a block
   Ctrl-X Ctrl-E      edit the message in $EDITOR
   Up/Down, Ctrl-R    recall and search earlier input · Right arrow takes the grey suggestion
-  Tab                complete commands, profiles, models, settings
+  Tab                complete commands, profiles, models, settings; paths after /image and /save
   Ctrl-C             stop an answer (at the prompt: clear the line) · Ctrl-D quit
   //text             send text that starts with /"""
 

@@ -16,6 +16,9 @@ from llmchat.repl.state import Action, ReplState, UsageError
 
 def cmd_retry(state: ReplState, args: str) -> Action | None:
     no_args(args)
+    if state.refused is not None:  # the server refused the last question: it is no turn, but is asked again
+        question, state.refused = state.refused, None
+        return Action(ask=question)
     if not state.conversation.exchanges:
         state.say("Nothing to retry yet.")
         return None

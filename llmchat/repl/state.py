@@ -118,6 +118,8 @@ class ReplState:
     #: The tools offered in this chat (None: none; /tools on NAME makes one), built with the profile
     toolbox: Toolbox | None = None
     _approval: Approval | None = None
+    #: The last question when the server refused it (nothing came back): not a turn, but /retry asks it again
+    refused: str | None = None
     _models: list[str] | None = None
 
     def __post_init__(self) -> None:
