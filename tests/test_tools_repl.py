@@ -67,3 +67,26 @@ def test_the_toolbox_follows_the_profile_and_keeps_session_trust(tmp_path: Path)
     assert [s.name for s in state.toolbox.offered()] == ["shell"] and not state.toolbox.needs_approval("shell")
     state.switch_profile(config.profiles["local"])
     assert state.toolbox is None
+
+
+def test_profile_keeps_the_tool_flags_of_the_command_line(tmp_path: Path) -> None:
+    """`llmchat --tool weather --trust-tools`, then `/profile b`: the flags hold for the whole chat."""
+    import io
+
+    from llmchat.config.load import load_config
+    from llmchat.config.session import Overrides, with_flags
+    from llmchat.repl.commands import COMMANDS
+    from llmchat.repl.state import ReplState
+
+    path = tmp_path / "config.toml"
+    path.write_text(WEATHER + '[profiles.a]\nprovider = "ollama"\nmodel = "m"\n'
+                    '[profiles.b]\nprovider = "ollama"\nmodel = "m"\ntools = ["shell"]\n', encoding="utf-8")
+    config = load_config(path)
+    flags = Overrides(tool=("weather",), trust_tools=True)
+    state = ReplState.start(config, with_flags(config.profiles["a"], flags), flags=flags, out=io.StringIO(),
+                            connector=lambda profile: object())  # type: ignore[arg-type,return-value]
+    assert [s.name for s in state.toolbox.offered()] == ["weather"]
+    COMMANDS.dispatch(state, "/profile b")
+    assert state.profile.name == "b"
+    assert [s.name for s in state.toolbox.offered()] == ["shell", "weather"]
+    assert not state.toolbox.needs_approval("shell")  # --trust-tools still holds

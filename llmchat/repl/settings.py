@@ -28,7 +28,11 @@ def cmd_profile(state: ReplState, args: str) -> None:
         raise UsageError(f"No profile '{args}'.{did_you_mean(args, state.config.profiles)}"
                          f" Known: {', '.join(sorted(state.config.profiles))}.")
     # The display flag follows the user across profiles; so do /think, /set and /search where they still apply.
-    profile = with_flags(state.config.profiles[args], Overrides(show_thinking=state.flags.show_thinking))
+    # what the command line said for the whole chat holds for the new profile too: the thinking display and
+    # the tool flags (--tool, --no-tools, --trust-tools); the profile's own model and settings replace the old
+    carried = Overrides(show_thinking=state.flags.show_thinking, tool=state.flags.tool, no_tools=state.flags.no_tools,
+                        trust_tools=state.flags.trust_tools)
+    profile = with_flags(state.config.profiles[args], carried)
     changed = _changed_here(state)
     try:
         state.switch_profile(profile)
