@@ -62,7 +62,7 @@ def test_a_remote_job_end_to_end(fake_server, cloud, llmchat, tmp_path) -> None:
     assert run.code == 1, run.output  # a row failed
     job = next(iter(cloud.jobs.values()))
     assert f"Submitted job {job.id}: 4 rows, model qwen-plus." in run.stderr
-    assert "Estimated cost: " in run.stderr and "half of profile 'cloud'" in run.stderr
+    assert "Estimated cost: " in run.stderr and "half the price of profile 'cloud'" in run.stderr
     assert cloud.retrieves >= 4 and job.status == "completed"  # validating → in_progress → finalizing → completed
     # the request lines: custom_id = the id as JSON, the chat body as a local row would send it, no streaming
     lines = [json.loads(line) for line in cloud.files[job.input_file_id].data.decode().splitlines()]
@@ -268,3 +268,51 @@ def test_fetch_without_the_input_file_takes_the_prompts_from_the_uploaded_reques
     run = llmchat("batch", "fetch")
     assert run.code == 0, run.output
     assert [(r["id"], r["prompt"]) for r in read_out(out)] == [(1, "one"), ("b", "two")]
+
+
+# ------------------------------------------------------------------------------ following, the store
+
+
+def test_polls_back_off_to_a_minute_and_the_first_wait_is_configurable(cloud, llmchat, tmp_path) -> None:
+    from itertools import islice
+
+    from llmchat.batch.remote_follow import intervals
+
+    waits = list(islice(intervals(2.0), 12))
+    assert waits[:3] == [2.0, 3.0, 4.5] and waits[-1] == 60.0 and waits == sorted(waits)
+    source = tmp_path / "in.txt"
+    source.write_text("x\n", encoding="utf-8")
+    run = llmchat("batch", str(source), "--remote", "-p", "cloud", LLMCHAT_BATCH_POLL="soon")
+    assert run.code == 2 and "LLMCHAT_BATCH_POLL='soon' is out of range" in run.stderr
+
+
+def test_the_bar_shows_request_counts_and_status() -> None:
+    import io
+
+    from rich.console import Console
+
+    from llmchat.batch.remote_follow import BarBoard
+    from llmchat.providers.batch_api import RemoteJob
+
+    screen = io.StringIO()
+    board = BarBoard(Console(file=screen, force_terminal=True, width=100, color_system=None))
+    board.show({"a": RemoteJob("a", "in_progress", total=40, completed=25, failed=3),
+                "b": RemoteJob("b", "completed", total=10, completed=10, failed=0)})
+    board.stop()
+    text = screen.getvalue()
+    assert "38/50" in text and "3 failed" in text and "1 in_progress, 1 completed" in text
+
+
+def test_schema_5_adds_the_jobs_table(tmp_path) -> None:
+    import sqlite3
+
+    from llmchat.store.db import open_store
+    from llmchat.store.jobs import JobRecord, find_job, save_job, unfetched
+
+    with open_store(tmp_path / "history.db") as store:
+        save_job(store, JobRecord(id="batch_1", provider="bailian", profile="p", model="m", input="/in",
+                                  output="/out", status="in_progress", keys=['"a"', "2"]))
+        assert find_job(store, "batch_").keys == ['"a"', "2"] and [j.id for j in unfetched(store)] == ["batch_1"]
+    db = sqlite3.connect(tmp_path / "history.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert db.execute("SELECT status FROM batch_jobs").fetchall() == [("in_progress",)]

@@ -168,8 +168,8 @@ def _estimate(profile: Profile, rows: list[Row], test: bool) -> str:
         return (f"About {tokens:,} prompt tokens in {len(rows):,} requests (no price in profile "
                 f"'{profile.name}', so no cost estimate).")
     return (f"Estimated cost: {price.format(tokens * price.input / 1000)} for about {tokens:,} prompt tokens, plus "
-            f"{price.format(price.output)} per 1,000 answer tokens (the batch price: half of profile "
-            f"'{profile.name}''s).")
+            f"{price.format(price.output)} per 1,000 answer tokens (the batch price: half the price of profile "
+            f"'{profile.name}').")
 
 
 def _submit(remote: Remote, profile: Profile, api: BatchApi, part: Part, source: str | None,

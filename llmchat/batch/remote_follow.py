@@ -9,7 +9,7 @@ Ctrl-C here stops following only: the jobs keep running on the server.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from llmchat.core.environment import Environment
@@ -49,7 +49,7 @@ def follow(job_ids: list[str], retrieve: Callable[[str], RemoteJob], board: Boar
     KeyboardInterrupt propagates (the caller says how to resume); the board is stopped either way.
     """
     jobs: dict[str, RemoteJob] = {}
-    interval = first
+    waits = intervals(first)
     try:
         while True:
             for job_id in job_ids:
@@ -59,10 +59,17 @@ def follow(job_ids: list[str], retrieve: Callable[[str], RemoteJob], board: Boar
             board.show(jobs)
             if all(job.status in FINISHED for job in jobs.values()):
                 return jobs
-            time.sleep(interval)
-            interval = min(interval * GROWTH, max(MAX_POLL_S, first))
+            time.sleep(next(waits))
     finally:
         board.stop()
+
+
+def intervals(first: float) -> Iterator[float]:
+    """The waits between polls: `first`, then half as long again each time, up to a minute."""
+    interval = first
+    while True:
+        yield interval
+        interval = min(interval * GROWTH, max(MAX_POLL_S, first))
 
 
 def counts(jobs: Mapping[str, RemoteJob]) -> tuple[int, int, int]:

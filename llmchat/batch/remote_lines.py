@@ -51,11 +51,17 @@ def plan_parts(rows: list[Row], model_of: Callable[[Row], str], body_of: Callabl
     """The jobs to submit: rows grouped by model (one model per job), each group cut into contiguous
     parts so that there are `split` jobs in all (at least one per model); every part is checked
     against the limits before anything is uploaded, and a refusal names the `--split` that would fit."""
-    groups: dict[str, list[tuple[Row, bytes]]] = {}
+    by_model: dict[str, list[Row]] = {}
     for row in rows:
-        model = model_of(row)
-        line = {"custom_id": row.key, "method": "POST", "url": ENDPOINT, "body": body_of(row, model)}
-        groups.setdefault(model, []).append((row, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")))
+        by_model.setdefault(model_of(row), []).append(row)
+    if split is None and len(by_model) == 1 and len(rows) > MAX_LINES:  # said before encoding 50,000 bodies
+        raise _too_big(f"{len(rows):,} requests (the limit is {MAX_LINES:,})", None, math.ceil(len(rows) / MAX_LINES))
+    groups: dict[str, list[tuple[Row, bytes]]] = {}
+    for model, model_rows in by_model.items():
+        for row in model_rows:
+            line = {"custom_id": row.key, "method": "POST", "url": ENDPOINT, "body": body_of(row, model)}
+            data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+            groups.setdefault(model, []).append((row, data))
     needed = sum(_needed(items) for items in groups.values())
     if split is None and len(groups) > 1:
         raise ConfigError(f"The rows name {len(groups)} models ({', '.join(groups)}); a Batch API job takes one.",
@@ -76,12 +82,15 @@ def plan_parts(rows: list[Row], model_of: Callable[[Row], str], body_of: Callabl
         if len(part.rows) > MAX_LINES or size > MAX_BYTES:
             what = (f"{len(part.rows):,} requests (the limit is {MAX_LINES:,})" if len(part.rows) > MAX_LINES
                     else f"{size / 1024 / 1024:,.1f} MB of requests (the limit is {MAX_BYTES // 1024 // 1024} MB)")
-            now = f" with --split {jobs}" if split else ""
-            raise ConfigError(f"A Batch API job takes at most {MAX_LINES:,} requests and "
-                              f"{MAX_BYTES // 1024 // 1024} MB; one job{now} would carry {what}.",
-                              hint=f"Add --split {max(needed, jobs + 1)} to submit it as that many jobs, "
-                                   "followed together.")
+            raise _too_big(what, split, max(needed, jobs + 1))
     return parts
+
+
+def _too_big(what: str, split: int | None, suggested: int) -> ConfigError:
+    now = f" with --split {split}" if split else ""
+    return ConfigError(f"A Batch API job takes at most {MAX_LINES:,} requests and {MAX_BYTES // 1024 // 1024} MB; "
+                       f"one job{now} would carry {what}.",
+                       hint=f"Add --split {suggested} to submit the rows as that many jobs, followed together.")
 
 
 def _needed(items: list[tuple[Row, bytes]]) -> int:
