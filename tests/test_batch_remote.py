@@ -8,6 +8,7 @@ be killed or interrupted while it follows a job.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -231,6 +232,10 @@ def test_killed_while_following_then_fetch_or_resume(cloud, env, llmchat, tmp_pa
                                                     "Answer to: four"]
     again = llmchat("batch", "fetch")
     assert again.code == 2 and "No remote batch job is waiting" in again.stderr
+    turns = json.loads(llmchat("usage", "--json").stdout)["total"]["turns"]
+    refetched = llmchat("batch", "fetch", next(iter(cloud.jobs)))  # fetching again counts nothing twice
+    assert refetched.code == 0 and turns == 4
+    assert json.loads(llmchat("usage", "--json").stdout)["total"]["turns"] == 4
 
 
 def test_ctrl_c_stops_following_not_the_job_and_cancel(cloud, env, llmchat, tmp_path) -> None:
@@ -316,3 +321,39 @@ def test_schema_5_adds_the_jobs_table(tmp_path) -> None:
     db = sqlite3.connect(tmp_path / "history.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     assert db.execute("SELECT status FROM batch_jobs").fetchall() == [("in_progress",)]
+
+
+def test_the_size_limit_names_the_split_that_fits() -> None:
+    from llmchat.batch.remote_lines import plan_parts
+    from llmchat.batch.rows import Row
+    from llmchat.core.errors import ConfigError
+
+    big = "x" * (40 * 1024 * 1024)
+    rows = [Row(id=n, prompt=big, line=n) for n in range(1, 4)]  # 120 MB of requests, one model
+
+    def body(row: Row, model: str) -> dict[str, Any]:
+        return {"model": model, "messages": [{"role": "user", "content": row.prompt}]}
+
+    with pytest.raises(ConfigError, match=r"would carry 120\.0 MB of requests") as refused:
+        plan_parts(rows, lambda row: "qwen-plus", body, None)
+    assert "--split 2" in (refused.value.hint or "")
+    parts = plan_parts(rows, lambda row: "qwen-plus", body, 2)
+    assert [[row.id for row in part.rows] for part in parts] == [[1, 2], [3]]
+    assert all(len(part.data) < 100 * 1024 * 1024 for part in parts)
+
+
+def test_following_on_a_terminal_draws_the_bar_from_request_counts(cloud, env, tmp_path) -> None:
+    import pexpect
+
+    source = write_rows(tmp_path / "in.jsonl", ROWS)
+    cloud.fail_ids = {"3"}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "batch", str(source), "-o", str(tmp_path / "o.jsonl"),
+                                           "--remote", "-p", "cloud"], env={**env, "LLMCHAT_BATCH_POLL": "0.2"},
+                          encoding="utf-8", dimensions=(30, 160), timeout=30)
+    raw = child.read()
+    child.close()
+    assert child.exitstatus == 1, raw
+    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\r", "", raw)
+    assert "remote batch" in text and "4/4" in text and "1 failed" in text and "completed" in text, text
+    assert "in_progress" in text  # redrawn while the job ran

@@ -36,7 +36,7 @@ from llmchat.batch.remote_lines import (
 from llmchat.batch.rows import Row, read_rows
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.environment import Environment
-from llmchat.core.errors import ConfigError
+from llmchat.core.errors import ConfigError, ProviderError
 from llmchat.engine.structured import check_format
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions
@@ -195,6 +195,12 @@ def _follow_and_write(remote: Remote, jobs: list[JobRecord], rows: list[Row] | N
     try:
         if unfinished:
             remote.follow(unfinished)
+    except ProviderError as error:  # the network, the key…: the jobs themselves go on
+        ids = " ".join(job.id for job in unfinished)
+        error.hint = (f"{error.hint} " if error.hint else "") + (
+            f"The job{'s' * (len(unfinished) > 1)} ({ids}) keep running on the server: "
+            "`llmchat batch fetch` collects them later.")
+        raise
     except KeyboardInterrupt:
         ids = " ".join(job.id for job in unfinished)
         remote.say(f"Stopped following; the job{'s' * (len(unfinished) > 1)} ({ids}) keep running on the server. "
@@ -349,9 +355,10 @@ def status(flags: Overrides, job_id: str, environment: Environment | None, out: 
         job = find_job(remote.store, job_id)
         seen = remote.api(job.profile)[1].retrieve(job.id)
         remote.remember(job, seen)
+        from llmchat.core.safe_text import text_for
+
         stream = out or (environment.stdout if environment else sys.stdout)
-        for line in describe(job, seen.errors):
-            print(line, file=stream)
+        stream.write(text_for(stream, "\n".join(describe(job, seen.errors)) + "\n"))  # server text: DESIGN §4
         return 0
     finally:
         remote.close()
