@@ -184,6 +184,8 @@ def test_usage_errors(cloud, llmchat, tmp_path) -> None:
     for argv, text in (
         (("batch", str(source), "--test"), "--test goes with --remote"),
         (("batch", str(source), "--remote", "-p", "local"), "Ollama profile, which has no Batch API"),
+        (("batch", str(source), "--remote", "--test", "-p", "vllm"), "--test uses Bailian's batch-test-model"),
+        (("batch", str(source), "--remote", "-p", "cloud", "--split", "0"), "--split must be at least 1"),
         (("batch", "status", "batch_nope"), "No remote batch job 'batch_nope'"),
         (("batch", "fetch"), "No remote batch job is waiting to be fetched"),
         (("batch",), "Missing argument 'INPUT'"),

@@ -149,6 +149,9 @@ def run_remote(flags: Overrides, input_path: str, *, output: str | None, resume:
 def _options(profile: Profile, fmt: str | None, test: bool, say: Callable[[str], None]) -> ChatOptions:
     """The request options; Bailian's `enable_thinking` is always sent, and false: its Batch API runs
     requests without streaming, where DashScope refuses thinking (bailian-api §4.3)."""
+    if test and profile.provider != "bailian":
+        raise ConfigError(f"--test uses Bailian's {TEST_MODEL}, and profile '{profile.name}' is provider "
+                          f"'{profile.provider}'.", hint="Use a bailian profile with --test, or drop --test.")
     options = replace(ChatOptions.from_profile(profile), format=fmt, tool_specs=())
     if profile.provider == "bailian":
         if options.think and not test:
@@ -180,9 +183,9 @@ def _submit(remote: Remote, profile: Profile, api: BatchApi, part: Part, source:
     job = JobRecord(id=created.id, provider=profile.provider, profile=profile.name, model=part.model, input=source,
                     output=str(out_path) if out_path else None, status=created.status, keys=part.keys,
                     total=created.total or len(part.rows), input_file_id=file_id)
-    save_job(remote.store, job)
     which = f" ({number} of {parts})" if parts > 1 else ""
-    remote.say(f"Submitted job {job.id}{which}: {len(part.rows):,} rows, model {part.model}.")
+    remote.say(f"Submitted job {job.id}{which}: {len(part.rows):,} rows, model {part.model}.")  # at once
+    save_job(remote.store, job)
     return job
 
 
