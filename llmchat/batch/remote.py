@@ -139,8 +139,8 @@ def run_remote(flags: Overrides, input_path: str, *, output: str | None, resume:
         remote.say(_estimate(profile, todo, test))
         source = None if input_path == "-" else str(Path(input_path).resolve())
         jobs = [_submit(remote, profile, api, part, source, out_path, n, len(parts)) for n, part in enumerate(parts, 1)]
-        if len(done):
-            remote.say(f"{len(done)} row{'s' * (len(done) != 1)} already answered in {output}: not submitted.")
+        if skipped := len(rows) - len(todo):
+            remote.say(f"{skipped} row{'s' * (skipped != 1)} already answered in {output}: not submitted.")
         return _follow_and_write(remote, jobs, rows, out_path, output)
     finally:
         remote.close()
