@@ -359,3 +359,17 @@ def test_following_on_a_terminal_draws_the_bar_from_request_counts(cloud, env, t
     text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\r", "", raw)
     assert "remote batch" in text and "4/4" in text and "1 failed" in text and "completed" in text, text
     assert "in_progress" in text  # redrawn while the job ran
+
+
+def test_losing_the_server_while_following_says_the_job_goes_on(fake_server, cloud, env, tmp_path) -> None:
+    source = write_rows(tmp_path / "in.jsonl", ROWS[:1])
+    cloud.hold = True
+    proc = start(env, str(source), "-o", str(tmp_path / "out.jsonl"), "--remote", "-p", "cloud")
+    wait_until_following(cloud, proc)
+    job_id = next(iter(cloud.jobs))
+    fake_server.stop()
+    _, err = proc.communicate(timeout=30)
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr
+    assert "Cannot reach" in stderr and f"({job_id}) keep running on the server" in stderr
+    assert "llmchat batch fetch" in stderr and "Traceback" not in stderr
