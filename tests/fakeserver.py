@@ -1633,6 +1633,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._openai_chat(rec)
         elif path.endswith("/models") and method == "GET":
             self._openai_models(rec)
+        elif "/files" in path or "/batches" in path:  # the Batch File API lives in tests/fakebatch.py
+            import fakebatch
+
+            fakebatch.route(self, method, path, rec)
         else:
             self._send(404, b"404 page not found", "text/plain")  # gin's default 404
 

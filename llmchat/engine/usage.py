@@ -45,20 +45,22 @@ class Tally:
     unpriced: int = 0  # calls with usage but no price (none configured, or saved before costs were)
     costs: dict[str, float] = field(default_factory=dict)  # currency -> amount
 
-    def count(self, usage: Usage | None, cost: float | None, currency: str | None, *, summary: bool = False) -> None:
+    def count(self, usage: Usage | None, cost: float | None, currency: str | None, *, summary: bool = False,
+              calls: int = 1) -> None:
+        """`calls`: a fetched remote batch job is saved as one row for all its answered rows (store schema 5)."""
         if summary:
-            self.summaries += 1
+            self.summaries += calls
         else:
-            self.turns += 1
+            self.turns += calls
         if usage is None or (usage.prompt is None and usage.completion is None):
-            self.unreported += 1
+            self.unreported += calls
             return
         self.prompt += usage.prompt or 0
         self.completion += usage.completion or 0
         self.reasoning += usage.reasoning or 0
         self.cached += usage.cached or 0
         if cost is None:
-            self.unpriced += 1
+            self.unpriced += calls
         else:
             key = currency or ""
             self.costs[key] = self.costs.get(key, 0.0) + cost
@@ -133,7 +135,7 @@ def tally_rows(rows: Iterable[UsageRow], by: str) -> tuple[dict[str, Tally], Tal
     for row in rows:
         tally = groups.setdefault(group_key(row, by), Tally())
         for target in (tally, total):
-            target.count(row.usage, row.cost, row.currency, summary=row.kind == "summary")
+            target.count(row.usage, row.cost, row.currency, summary=row.kind == "summary", calls=row.calls)
     return dict(sorted(groups.items())), total
 
 

@@ -498,15 +498,21 @@ class Store:
         where = " AND m.created >= ?" if since else ""
         sql = ("SELECT 'turn' AS kind, m.created, COALESCE(m.profile, c.profile) AS profile, "
                "COALESCE(m.model, c.model) AS model, " + ", ".join(f"m.{c}" for c in USAGE_COLUMNS) + ", "
-               "m.cost, m.currency FROM messages m JOIN conversations c ON c.id = m.conversation "
+               "m.cost, m.currency, 1 AS calls FROM messages m JOIN conversations c ON c.id = m.conversation "
                "WHERE m.role = 'assistant'" + where + " UNION ALL "
                "SELECT 'summary', s.created, s.profile, s.model, s.prompt_tokens, s.completion_tokens, "
-               "s.total_tokens, s.reasoning_tokens, s.cached_tokens, NULL, s.cost, s.currency "
-               "FROM summaries s" + (" WHERE s.created >= ?" if since else "") + " ORDER BY 2")
+               "s.total_tokens, s.reasoning_tokens, s.cached_tokens, NULL, s.cost, s.currency, 1 "
+               "FROM summaries s" + (" WHERE s.created >= ?" if since else "") + " UNION ALL "
+               # a remote batch job, once fetched: its answered rows at the batch price (schema 5)
+               "SELECT 'batch', b.fetched, b.profile, b.model, b.prompt_tokens, b.completion_tokens, "
+               "b.total_tokens, b.reasoning_tokens, b.cached_tokens, NULL, b.cost, b.currency, b.rows "
+               "FROM batch_jobs b WHERE b.fetched IS NOT NULL AND b.rows > 0" + (" AND b.fetched >= ?" if since else "")
+               + " ORDER BY 2")
         with self._read() as db:
-            rows = db.execute(sql, (since, since) if since else ()).fetchall()
+            rows = db.execute(sql, (since, since, since) if since else ()).fetchall()
         return [UsageRow(kind=r["kind"], created=r["created"], profile=r["profile"], model=r["model"],
-                         usage=usage_from_row(r), cost=r["cost"], currency=r["currency"]) for r in rows]
+                         usage=usage_from_row(r), cost=r["cost"], currency=r["currency"],
+                         calls=r["calls"]) for r in rows]
 
     # -- export, import, remove ---------------------------------------------------------------
 

@@ -119,6 +119,7 @@ class UsageRow:
     usage: Usage | None
     cost: float | None
     currency: str | None
+    calls: int = 1  # a fetched remote batch job is one row here for all its answered rows
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,43 @@ def _migrate_to_4(db: sqlite3.Connection, fts: bool) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN tool_rounds TEXT")
 
 
+def _migrate_to_5(db: sqlite3.Connection, fts: bool) -> None:
+    """Issue 19: remote batch jobs (a provider's Batch API), remembered with the profile and the local
+    files that made them, so `batch status|fetch|cancel|list` need no `-p` and a job started on Monday
+    is fetched on Tuesday. The tokens and cost are filled in when the results are fetched, and
+    `llmchat usage` counts them (`rows` answered calls at the batch price)."""
+    db.execute("""
+        CREATE TABLE batch_jobs (
+            id                TEXT PRIMARY KEY,  -- the provider's batch id
+            provider          TEXT NOT NULL,
+            profile           TEXT NOT NULL,
+            model             TEXT,
+            input             TEXT,              -- the local INPUT file (absolute), NULL for stdin
+            output            TEXT,              -- the local OUTPUT file (absolute), NULL when none given
+            status            TEXT NOT NULL,
+            total             INTEGER,
+            completed         INTEGER,
+            failed            INTEGER,
+            keys              TEXT NOT NULL,     -- JSON list of the row ids (as JSON) this job carries
+            input_file_id     TEXT,
+            output_file_id    TEXT,
+            error_file_id     TEXT,
+            created           TEXT NOT NULL,
+            updated           TEXT NOT NULL,
+            fetched           TEXT,              -- when its results were written to OUTPUT
+            rows              INTEGER,           -- answered rows (billed calls), once fetched
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            total_tokens      INTEGER,
+            reasoning_tokens  INTEGER,
+            cached_tokens     INTEGER,
+            cost              REAL,
+            currency          TEXT
+        )""")
+    db.execute("CREATE INDEX batch_jobs_created ON batch_jobs (created)")
+
+
 #: MIGRATIONS[n] upgrades a database at user_version n to n + 1; append, never edit a released one.
 MIGRATIONS: list[Callable[[sqlite3.Connection, bool], None]] = [_migrate_to_1, _migrate_to_2, _migrate_to_3,
-                                                                _migrate_to_4]
+                                                                _migrate_to_4, _migrate_to_5]
 SCHEMA_VERSION = len(MIGRATIONS)
