@@ -453,3 +453,11 @@ def test_search_switches_web_search(h: Harness) -> None:
     assert h.state.options.search is False
     assert h.say("/search maybe").strip() == "'maybe' is not on, off or auto. Usage: /search [on|off|auto]"
     assert h.state.options.search is False
+
+
+def test_a_refused_question_is_retried_only_in_its_own_conversation(h: Harness) -> None:
+    h.state.refused = "asked when the server was down"
+    assert h.run("/retry") == (Action(ask="asked when the server was down"), "")
+    h.state.refused = "asked when the server was down"
+    h.say("/new")
+    assert h.run("/retry") == (Action(), "Nothing to retry yet.\n")

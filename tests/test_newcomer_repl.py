@@ -193,16 +193,16 @@ def test_the_image_refusal_in_the_chat_names_slash_model(repl, tmp_path) -> None
 
 
 @pytest.mark.parametrize("command", ["/image", "/save"])
-def test_tab_completes_paths_for_image_and_save(repl, tmp_path, command) -> None:
-    folder = tmp_path / "pictures"
+def test_tab_completes_paths_for_image_and_save(repl, env, command) -> None:
+    folder = Path(env["HOME"]) / "pictures"  # typed as ~/pictures: short enough for one screen line
     folder.mkdir()
     (folder / "holiday-photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     chat = repl()
     chat.wait_prompt()
-    chat.send(f"{command} {folder}/holi")
+    chat.send(f"{command} ~/pictures/holi")
     chat.wait_for(lambda: "holiday-photo.png" in chat.display(), "the file in the completion menu")
     chat.send("\t")
-    chat.wait_for(lambda: f"{command} {folder}/holiday-photo.png" in chat.display(), "the completed path")
+    chat.wait_for(lambda: f"{command} ~/pictures/holiday-photo.png" in chat.display(), "the completed path")
 
 
 def test_an_ollama_retry_notice_is_on_its_own_line(repl, fake_server, repl_config) -> None:

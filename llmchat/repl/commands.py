@@ -78,6 +78,7 @@ def cmd_exit(state: ReplState, args: str) -> Action:
 def cmd_clear(state: ReplState, args: str) -> None:
     no_args(args)
     state.conversation = Conversation(system=state.conversation.system)
+    state.refused = None  # /retry belongs to the conversation it was asked in
     state.say("Started a new conversation (same system prompt).")
 
 
@@ -92,6 +93,7 @@ def cmd_resume(state: ReplState, args: str) -> None:
         _list_recent(state)
         return
     state.conversation = state.store.load_conversation(args)
+    state.refused = None
     turns = len(state.conversation.exchanges)
     state.say(f"Resumed conversation {state.conversation.id} ({turns} turn{'s' if turns != 1 else ''}); "
               "/history shows it.")
