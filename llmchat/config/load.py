@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
+from llmchat.config.mcp import McpServerConfig, build_servers
 from llmchat.config.profile import (
     BUILTIN_PROFILES,
     CONFIG_FILENAME,
@@ -42,10 +43,12 @@ class Config:
     warnings: tuple[str, ...] = ()  # things to tell the user that do not stop the run
     #: The [tools.NAME] tables: command tools, and settings of built-ins (config/tools.py)
     tools: Mapping[str, ToolConfig] = field(default_factory=dict)
+    #: The [mcp.servers.NAME] tables (config/mcp.py): a server's name in a profile's tools offers its tools
+    mcp_servers: Mapping[str, McpServerConfig] = field(default_factory=dict)
 
     def tool_names(self) -> tuple[str, ...]:
-        """Every tool this config defines: the built-ins, then its command tools in file order."""
-        return tool_names(self.tools)
+        """Every name a profile's tools may list: the built-ins, the command tools, then the MCP servers."""
+        return tool_names(self.tools) + tuple(self.mcp_servers)
 
     def profile(self, name: str | None = None, variables: Mapping[str, str] | None = None) -> Profile:
         """The profile to use: the named one, else LLMCHAT_PROFILE (in `variables`, default the process's),
@@ -124,7 +127,7 @@ def _owner_only(path: Path) -> bool:
         return False
 
 
-_TOP_KEYS = ("default_profile", "profiles", "tools")
+_TOP_KEYS = ("default_profile", "profiles", "tools", "mcp")
 
 
 def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
@@ -142,14 +145,16 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
         profiles[name] = _build_profile(name, table, locate)
     tools = build_tools(data.get("tools", {}), locate)
-    known_tools = tool_names(tools)
+    servers = build_servers(data.get("mcp", {}), {n: t for n, t in tools.items() if t.is_command}, locate)
+    known_tools = tool_names(tools) + tuple(servers)
     for name, profile in profiles.items():
         for tool in profile.tools:
             if tool not in known_tools:
                 raise locate.error(
                     name, "tools", f"profiles.{name}.tools names '{tool}', which is no tool."
                     f"{did_you_mean(tool, known_tools)}",
-                    f"Known tools: {', '.join(known_tools)}; define your own as a [tools.NAME] table.",
+                    f"Known tools: {', '.join(known_tools)}; define your own as a [tools.NAME] table "
+                    "or an MCP server as [mcp.servers.NAME].",
                 )
     for name, profile in profiles.items():
         wanted = profile.summary_profile
@@ -169,7 +174,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             f"Known profiles: {', '.join(sorted(profiles))}.",
         )
     return Config(profiles=profiles, default=default, path=path, default_origin=str(path),
-                  warnings=tuple(locate.warnings), tools=tools)
+                  warnings=tuple(locate.warnings), tools=tools, mcp_servers=servers)
 
 
 def allowed_values(key: str) -> str:

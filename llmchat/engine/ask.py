@@ -117,16 +117,21 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
                         approval=approval, max_tool_rounds=profile.max_tool_rounds)
 
     try:
-        result, error = turn(view)
+        try:
+            result, error = turn(view)
+        finally:
+            close = getattr(approval, "close", None)
+            if close is not None:
+                close()
+        if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
+                                                                              environment=environment):
+            conversation.pop()  # asked again: its question takes the failed turn's place in the store
+            view = new_view()
+            result, error = turn(view)
     finally:
-        close = getattr(approval, "close", None)
-        if close is not None:
-            close()
-    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
-                                                                          environment=environment):
-        conversation.pop()  # asked again: its question takes the failed turn's place in the store
-        view = new_view()
-        result, error = turn(view)
+        stop_servers = getattr(tools, "close", None)  # MCP servers' children: stopped on every way out
+        if stop_servers is not None:
+            stop_servers()
     if error is not None:
         raise error
     if result.interrupted:

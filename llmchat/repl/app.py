@@ -66,7 +66,12 @@ def run_repl(flags: Overrides, environment: Environment | None = None, *, plain:
         state.store = None
     session = make_session(state, remember=save and profile.save)
     state.say(banner(state))
-    return chat_loop(state, session, plain=plain)
+    try:
+        return chat_loop(state, session, plain=plain)
+    finally:
+        from llmchat.repl.mcp import stop_servers
+
+        stop_servers(state)  # MCP children end with the chat, however it ends
 
 
 def chat_loop(state: ReplState, session: PromptSession[str], *, plain: bool) -> int:
@@ -131,6 +136,10 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
                 state.say(exc.hint)
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
+    if state.toolbox is not None:
+        from llmchat.repl.mcp import servers_ready
+
+        servers_ready(state)  # the servers still starting, under a spinner naming them
     recorder = state.recorder()
     try:
         view = make_turn_view(state.profile, plain=plain, as_json=False, usage=None, stream=True,
