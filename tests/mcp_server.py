@@ -3,7 +3,8 @@
 Run as a stdio child (`python tests/mcp_server.py [--pid-file F] [--mode M]`) or over Streamable HTTP
 (`--http PORT`). Tools: `add`, `env_names` (the names of the variables it got: proves what a child is
 given), `picture` (an image), `structured` (structured content only), `fail` (is_error), `slow`,
-`crash` (the process dies mid-call). Modes break it on purpose: `die` exits at start with a message
+`crash` (the process dies mid-call). `--gate FILE` holds the start until FILE exists. Modes break it
+on purpose: `die` exits at start with a message
 on stderr, `garbage` answers on stdout with something that is not JSON-RPC, `crash-later` serves its
 tools then dies while idle.
 """
@@ -25,6 +26,7 @@ parser.add_argument("--pid-file")
 parser.add_argument("--mode", default="ok")
 parser.add_argument("--http", type=int)
 parser.add_argument("--name", default="demo")
+parser.add_argument("--gate", help="wait for this file to exist before serving (a server slow to start)")
 options = parser.parse_args()
 if options.pid_file:
     Path(options.pid_file).write_text(str(os.getpid()))
@@ -37,6 +39,10 @@ if options.mode == "garbage":
     print("fatal: speaking the wrong protocol", file=sys.stderr, flush=True)
     time.sleep(60)
     sys.exit(0)
+
+if options.gate:
+    while not Path(options.gate).exists():
+        time.sleep(0.05)
 
 app = MCPServer(options.name, log_level="ERROR")
 

@@ -122,6 +122,8 @@ def _toml_value(value: Any) -> str:
         inner = ", ".join(f"{k if _BARE_KEY.match(k) else json.dumps(k, ensure_ascii=False)} = {_toml_value(v)}"
                           for k, v in value.items())
         return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 

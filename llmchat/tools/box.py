@@ -77,6 +77,7 @@ class Toolbox:
         if self.mcp is None:
             return tuple(self.specs[name] for name in self.enabled)
         self.wait_ready()
+        self.mcp.check()  # a server that died while idle is not offered (and is said, once)
         mcp_tools = self.mcp.tools()
         offered: list[ToolSpec] = []
         for name in self.enabled:

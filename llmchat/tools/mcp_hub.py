@@ -230,6 +230,21 @@ class Hub:
             if server._scope is not None:
                 server._scope.cancel()
 
+    def check(self) -> None:
+        """Mark failed each ready server whose connection has closed since (it exited while idle): its
+        tools are then not offered to the next request. The SDK keeps that state on the session's
+        dispatcher, not publicly; if it ever moves, such a server is noticed at its next call instead."""
+        for server in list(self.servers.values()):
+            client = server._client
+            if server.status != "ready" or client is None:
+                continue
+            try:
+                closed = bool(getattr(getattr(client.session, "_dispatcher", None), "_closed", False))
+            except Exception:  # noqa: BLE001 - a session being torn down: the serve task reports it
+                closed = False
+            if closed:
+                self.stop(server.name, "closed the connection (it exited or crashed)")
+
     # ---------------------------------------------------------------------------------------- calls
 
     def call(self, name: str, tool: str, arguments: Mapping[str, Any], timeout: float,

@@ -97,6 +97,10 @@ class McpTools:
 
     # ------------------------------------------------------------------------------------ tools
 
+    def check(self) -> None:
+        """Notice servers that went away while idle (before a request is built from the tools)."""
+        self.hub.check()
+
     def tools(self) -> dict[str, McpTool]:
         """Every tool of the running servers, by offered name, in config order then the server's order."""
         listed = [(name, tool) for name in self.configs
