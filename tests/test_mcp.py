@@ -297,3 +297,21 @@ def test_no_server_configured_imports_nothing_of_mcp(fake_server, env, tmp_path)
         assert not {m for m in modules if m == "mcp" or m.startswith(("mcp.", "mcp_types"))}
         assert "llmchat.tools.mcp_hub" not in modules
     assert chat_bodies(fake_server), "the question was asked"
+
+
+def test_sigterm_during_an_mcp_call_in_ask_leaves_no_orphan(fake_server, env, tmp_path):
+    pid_file = tmp_path / "pid"
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", pid_file=pid_file, extra="trust = true"), ["demo"])
+    fake_server.enqueue(call("slow", {"seconds": 60}))
+    proc = subprocess.Popen([sys.executable, "-m", "llmchat", "ask", "--usage", "be slow"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pid = pid_of(pid_file, seconds=60)
+    deadline = time.monotonic() + 60
+    while not any(r.path.endswith("/chat/completions") for r in fake_server.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the call is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert "⚙ slow(seconds=60)" in err.decode()  # it was stopped during the call
+    assert gone(pid), "the MCP server outlived SIGTERM"

@@ -107,3 +107,22 @@ def test_a_server_dying_while_idle_is_said_once_and_its_tools_withdrawn(fake_ser
     session.ask("and now?")
     assert "MCP server demo failed" not in session.since()  # said once
     assert "failed: closed the connection" in session.command("/mcp")
+
+
+def test_tools_on_a_server_starts_it_for_this_chat(fake_server, env, tmp_path, repl):
+    pid_file = tmp_path / "pid"
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", pid_file=pid_file, extra="trust = true"), ["time"])
+    session = repl(timeout=60)
+    assert "demo  off  stdio:" in session.command("/mcp") and not pid_file.exists()  # not offered: not started
+    said = session.command("/tools on demo")
+    assert "Starting MCP server demo…" in said and "Tools on: demo. Offered now: time, add, env_names" in said
+    said = session.command("/tools off picture")
+    assert "Offered now: time, add, env_names, structured, fail, slow, crash" in said
+    fake_server.enqueue(call("add", {"a": 2, "b": 2}), openai_answer("Four."))
+    request = session.ask("2 + 2?")
+    assert "picture" not in [t["function"]["name"] for t in request.body["tools"]]
+    assert tool_results(fake_server) == ["4"]
+    pid = pid_of(pid_file)
+    session.press("\x04")
+    assert session.wait_exit() == 0
+    assert gone(pid)

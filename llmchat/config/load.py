@@ -10,9 +10,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin, get_type_hints
 
-from llmchat.config.mcp import McpServerConfig, build_servers
 from llmchat.config.profile import (
     BUILTIN_PROFILES,
     CONFIG_FILENAME,
@@ -28,6 +27,9 @@ from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError
 from llmchat.core.pricing import Price
 from llmchat.core.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from llmchat.config.mcp import McpServerConfig
 
 # ---------------------------------------------------------------------------------------------- loading
 
@@ -145,7 +147,11 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
         profiles[name] = _build_profile(name, table, locate)
     tools = build_tools(data.get("tools", {}), locate)
-    servers = build_servers(data.get("mcp", {}), {n: t for n, t in tools.items() if t.is_command}, locate)
+    servers = {}
+    if "mcp" in data:  # only a config with servers pays for their module
+        from llmchat.config.mcp import build_servers
+
+        servers = build_servers(data["mcp"], {n: t for n, t in tools.items() if t.is_command}, locate)
     known_tools = tool_names(tools) + tuple(servers)
     for name, profile in profiles.items():
         for tool in profile.tools:
