@@ -315,3 +315,20 @@ def test_sigterm_during_an_mcp_call_in_ask_leaves_no_orphan(fake_server, env, tm
     assert proc.returncode == 143, err.decode()
     assert "⚙ slow(seconds=60)" in err.decode()  # it was stopped during the call
     assert gone(pid), "the MCP server outlived SIGTERM"
+
+
+def test_batch_runs_trusted_mcp_tools_and_says_a_failed_server_once(fake_server, env, tmp_path, llmchat):
+    pid_file = tmp_path / "pid"
+    servers = (stdio_server("demo", pid_file=pid_file, extra="trust = true")
+               + '[mcp.servers.nope]\ncommand = "llmchat-no-such-mcp-server"\n')
+    mcp_config(fake_server, env, tmp_path, servers, ["demo", "nope"])
+    fake_server.enqueue(call("add", {"a": 6, "b": 7}), openai_answer("13."))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("6 + 7?\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = llmchat("batch", str(prompts), "-o", str(out), "--concurrency", "1")
+    assert result.code == 0, result.stderr
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["answer"] == "13." and row["tool_calls"][0]["result"] == "13"
+    assert result.stderr.count("MCP server nope failed: command not found") == 1
+    assert gone(pid_of(pid_file))
