@@ -186,3 +186,17 @@ def test_a_streamable_http_server_serves_ask(fake_server, env, tmp_path, llmchat
         server.kill()
         server.wait()
     assert TEST_KEY not in result.output
+
+
+def test_a_literal_token_in_a_readable_config_is_warned_about_never_shown(fake_server, env, tmp_path, llmchat):
+    path = mcp_config(fake_server, env, tmp_path, stdio_server("demo", extra='env = { DEMO_TOKEN = "tok-12345" }'),
+                      ["demo"])
+    path.chmod(0o644)
+    fake_server.enqueue(openai_answer("Hi."), openai_answer("Hi."))
+    result = llmchat("ask", "hi")
+    assert result.code == 0, result.stderr
+    assert result.stderr.count("mcp.servers.demo.env.DEMO_TOKEN holds a secret") == 1
+    assert "mcp.servers.demo.env.DEMO_TOKEN holds a secret" in result.stderr and "${DEMO_TOKEN}" in result.stderr
+    assert "tok-12345" not in result.output
+    path.chmod(0o600)
+    assert "holds a secret" not in llmchat("ask", "hi").stderr

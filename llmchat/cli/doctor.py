@@ -256,7 +256,7 @@ def run_doctor(flags: Overrides, environment: Environment | None = None, *, prob
         failed += sum(c.failed for c in checks)
         _print_table(console, f"{profile.name} ({profile.provider} · {profile.model})", checks)
     if config.mcp_servers:
-        checks = mcp_checks(flags, environment or Environment.from_process())
+        checks = mcp_checks(flags, environment or Environment.from_process(), config.warnings)
         failed += sum(c.failed for c in checks)
         _print_table(console, "MCP servers", checks)
     console.print("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.",
@@ -264,8 +264,9 @@ def run_doctor(flags: Overrides, environment: Environment | None = None, *, prob
     return 1 if failed else 0
 
 
-def mcp_checks(flags: Overrides, environment: Environment) -> list[Check]:
-    """One check per configured MCP server: it starts, lists its tools, and is stopped (cli.mcp's rows)."""
+def mcp_checks(flags: Overrides, environment: Environment, warnings: tuple[str, ...] = ()) -> list[Check]:
+    """One check per configured MCP server: it starts, lists its tools, and is stopped (cli.mcp's rows);
+    a config warning about the server (a literal secret in a readable file) makes a started one "warn"."""
     from llmchat.cli.mcp import server_rows
 
     checks = []
@@ -274,8 +275,9 @@ def mcp_checks(flags: Overrides, environment: Environment) -> list[Check]:
         if row["status"] == "ready":
             tools = [t["name"] for t in row["tools"]]
             listed = ", ".join(tools[:6]) + (", …" if len(tools) > 6 else "")
-            checks.append(Check(name, "ok", f"started, {len(tools)} tool{'s' if len(tools) != 1 else ''}"
-                                f"{': ' + listed if tools else ''}"))
+            detail = f"started, {len(tools)} tool{'s' if len(tools) != 1 else ''}{': ' + listed if tools else ''}"
+            own = [w for w in warnings if w.startswith(f"mcp.servers.{row['name']}.")]
+            checks.append(Check(name, "warn", "; ".join([detail, *own])) if own else Check(name, "ok", detail))
             continue
         error = str(row["error"])
         detail = "\n".join([error, *(f"stderr: {line}" for line in row["stderr"])])

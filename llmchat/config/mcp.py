@@ -136,9 +136,26 @@ def _build_server(name: str, table: Any, command_tools: Mapping[str, Any], locat
             if "${" in VARIABLE.sub("", value):
                 raise error(key, f"{where}.{key}: '${{' starts no variable here.",
                             "Write ${NAME} or ${NAME:-default} (NAME: letters, digits and _).")
+    _warn_literal_secrets(where, {"env": env, "headers": headers}, locate)
     return McpServerConfig(name=name, command=command, args=tuple(args), env=env, cwd=cwd, url=url, headers=headers,
                            include_tools=tuple(include) if include is not None else None,
                            exclude_tools=tuple(exclude), trust=trust, timeout=float(timeout))
+
+
+def _warn_literal_secrets(where: str, tables: Mapping[str, Mapping[str, str]], locate: Any) -> None:
+    """A token written into a file others may read is worth a word: `${VAR}` keeps it in the environment.
+    (A warning, not an error as for a profile's api_key: it is the server's secret, and Claude Desktop
+    files are written this way.)"""
+    from llmchat.config.load import secret_looking
+
+    if locate.owner_only:
+        return
+    for table, values in tables.items():
+        for key, value in values.items():
+            if secret_looking(key) and value.strip() and not VARIABLE.search(value):
+                locate.warnings.append(f"{where}.{table}.{key} holds a secret in {locate.path}, which other users "
+                                       f"can read: write {key} = \"${{{key.upper().replace('-', '_')}}}\" and export "
+                                       "it, or chmod 600 the file.")
 
 
 def _strings(table: dict[str, Any], key: str, where: str, error: Any) -> dict[str, str]:

@@ -50,7 +50,7 @@ class Toolbox:
         if config.mcp_servers:
             from llmchat.tools.mcp_tools import McpTools
 
-            self.mcp = McpTools(config.mcp_servers, self.variables, taken=tuple(self.specs))
+            self.mcp = McpTools(config.mcp_servers, self.variables, taken=tuple(self.specs), warnings=config.warnings)
         #: Tool and server names on, in the profile's order; a server's tools come with its name
         self.enabled: list[str] = [name for name in profile.tools if name in self.specs or self._is_server(name)]
         self.disabled: set[str] = set()  # MCP tools turned off one by one (/tools off NAME)

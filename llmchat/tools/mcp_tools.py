@@ -52,10 +52,12 @@ class McpTools:
     """The configured servers as one toolbox sees them."""
 
     def __init__(self, servers: Mapping[str, McpServerConfig], variables: Mapping[str, str],
-                 taken: Sequence[str]) -> None:
+                 taken: Sequence[str], warnings: Sequence[str] = ()) -> None:
         self.configs = dict(servers)
         self.variables = variables
         self.taken = frozenset(taken)  # built-in and command tool names
+        self.warnings = [w for w in warnings if w.startswith("mcp.servers.")]  # the config's, about servers
+        self.pending: list[str] = []  # warnings about servers started here, said with the next notices
         self.hub = hub()
 
     # ---------------------------------------------------------------------------------- servers
@@ -63,6 +65,8 @@ class McpTools:
     def start(self, names: Sequence[str]) -> None:
         """Start these servers in the background (all at once: they come up concurrently)."""
         for name in names:
+            if name not in self.hub.servers:
+                self.pending += [f"Warning: {w}" for w in self.warnings if w.startswith(f"mcp.servers.{name}.")]
             self.hub.start(self.configs[name], self.variables)
 
     def server(self, name: str) -> Server | None:
@@ -77,7 +81,7 @@ class McpTools:
 
     def notices(self) -> list[str]:
         """A notice for each server that failed since the last call (each said once per run)."""
-        said = []
+        said, self.pending = self.pending, []
         for server in self.hub.servers.values():
             if server.status == "failed" and not server.reported and server.name in self.configs:
                 server.reported = True
