@@ -151,7 +151,8 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
     if "mcp" in data:  # only a config with servers pays for their module
         from llmchat.config.mcp import build_servers
 
-        servers = build_servers(data["mcp"], {n: t for n, t in tools.items() if t.is_command}, locate)
+        servers = build_servers(data["mcp"], {n: t for n, t in tools.items() if t.is_command}, locate,
+                                secret_looking)
     known_tools = tool_names(tools) + tuple(servers)
     for name, profile in profiles.items():
         for tool in profile.tools:

@@ -10,7 +10,7 @@ variable carries. Checked at load with the file and line of a problem, like ever
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,10 @@ class McpServerConfig:
         return tool not in self.exclude_tools
 
 
-def build_servers(table: Any, command_tools: Mapping[str, Any], locate: Any) -> dict[str, McpServerConfig]:
-    """The checked `[mcp]` table (only `servers` in it); `locate` is config.load's _Locator."""
+def build_servers(table: Any, command_tools: Mapping[str, Any], locate: Any,
+                  secret_looking: Callable[[str], bool] = lambda _: False) -> dict[str, McpServerConfig]:
+    """The checked `[mcp]` table (only `servers` in it); `locate` is config.load's _Locator, `secret_looking`
+    its test of a key name (passed in: config.load imports this module, not the other way round)."""
     if not isinstance(table, dict):
         raise locate.error(None, "mcp", "'mcp' must be a table holding [mcp.servers.NAME] sections.")
     for key in table:
@@ -75,10 +77,11 @@ def build_servers(table: Any, command_tools: Mapping[str, Any], locate: Any) -> 
     servers = table.get("servers", {})
     if not isinstance(servers, dict):
         raise locate.error(None, "servers", "mcp.servers must be a table of [mcp.servers.NAME] sections.")
-    return {name: _build_server(name, value, command_tools, locate) for name, value in servers.items()}
+    return {name: _build_server(name, value, command_tools, locate, secret_looking) for name, value in servers.items()}
 
 
-def _build_server(name: str, table: Any, command_tools: Mapping[str, Any], locate: Any) -> McpServerConfig:
+def _build_server(name: str, table: Any, command_tools: Mapping[str, Any], locate: Any,
+                  secret_looking: Callable[[str], bool]) -> McpServerConfig:
     def error(key: str | None, message: str, hint: str | None = None) -> Exception:
         return locate.error(name, key, message, hint, table=r"mcp\s*\.\s*servers")
 
@@ -136,18 +139,17 @@ def _build_server(name: str, table: Any, command_tools: Mapping[str, Any], locat
             if "${" in VARIABLE.sub("", value):
                 raise error(key, f"{where}.{key}: '${{' starts no variable here.",
                             "Write ${NAME} or ${NAME:-default} (NAME: letters, digits and _).")
-    _warn_literal_secrets(where, {"env": env, "headers": headers}, locate)
+    _warn_literal_secrets(where, {"env": env, "headers": headers}, locate, secret_looking)
     return McpServerConfig(name=name, command=command, args=tuple(args), env=env, cwd=cwd, url=url, headers=headers,
                            include_tools=tuple(include) if include is not None else None,
                            exclude_tools=tuple(exclude), trust=trust, timeout=float(timeout))
 
 
-def _warn_literal_secrets(where: str, tables: Mapping[str, Mapping[str, str]], locate: Any) -> None:
+def _warn_literal_secrets(where: str, tables: Mapping[str, Mapping[str, str]], locate: Any,
+                          secret_looking: Callable[[str], bool]) -> None:
     """A token written into a file others may read is worth a word: `${VAR}` keeps it in the environment.
     (A warning, not an error as for a profile's api_key: it is the server's secret, and Claude Desktop
     files are written this way.)"""
-    from llmchat.config.load import secret_looking
-
     if locate.owner_only:
         return
     for table, values in tables.items():

@@ -117,6 +117,9 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
                         approval=approval, max_tool_rounds=profile.max_tool_rounds)
 
     try:
+        wait_for_servers = getattr(tools, "wait_ready", None)
+        if wait_for_servers is not None:  # MCP servers, started concurrently above: ready before the request
+            wait_for_servers()
         try:
             result, error = turn(view)
         finally:
