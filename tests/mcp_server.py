@@ -1,12 +1,12 @@
 """A real MCP server for the tests, written with the SDK's own server API (`MCPServer`).
 
-Run as a stdio child (`python tests/mcp_server.py [--pid-file F] [--mode M]`) or over Streamable HTTP
-(`--http PORT`). Tools: `add`, `env_names` (the names of the variables it got: proves what a child is
-given), `picture` (an image), `structured` (structured content only), `fail` (is_error), `slow`,
-`crash` (the process dies mid-call). `--gate FILE` holds the start until FILE exists. Modes break it
-on purpose: `die` exits at start with a message
-on stderr, `garbage` answers on stdout with something that is not JSON-RPC, `crash-later` serves its
-tools then dies while idle.
+Run as a stdio child (`python tests/mcp_server.py [--pid-file F] [--mode M]`), over Streamable HTTP
+(`--http PORT`) or over the older SSE transport (`--sse PORT`). Tools: `add`, `env_names` (the names
+of the variables it got: proves what a child is given), `picture` (an image), `structured`
+(structured content only), `fail` (is_error), `slow`, `crash` (the process dies mid-call).
+`--gate FILE` holds the start until FILE exists. Modes break it on purpose: `die` exits at start with
+a message on stderr, `garbage` answers on stdout with something that is not JSON-RPC, `crash-later`
+serves its tools then dies while idle.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--pid-file")
 parser.add_argument("--mode", default="ok")
 parser.add_argument("--http", type=int)
+parser.add_argument("--sse", type=int, help="serve the older SSE transport on this port")
 parser.add_argument("--name", default="demo")
 parser.add_argument("--gate", help="wait for this file to exist before serving (a server slow to start)")
 options = parser.parse_args()
@@ -107,5 +108,7 @@ if options.mode == "crash-later":
 
 if options.http:
     app.run("streamable-http", host="127.0.0.1", port=options.http)
+elif options.sse:
+    app.run("sse", host="127.0.0.1", port=options.sse)
 else:
     app.run()

@@ -160,9 +160,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_streamable_http_server_serves_ask(fake_server, env, tmp_path, llmchat):
+@pytest.mark.parametrize("transport", ["http", "sse"])
+def test_a_remote_server_serves_ask(fake_server, env, tmp_path, llmchat, transport):
+    """Streamable HTTP (`/mcp`) and the older SSE transport (a URL ending in /sse) on 127.0.0.1."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(SERVER), "--http", str(port), "--name", "web"],
+    server = subprocess.Popen([sys.executable, str(SERVER), f"--{transport}", str(port), "--name", "web"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -172,15 +174,18 @@ def test_a_streamable_http_server_serves_ask(fake_server, env, tmp_path, llmchat
                 break
             except OSError:
                 time.sleep(0.1)
-        table = ('[mcp.servers.web]\nurl = "http://127.0.0.1:${WEB_PORT}/mcp"\n'
+        path = "mcp" if transport == "http" else "sse"
+        table = (f'[mcp.servers.web]\nurl = "http://127.0.0.1:${{WEB_PORT}}/{path}"\n'
                  'headers = { Authorization = "Bearer ${WEB_TOKEN:-anonymous}" }\ntrust = true\n')
         mcp_config(fake_server, env, tmp_path, table, ["web"])
         fake_server.enqueue(call("add", {"a": 20, "b": 22}), openai_answer("42 it is."))
-        result = llmchat("ask", "add over http", WEB_PORT=str(port))
+        result = llmchat("ask", "add over the network", WEB_PORT=str(port))
         assert result.code == 0, result.stderr
         assert result.stdout == "42 it is.\n"
         assert "add" in offered(chat_bodies(fake_server)[0])
         assert tool_results(fake_server) == ["42"]
+        listed = json.loads(llmchat("mcp", "list", "--json", WEB_PORT=str(port)).stdout)
+        assert (listed[0]["transport"], listed[0]["status"]) == (transport, "ready")
         assert server.poll() is None  # a remote server is not ours to stop
     finally:
         server.kill()
