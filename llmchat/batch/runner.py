@@ -43,7 +43,7 @@ from llmchat.engine.ask import open_tools
 from llmchat.engine.chat import MAX_TOOL_ROUNDS, offered_tools
 from llmchat.engine.context import request_options
 from llmchat.engine.structured import check_format
-from llmchat.engine.tooling import Nobody, NoTools, Tools, run_calls
+from llmchat.engine.tooling import Nobody, NoTools, Tools, run_calls, tell_notices
 from llmchat.engine.turn import Turn, adrive
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, connect
@@ -173,6 +173,7 @@ async def ask_row(
             turn.result.finish_reason = "tool_calls"
             break
         tool_round.calls = await asyncio.to_thread(run_calls, calls, tools or NoTools(), Nobody(), shows)
+        tell_notices(tools, notify)  # an MCP server that failed during the calls: said once
         messages.extend(tool_messages(tool_round))
     if isinstance(error, StreamUnfinished):
         tries = turn.attempt + 1
@@ -312,6 +313,7 @@ def run_batch(
     writer = OrderedWriter(sink)
     if tools is not None:  # what the model is offered; only the trusted ones will run (nobody approves)
         options = replace(options, tool_specs=offered_tools(tools, provider, options.model, say))
+        tell_notices(tools, say)  # an MCP server that did not start
     batch = Batch(todo, profile, provider, options, concurrency, writer, QuietReporter(),
                   debug=environment.debug if environment else None, tools=tools)
     started = time.monotonic()
@@ -327,6 +329,8 @@ def run_batch(
         if batch.outcome.interrupted:
             writer.drain()
         sink.close()
+        if tools is not None and hasattr(tools, "close"):  # MCP servers' children end with the batch
+            tools.close()
     if resume and out_path and not batch.outcome.interrupted and out_path.exists():
         compact(out_path, rows)
     say(summary(batch.outcome, profile, skipped=len(rows) - len(todo), seconds=time.monotonic() - started,

@@ -14,7 +14,7 @@ import typer
 
 # The command modules register themselves on the apps in cli.options when imported, in this order, which is
 # the order `llmchat --help` lists them in.
-from llmchat.cli import ask, usage, models, tools_cmd, batch, history, config_cmd  # noqa: F401  # isort: skip
+from llmchat.cli import ask, usage, models, tools_cmd, mcp, batch, history, config_cmd  # noqa: F401  # isort: skip
 from llmchat.cli.ask import ask_words, chat_session
 from llmchat.cli.help import tidy
 from llmchat.cli.options import (

@@ -275,9 +275,45 @@ def run_doctor(flags: Overrides, environment: Environment | None = None, *, prob
             profile, config.warnings, probe=probe, environment=environment)
         failed += sum(c.failed for c in checks)
         _print_table(console, f"{profile.name} ({profile.provider} · {profile.model})", checks)
+    if config.mcp_servers:
+        checks = mcp_checks(flags, environment or Environment.from_process(), config.warnings)
+        failed += sum(c.failed for c in checks)
+        _print_table(console, "MCP servers", checks)
     console.print("All checks passed." if not failed else f"{failed} check{'s' if failed != 1 else ''} failed.",
                   style="green" if not failed else "bold red", highlight=False)
     return 1 if failed else 0
+
+
+def mcp_checks(flags: Overrides, environment: Environment, warnings: tuple[str, ...] = ()) -> list[Check]:
+    """One check per configured MCP server: it starts, lists its tools, and is stopped (cli.mcp's rows);
+    a config warning about the server (a literal secret in a readable file) makes a started one "warn"."""
+    from llmchat.cli.mcp import server_rows
+
+    checks = []
+    for row in server_rows(flags, environment):
+        name = f"mcp:{row['name']}"
+        if row["status"] == "ready":
+            tools = [t["name"] for t in row["tools"]]
+            listed = ", ".join(tools[:6]) + (", …" if len(tools) > 6 else "")
+            detail = f"started, {len(tools)} tool{'s' if len(tools) != 1 else ''}{': ' + listed if tools else ''}"
+            own = [w for w in warnings if w.startswith(f"mcp.servers.{row['name']}.")]
+            checks.append(Check(name, "warn", "; ".join([detail, *own])) if own else Check(name, "ok", detail))
+            continue
+        error = str(row["error"])
+        detail = "\n".join([error, *(f"stderr: {line}" for line in row["stderr"])])
+        checks.append(Check(name, "fail", detail, _mcp_fix(row["name"], error)))
+    return checks
+
+
+def _mcp_fix(name: str, error: str) -> str:
+    where = f"[mcp.servers.{name}]"
+    if error.startswith("command not found"):
+        return f"Install the program, or fix command in {where} (a full path works too)."
+    if "is not set" in error:
+        return "Export the variable named, or give it a default: ${NAME:-value}."
+    if error.startswith("cannot connect"):
+        return f"Check that the server is running and the url in {where} is right."
+    return f"Run its command yourself to see it start; `llmchat mcp list` shows its stderr ({where})."
 
 
 def _print_table(console: Console, title: str, checks: list[Check]) -> None:

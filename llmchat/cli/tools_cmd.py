@@ -22,21 +22,28 @@ def tools(
     no_tools: NoToolsOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List the tools: name, source (builtin, command), trusted or asks first, offered by the profile or not."""
+    """List the tools: name, source (builtin, command, mcp:SERVER), trusted or asks first, offered or not.
+
+    MCP servers are started to list their tools, then stopped; one that fails is a row saying why."""
     flags = command_flags(ctx, profile=profile, config=config, tool=tuple(tool) if tool else None,
                           no_tools=True if no_tools else None)
     print_tools(flags, environment_of(ctx), as_json=as_json)
 
 
 def tool_rows(flags: Overrides, environment: Environment) -> list[dict[str, object]]:
-    """One dict per defined tool: {"name", "source", "trusted", "offered", "description", "parameters"}."""
+    """One dict per defined tool: {"name", "source", "trusted", "offered", "description", "parameters"}; an MCP
+    server that did not start is one row named after it, its description saying why."""
     from llmchat.tools.box import Toolbox
 
     config, profile = resolve(flags, environment)
     box = Toolbox(config, profile, environment)
-    return [{"name": spec.name, "source": spec.source, "trusted": spec.trusted, "offered": box.is_enabled(spec.name),
-             "description": spec.description, "parameters": dict(spec.parameters)}
-            for spec in (box.specs[name] for name in box.names())]
+    try:
+        box.start_all()
+        return [{"name": name, "source": spec.source, "trusted": spec.trusted, "offered": box.is_enabled(name),
+                 "description": spec.description, "parameters": dict(spec.parameters)}
+                for name, spec in box.listing()]
+    finally:
+        box.close()
 
 
 def print_tools(flags: Overrides, environment: Environment, *, as_json: bool) -> None:
@@ -53,7 +60,7 @@ def print_tools(flags: Overrides, environment: Environment, *, as_json: bool) ->
     lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)), row[4]]).rstrip()
              for row in table]
     print(text_for(out, "\n".join(lines)), file=out)
-    if not any(r["source"] == "command" for r in rows) and not any(r["offered"] for r in rows):
+    if not any(r["source"] != "builtin" for r in rows) and not any(r["offered"] for r in rows):
         print(text_for(out, "\nNo tool is offered. Add names to a profile's `tools` list (e.g. tools = [\"time\"]), "
                        "or pass --tool NAME; define your own as a [tools.NAME] table (README: Tools)."), file=out)
 

@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin, get_type_hints
 
 from llmchat.config.profile import (
     BUILTIN_PROFILES,
@@ -28,6 +28,9 @@ from llmchat.core.errors import ConfigError
 from llmchat.core.pricing import Price
 from llmchat.core.suggest import did_you_mean
 
+if TYPE_CHECKING:
+    from llmchat.config.mcp import McpServerConfig
+
 # ---------------------------------------------------------------------------------------------- loading
 
 
@@ -42,10 +45,12 @@ class Config:
     warnings: tuple[str, ...] = ()  # things to tell the user that do not stop the run
     #: The [tools.NAME] tables: command tools, and settings of built-ins (config/tools.py)
     tools: Mapping[str, ToolConfig] = field(default_factory=dict)
+    #: The [mcp.servers.NAME] tables (config/mcp.py): a server's name in a profile's tools offers its tools
+    mcp_servers: Mapping[str, McpServerConfig] = field(default_factory=dict)
 
     def tool_names(self) -> tuple[str, ...]:
-        """Every tool this config defines: the built-ins, then its command tools in file order."""
-        return tool_names(self.tools)
+        """Every name a profile's tools may list: the built-ins, the command tools, then the MCP servers."""
+        return tool_names(self.tools) + tuple(self.mcp_servers)
 
     def profile(self, name: str | None = None, variables: Mapping[str, str] | None = None) -> Profile:
         """The profile to use: the named one, else LLMCHAT_PROFILE (in `variables`, default the process's),
@@ -140,7 +145,7 @@ def _owner_only(path: Path) -> bool:
         return False
 
 
-_TOP_KEYS = ("default_profile", "profiles", "tools")
+_TOP_KEYS = ("default_profile", "profiles", "tools", "mcp")
 
 
 def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
@@ -158,14 +163,21 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             raise locate.error(None, name, f"profiles.{name} must be a table ([profiles.{name}]).")
         profiles[name] = _build_profile(name, table, locate)
     tools = build_tools(data.get("tools", {}), locate)
-    known_tools = tool_names(tools)
+    servers = {}
+    if "mcp" in data:  # only a config with servers pays for their module
+        from llmchat.config.mcp import build_servers
+
+        servers = build_servers(data["mcp"], {n: t for n, t in tools.items() if t.is_command}, locate,
+                                secret_looking)
+    known_tools = tool_names(tools) + tuple(servers)
     for name, profile in profiles.items():
         for tool in profile.tools:
             if tool not in known_tools:
                 raise locate.error(
                     name, "tools", f"profiles.{name}.tools names '{tool}', which is no tool."
                     f"{did_you_mean(tool, known_tools)}",
-                    f"Known tools: {', '.join(known_tools)}; define your own as a [tools.NAME] table.",
+                    f"Known tools: {', '.join(known_tools)}; define your own as a [tools.NAME] table "
+                    "or an MCP server as [mcp.servers.NAME].",
                 )
     for name, profile in profiles.items():
         wanted = profile.summary_profile
@@ -185,7 +197,7 @@ def _build_config(data: dict[str, Any], path: Path, text: str) -> Config:
             f"Known profiles: {', '.join(sorted(profiles))}.",
         )
     return Config(profiles=profiles, default=default, path=path, default_origin=str(path),
-                  warnings=tuple(locate.warnings), tools=tools)
+                  warnings=tuple(locate.warnings), tools=tools, mcp_servers=servers)
 
 
 def allowed_values(key: str) -> str:

@@ -146,16 +146,22 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
 
     new = conversation.id is None
     try:
+        wait_for_servers = getattr(tools, "wait_ready", None)
+        if wait_for_servers is not None:  # MCP servers, started concurrently above: ready before the request
+            wait_for_servers()
         result, error = turn(view)
+        if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
+                                                                              environment=environment):
+            conversation.pop()  # asked again: its question takes the failed turn's place in the store
+            view = new_view()
+            result, error = turn(view)
     finally:
-        close = getattr(approval, "close", None)
+        close = getattr(approval, "close", None)  # the /dev/tty this run opened to ask on
         if close is not None:
             close()
-    if isinstance(error, ModelNotFound) and not as_json and offer_pull(provider, sent.model,
-                                                                          environment=environment):
-        conversation.pop()  # asked again: its question takes the failed turn's place in the store
-        view = new_view()
-        result, error = turn(view)
+        stop_servers = getattr(tools, "close", None)  # MCP servers' children: stopped on every way out
+        if stop_servers is not None:
+            stop_servers()
     if refused(conversation, error):
         forget_refused(conversation, store if recorder is not None else None, new=new)
     if error is not None:

@@ -20,7 +20,7 @@ from llmchat.core.errors import ContextTooLong, ProviderError, ToolsUnsupported
 from llmchat.core.events import TurnResult
 from llmchat.core.stops import Terminated
 from llmchat.core.tools import ToolRecord
-from llmchat.engine.tooling import Approval, Nobody, NoTools, RoundInterrupted, Tools, run_calls
+from llmchat.engine.tooling import Approval, Nobody, NoTools, RoundInterrupted, Tools, run_calls, tell_notices
 from llmchat.engine.turn import Turn, drive
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ def run_turn(
 
     messages = sent()
     request = dataclasses.replace(options, tool_specs=offered_tools(tools, provider, options.model, turn.notice))
+    tell_notices(tools, turn.notice)  # an MCP server that failed to start: said once, its tools not offered
 
     def compact(exc: ProviderError) -> bool:
         """A "too long" before any output: let the policy compact once, then ask again at once.
@@ -192,7 +193,7 @@ def run_turn(
             messages = sent()
             turn.start()
         while True:
-            error = drive(turn, lambda: provider.stream(messages, request), sleep=sleep, recover=compact,
+            error = drive(turn, lambda: provider.stream(messages, request), sleep=sleep, recover=compact,  # noqa: B023 - called in this iteration
                           each=save_progress if progress is not None else None)
             if error is not None or not turn.calls:
                 break
@@ -214,6 +215,9 @@ def run_turn(
                 raise
             finally:
                 turn.tool_seconds += time.monotonic() - began
+            if tell_notices(tools, turn.notice) and request.tool_specs:  # a server failed: its tools go
+                request = dataclasses.replace(request, tool_specs=offered_tools(tools, provider, options.model,
+                                                                                turn.notice))
             messages.extend(tool_messages(tool_round))
             exchange.rounds = list(turn.rounds)
             if progress is not None:  # the calls that ran survive a kill during the next request or tool

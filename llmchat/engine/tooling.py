@@ -51,6 +51,16 @@ class Tools(Protocol):
     def run(self, call: ToolCall) -> tuple[ToolStatus, str]: ...
 
 
+def tell_notices(tools: Tools | None, notice: Callable[[str], None]) -> bool:
+    """Show what a toolbox has to say (an MCP server that failed: once each); True when it said something.
+    A toolbox without `notices` (NoTools, a test's) has nothing to say."""
+    drain = getattr(tools, "notices", None)
+    said = list(drain()) if drain is not None else []
+    for text in said:
+        notice(text)
+    return bool(said)
+
+
 class NoTools:
     """The toolbox of a turn that offers none: a call the model makes anyway gets "no such tool"."""
 

@@ -70,7 +70,12 @@ def run_repl(flags: Overrides, environment: Environment | None = None, *, plain:
     state.say(banner(state))
     if config.path is None and profile.provider == "ollama":
         first_run(state)
-    return chat_loop(state, session, plain=plain)
+    try:
+        return chat_loop(state, session, plain=plain)
+    finally:
+        from llmchat.repl.mcp import stop_servers
+
+        stop_servers(state)  # MCP children end with the chat, however it ends
 
 
 def first_run(state: ReplState) -> None:
@@ -158,6 +163,10 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
                 state.say(exc.hint)
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
+    if state.toolbox is not None:
+        from llmchat.repl.mcp import servers_ready
+
+        servers_ready(state)  # the servers still starting, under a spinner naming them
     recorder = state.recorder()
     new = state.conversation.id is None
     try:

@@ -24,6 +24,7 @@ from llmchat.repl.conversation import (
     cmd_undo,
     cmd_usage,
 )
+from llmchat.repl.mcp import cmd_mcp
 from llmchat.repl.registry import Command, Registry
 from llmchat.repl.settings import (
     cmd_model,
@@ -168,6 +169,7 @@ COMMANDS = Registry([
             complete=complete_set),
     Command("tools", cmd_tools, "Tools the model may call, on/off and trust (on|off NAME: for this chat)",
             "[on|off NAME]", complete=complete_tools),
+    Command("mcp", cmd_mcp, "MCP servers: how each is reached, its state and its tools"),
     Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
     Command("image", cmd_image, "Attach an image to the next question (alone: list them; clear drops them)",
             "[PATH|URL|clear]"),

@@ -30,12 +30,18 @@ def cmd_tools(state: ReplState, args: str) -> None:
     if action not in ("on", "off") or not names:
         raise UsageError("Give on or off and a tool's name, or nothing to list them.")
     box = _box(state)
+
+    def starting(servers: list[str]) -> None:
+        state.say(f"Starting MCP server{'s' if len(servers) > 1 else ''} {', '.join(servers)}…")
+
     try:
         for name in names:
-            box.enable(name) if action == "on" else box.disable(name)
+            box.enable(name, on_wait=starting) if action == "on" else box.disable(name)
     except ConfigError as exc:
         raise UsageError(exc.message) from None
     state.toolbox = box
+    for notice in box.notices():  # a server that would not start
+        state.say(notice)
     offered = ", ".join(spec.name for spec in box.offered()) or "none"
     state.say(f"Tools {action}: {', '.join(names)}. Offered now: {offered}.")
 
@@ -51,16 +57,18 @@ def _trust_label(box: Toolbox, name: str) -> str:
 
 def _list(state: ReplState) -> None:
     box = _box(state)
-    width = max(len(name) for name in box.names()) + 2
+    rows = box.listing()
+    width = max(len(name) for name, _ in rows) + 2
+    source_width = max(8, *(len(spec.source) for _, spec in rows))
     lines = []
-    for name in box.names():
-        spec = box.specs[name]
+    for name, spec in rows:
         state_word = "on " if box.is_enabled(name) else "off"
         description = " ".join(spec.description.split())
         description = description if len(description) <= 40 else description[:39] + "…"
-        lines.append(f"  {name:<{width}}{state_word}  {spec.source:<8} {_trust_label(box, name):<21} {description}")
+        lines.append(f"  {name:<{width}}{state_word}  {spec.source:<{source_width}} {_trust_label(box, name):<21} "
+                     f"{description}")
     state.say("Tools (/tools on|off NAME for this chat):\n" + "\n".join(lines))
-    if not box.offered() and not any(spec.source == "command" for spec in box.specs.values()):
+    if not box.offered() and not any(spec.source != "builtin" for _, spec in rows):
         where = state.config.path or "the config file (`llmchat config path`)"
         state.say(f"No tool is on. Turn a built-in on with /tools on time; for good, list tools in a profile "
                   f'(tools = ["time"]) or define your own as a [tools.NAME] table in {where} (README: Tools).')
@@ -73,5 +81,5 @@ def complete_tools(state: ReplState, before: Sequence[str]) -> Iterable[tuple[st
         return []
     box = _box(state)
     wanted = before[0].lower() == "off"
-    return [(name, box.specs[name].source) for name in box.names()
+    return [(name, spec.source) for name, spec in box.listing()
             if box.is_enabled(name) == wanted and name not in before[1:]]

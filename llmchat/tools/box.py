@@ -2,7 +2,10 @@
 
 The engine asks it what to offer (`offered`), whether a call may run unasked (`needs_approval`), what
 to show in the approval (`describe`) and to run the call (`run`); the REPL's `/tools` turns tools on and
-off for the session. Nothing heavy is imported here: `fetch` imports httpx when it runs.
+off for the session. Nothing heavy is imported here: `fetch` imports httpx when it runs, and the MCP
+side (tools.mcp_tools) is loaded only for a config with `[mcp.servers.*]`, `mcp` itself only when a
+server starts. A server's name in the profile's tools offers all its tools (after include/exclude):
+the toolbox starts it when it is made, and `offered()` waits for the ones still starting.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from llmchat.config.tools import BUILTIN_TOOLS, DEFAULT_TOOL_TIMEOUT, TRUSTED_BY_DEFAULT, ToolConfig
+from llmchat.config.tools import BUILTIN_TOOLS, DEFAULT_TOOL_TIMEOUT, TRUSTED_BY_DEFAULT, ToolConfig, tool_names
 from llmchat.core.errors import ConfigError
 from llmchat.core.suggest import did_you_mean
 from llmchat.core.tools import ToolCall, ToolSpec, ToolStatus
@@ -21,9 +24,12 @@ from llmchat.tools.command import BadArguments, argv_for
 from llmchat.tools.process import child_environment, run_process
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from llmchat.config.load import Config
     from llmchat.config.profile import Profile
     from llmchat.core.environment import Environment
+    from llmchat.tools.mcp_tools import McpTool, McpTools
 
 
 def toolbox_for(config: Config, profile: Profile, environment: Environment | None = None) -> Toolbox | None:
@@ -38,11 +44,23 @@ class Toolbox:
         self.config, self.profile = config, profile
         self.variables: Mapping[str, str] = environment.variables if environment is not None else dict(os.environ)
         self.settings: dict[str, ToolConfig] = {name: config.tools.get(name) or ToolConfig(name=name)
-                                                for name in config.tool_names()}
+                                                for name in tool_names(config.tools)}
         self.specs: dict[str, ToolSpec] = {name: self._spec(self.settings[name]) for name in self.settings}
-        self.enabled: list[str] = [name for name in profile.tools if name in self.specs]
+        self.mcp: McpTools | None = None
+        if config.mcp_servers:
+            from llmchat.tools.mcp_tools import McpTools
+
+            self.mcp = McpTools(config.mcp_servers, self.variables, taken=tuple(self.specs), warnings=config.warnings)
+        #: Tool and server names on, in the profile's order; a server's tools come with its name
+        self.enabled: list[str] = [name for name in profile.tools if name in self.specs or self._is_server(name)]
+        self.disabled: set[str] = set()  # MCP tools turned off one by one (/tools off NAME)
         self.trusted_now: set[str] = set()  # answered "a" (always) in an approval
         self.unsupported: set[str] = set()  # models that cannot call tools (the engine fills it, says it once)
+        if self.mcp is not None:
+            self.mcp.start([name for name in self.enabled if self._is_server(name)])
+
+    def _is_server(self, name: str) -> bool:
+        return self.mcp is not None and name in self.mcp.configs
 
     def _spec(self, tool: ToolConfig) -> ToolSpec:
         trusted = tool.trust if tool.trust is not None else tool.name in TRUSTED_BY_DEFAULT
@@ -54,23 +72,89 @@ class Toolbox:
     # ------------------------------------------------------------------------------------------- state
 
     def offered(self) -> tuple[ToolSpec, ...]:
-        """The enabled tools as the model is offered them: the profile's order, then those turned on later."""
-        return tuple(self.specs[name] for name in self.enabled)
+        """The enabled tools as the model is offered them: the profile's order, then those turned on later.
+        An enabled server's tools take its place, once it is ready (this waits for one still starting)."""
+        if self.mcp is None:
+            return tuple(self.specs[name] for name in self.enabled)
+        self.wait_ready()
+        self.mcp.check()  # a server that died while idle is not offered (and is said, once)
+        mcp_tools = self.mcp.tools()
+        offered: list[ToolSpec] = []
+        for name in self.enabled:
+            if name in self.specs:
+                offered.append(self.specs[name])
+            else:
+                offered += [t.spec for n, t in mcp_tools.items() if t.server == name and n not in self.disabled]
+        return tuple(offered)
 
     def spec(self, name: str) -> ToolSpec | None:
-        return self.specs.get(name)
+        if name in self.specs:
+            return self.specs[name]
+        tool = self._mcp_tool(name)
+        return tool.spec if tool is not None else None
+
+    def _mcp_tool(self, name: str) -> McpTool | None:
+        return self.mcp.tools().get(name) if self.mcp is not None else None
 
     def names(self) -> tuple[str, ...]:
-        """Every tool the config defines, enabled or not, in listing order."""
-        return tuple(self.specs)
+        """Every tool the config defines, enabled or not, in listing order: a server not running (yet)
+        is listed by its own name, a running one by its tools' names."""
+        return tuple(name for name, _ in self.listing())
+
+    def listing(self) -> list[tuple[str, ToolSpec]]:
+        """(name, spec) of each tool in listing order; a server whose tools are not known is one row, with a
+        stand-in spec whose description says its state."""
+        rows = [(name, spec) for name, spec in self.specs.items()]
+        if self.mcp is None:
+            return rows
+        mcp_tools = self.mcp.tools()
+        for server in self.mcp.configs:
+            tools = [(n, t.spec) for n, t in mcp_tools.items() if t.server == server]
+            config = self.mcp.configs[server]
+            rows += tools or [(server, ToolSpec(server, f"MCP server, {self.mcp.state(server)}", {},
+                                                source=f"mcp:{server}", trusted=config.trust))]
+        return rows
 
     def is_enabled(self, name: str) -> bool:
+        tool = self._mcp_tool(name) if name not in self.specs else None
+        if tool is not None:
+            return tool.server in self.enabled and name not in self.disabled
         return name in self.enabled
+
+    # ---------------------------------------------------------------------------------- MCP servers
+
+    def servers_starting(self) -> list[str]:
+        """The enabled servers not ready yet: what the first question waits for (the REPL names them)."""
+        if self.mcp is None:
+            return []
+        return self.mcp.starting([name for name in self.enabled if self._is_server(name)])
+
+    def wait_ready(self, names: Sequence[str] | None = None) -> None:
+        """Wait for the enabled servers still starting (each ready or failed when this returns)."""
+        if self.mcp is not None:
+            self.mcp.wait(self.servers_starting() if names is None else list(names))
+
+    def start_all(self) -> None:
+        """Start every configured server, offered or not (`llmchat tools`, `mcp list`, doctor list them all)."""
+        if self.mcp is not None:
+            self.mcp.start(list(self.mcp.configs))
+            self.mcp.wait(list(self.mcp.configs))
+
+    def notices(self) -> list[str]:
+        """What went wrong with servers since last asked, each failure once (the engine shows them)."""
+        return self.mcp.notices() if self.mcp is not None else []
+
+    def close(self) -> None:
+        """Stop every MCP server of the process (their children with them); nothing without servers."""
+        if self.mcp is not None:
+            from llmchat.tools.mcp_tools import close_hub
+
+            close_hub()
 
     def needs_approval(self, name: str) -> bool:
         """False when the call may run unasked: trusted by the config (or by default: `time`), by
         --trust-tools / `trust_tools = true`, or for this session after an "always" answer."""
-        spec = self.specs.get(name)
+        spec = self.spec(name)
         if spec is None:
             return True
         return not (spec.trusted or self.profile.trust_tools or name in self.trusted_now)
@@ -78,19 +162,33 @@ class Toolbox:
     def trust(self, name: str) -> None:
         self.trusted_now.add(name)
 
-    def enable(self, name: str) -> None:
+    def enable(self, name: str, on_wait: Callable[[list[str]], None] | None = None) -> None:
+        """Offer `name` (a tool or a server: a server is started, and waited for, `on_wait` told first)."""
+        tool = self._mcp_tool(self._known(name)) if name not in self.specs else None
+        if tool is not None:
+            self.disabled.discard(name)
+            name = tool.server
         if name not in self.enabled:
-            self.enabled.append(self._known(name))
+            self.enabled.append(name)
+        if self._is_server(name) and self.mcp is not None:
+            self.mcp.start([name])
+            waiting = self.mcp.starting([name])
+            if waiting and on_wait is not None:
+                on_wait(waiting)
+            self.mcp.wait(waiting)
 
     def disable(self, name: str) -> None:
-        self._known(name)
-        if name in self.enabled:
+        tool = self._mcp_tool(self._known(name)) if name not in self.specs else None
+        if tool is not None:
+            self.disabled.add(name)
+        elif name in self.enabled:
             self.enabled.remove(name)
 
     def _known(self, name: str) -> str:
-        if name not in self.specs:
-            raise ConfigError(f"No tool '{name}'.{did_you_mean(name, self.specs)}",
-                              hint=f"Known tools: {', '.join(self.specs)}.")
+        known = self.names()
+        if name not in known and not self._is_server(name):
+            raise ConfigError(f"No tool '{name}'.{did_you_mean(name, known)}",
+                              hint=f"Known tools: {', '.join(known)}.")
         return name
 
     # ------------------------------------------------------------------------------------------ a call
@@ -110,6 +208,9 @@ class Toolbox:
             command = arguments.get("command")
             return command if isinstance(command, str) else \
                 "shell without a command (the call will fail)"
+        mcp_tool = self._mcp_tool(call.name) if call.name not in self.settings else None
+        if mcp_tool is not None and self.mcp is not None:
+            return self.mcp.describe(mcp_tool, arguments)
         tool = self.settings.get(call.name)
         if tool is None:
             return f"{call.name}: no such tool (the call will fail)"
@@ -124,11 +225,16 @@ class Toolbox:
         KeyboardInterrupt (Ctrl-C) kills what the call started, then propagates."""
         if call.error:
             return "error", call.error
+        limit = self.profile.tool_output_limit
+        mcp_tool = self._mcp_tool(call.name) if call.name not in self.specs else None
+        if mcp_tool is not None and self.mcp is not None:
+            if not self.is_enabled(call.name):
+                return "error", f"the tool {call.name!r} is not offered in this chat"
+            return self.mcp.run(mcp_tool, call.arguments, limit)
         if call.name not in self.specs:
             return "error", f"no tool named {call.name!r}{did_you_mean(call.name, self.enabled)}"
         if call.name not in self.enabled:
             return "error", f"the tool {call.name!r} is not offered in this chat"
-        limit = self.profile.tool_output_limit
         tool = self.settings[call.name]
         arguments = call.arguments
         if call.name == "time":
