@@ -51,15 +51,17 @@ def run_process(argv: Sequence[str], *, env: Mapping[str, str], timeout: float, 
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
         return "error", f"cannot run {argv[0]}: {exc}"
     out, err = Collector(limit), Collector(limit)
-    readers = [threading.Thread(target=c.drain, args=(s,), daemon=True)
-               for c, s in ((out, child.stdout), (err, child.stderr))]
-    for reader in readers:
-        reader.start()
+    readers: list[threading.Thread] = []
     timed_out = False
-    try:
-        code = child.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out, code = True, None
+    try:  # from the moment the child exists: a Ctrl-C even while the readers start must kill it
+        for collector, stream in ((out, child.stdout), (err, child.stderr)):
+            reader = threading.Thread(target=collector.drain, args=(stream,), daemon=True)
+            reader.start()
+            readers.append(reader)
+        try:
+            code = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out, code = True, None
     finally:  # also on KeyboardInterrupt: nothing of the call survives it
         kill_group(child)
         for reader in readers:
