@@ -15,7 +15,8 @@ Rows and targets (issue 18):
   within 1.3x of 2k, startup subtracted);
 - peak RSS with 20,000 tokens: <= 50 MB;
 - `llmchat --help` <= 150 ms;
-- the chat's first question does not wait for imports (Enter to first answer text, next to `ask`);
+- the chat's first question does not wait for imports: start to prompt, and Enter to the answer's text
+  after a second of typing, next to the raw SDK's whole one-shot question;
 - batch: 200 prompts x 1 s at concurrency 16 within 1.1x of ideal (bench/batch.py; skipped by --quick).
 Exit status 1 when a row misses its target.
 """
@@ -23,6 +24,7 @@ Exit status 1 when a row misses its target.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import subprocess
 import sys
@@ -75,6 +77,9 @@ def main() -> int:
     args = parser.parse_args()
     runs = args.runs
     rows: list[Row] = []
+    # As pip installs it: compiled. Without this, under PYTHONDONTWRITEBYTECODE every run of llmchat would
+    # compile its modules from source while the SDKs' (compiled at install) would not.
+    compileall.compile_dir(ROOT / "llmchat", quiet=1)
     with FakeServer() as server, tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         env = {**os.environ, "LLMCHAT_CONFIG": str(write_config(directory, server.url)), "HOME": tmp,
@@ -103,11 +108,11 @@ def main() -> int:
                 theirs.append(piped(base, answer))
             return _min(ours), _min(theirs)
 
+        tokens_runs: dict[tuple[str, int], tuple[Run, Run]] = {}
         for provider in ("ollama", "bailian"):
-            ours, theirs = pair(ask(provider), raw[provider], "Hi there")
+            ours, theirs = tokens_runs[provider, 2] = pair(ask(provider), raw[provider], "Hi there")
             rows.append(Row(f"one-shot question (2 tokens), {provider}", ours.wall, theirs.wall, "ms",
                             "<= 1.05x", ours.wall <= 1.05 * theirs.wall))
-        tokens_runs: dict[tuple[str, int], tuple[Run, Run]] = {}
         for tokens in (2_000, 20_000):
             answer = markdown_answer(tokens)
             for provider in ("ollama", "bailian"):
@@ -143,11 +148,14 @@ def main() -> int:
                         helped.wall <= 150))
 
         for provider in ("ollama", "bailian"):
-            first = min(chat_first_answer([*llmchat, "-p", PROVIDERS[provider], "--no-save"], env, server)
-                        for _ in range(runs))
-            one_shot = next(r for r in rows if r.name == f"one-shot question (2 tokens), {provider}")
-            rows.append(Row(f"chat: Enter to answer (base: a whole ask), {provider}", first, one_shot.ours, "ms",
-                            "< 0.5x", first < 0.5 * one_shot.ours))
+            chats = [chat_first_answer([*llmchat, "-p", PROVIDERS[provider], "--no-save"], env, server)
+                     for _ in range(runs)]
+            prompt, first = min(c[0] for c in chats), min(c[1] for c in chats)
+            one_shot = tokens_runs[provider, 2][1]
+            rows.append(Row(f"chat: start to prompt (base: raw SDK question), {provider}", prompt, one_shot.wall,
+                            "ms", "< 1.0x", prompt < one_shot.wall))
+            rows.append(Row(f"chat: Enter to answer (base: raw SDK question), {provider}", first, one_shot.wall,
+                            "ms", "< 0.5x", first < 0.5 * one_shot.wall))
 
     if not args.quick:
         done = subprocess.run([sys.executable, str(ROOT / "bench" / "batch.py")], capture_output=True, text=True)

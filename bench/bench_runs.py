@@ -68,8 +68,9 @@ def run_pty(cmd: list[str], env: dict[str, str]) -> Run:
     return run
 
 
-def chat_first_answer(cmd: list[str], env: dict[str, str], server: Any, typing: float = 1.0) -> float:
-    """Ms from Enter to the answer's text on screen, for the chat's first question.
+def chat_first_answer(cmd: list[str], env: dict[str, str], server: Any, typing: float = 1.0) -> tuple[float, float]:
+    """Ms from the start to the prompt, and from Enter to the answer's text on screen, for the chat's
+    first question.
 
     The chat starts in a pty; once its prompt shows, `typing` seconds pass (a person typing the
     question) before Enter. What the first answer waits for after Enter is what was not done while
@@ -83,6 +84,7 @@ def chat_first_answer(cmd: list[str], env: dict[str, str], server: Any, typing: 
         def write_process_input(self, data: str) -> None:
             child.send(data)
 
+    launched = time.perf_counter()
     child = pexpect.spawn(cmd[0], cmd[1:], env={**env, "NO_COLOR": "1"}, dimensions=(ROWS, COLS), encoding="utf-8",
                           codec_errors="replace", timeout=30)
     child.delaybeforesend = None
@@ -105,6 +107,7 @@ def chat_first_answer(cmd: list[str], env: dict[str, str], server: Any, typing: 
 
     try:
         until(lambda: PROMPT_READY in raw)
+        prompted = (time.perf_counter() - launched) * 1000
         typed = time.monotonic() + typing
         until(lambda: time.monotonic() >= typed)  # keeps reading: cursor queries are answered meanwhile
         server.enqueue(Stream(answer="Hi there", pieces=["Hi", " there"]))
@@ -116,4 +119,4 @@ def chat_first_answer(cmd: list[str], env: dict[str, str], server: Any, typing: 
     finally:
         if child.isalive():
             child.terminate(force=True)
-    return elapsed
+    return prompted, elapsed

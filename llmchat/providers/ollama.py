@@ -11,6 +11,7 @@ exception into an `llmchat.core.errors` error are shared, so both report failure
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -56,7 +57,7 @@ class OllamaProvider:
         self._url = host
         self._read_timeout = read_timeout
         self._timeout = httpx.Timeout(connect=connect_timeout(read_timeout), read=read_timeout, write=30.0, pool=5.0)
-        self._client = ollama.Client(host=host, timeout=self._timeout, event_hooks=_HOOKS)
+        self._client = ollama.Client(host=host, timeout=self._timeout, event_hooks=_HOOKS, **_default_tls())
         self._async_client: ollama.AsyncClient | None = None  # built on first `astream`
         #: What `/api/show` said per model, asked at most once per model while it answers: the vision
         #: check and the context window share one call. `_unshown`: models whose call failed, so the
@@ -180,7 +181,8 @@ class OllamaProvider:
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
-            self._async_client = ollama.AsyncClient(host=self._url, timeout=self._timeout, event_hooks=_ASYNC_HOOKS)
+            self._async_client = ollama.AsyncClient(host=self._url, timeout=self._timeout, event_hooks=_ASYNC_HOOKS,
+                                                    **_default_tls())
         return self._async_client
 
     def _unfinished(self) -> StreamBroken:
@@ -377,6 +379,19 @@ async def _akeep_error_headers(response: httpx.Response) -> None:
 
 _HOOKS = {"response": [_keep_error_headers]}
 _ASYNC_HOOKS = {"response": [_akeep_error_headers]}
+
+
+def _default_tls() -> dict[str, Any]:
+    """The TLS context of the client `import ollama` already made (its module-level default), to share.
+
+    httpx makes a TLS context for every client, loading the CA bundle: about 45 ms, a sixth of a short
+    question. That client was made with httpx's defaults, as ours is (we set no TLS option), so the
+    context is the one ours would build; where the library's layout differs, ours builds its own.
+    """
+    default = getattr(ollama, "_client", None)
+    context = getattr(getattr(getattr(getattr(default, "_client", None), "_transport", None), "_pool", None),
+                      "_ssl_context", None)
+    return {"verify": context} if isinstance(context, ssl.SSLContext) else {}
 
 
 def _context_length(info: Mapping[str, Any] | None) -> int | None:
