@@ -62,4 +62,4 @@ def test_what_making_it_raised_is_raised_at_the_first_use() -> None:
 
     provider = Preloading(build)
     with pytest.raises(MissingApiKey):
-        provider.stream
+        _ = provider.stream

@@ -17,7 +17,7 @@ from typing import Any
 import openai
 
 from llmchat.core.events import Answer, Event, Reasoning, Usage
-from llmchat.providers.sse import SSELines
+from llmchat.providers.sse import LineSplitter, SSELines
 from llmchat.providers.thinktags import ThinkTagSplitter
 from llmchat.providers.tool_wire import CallAssembler
 
@@ -59,7 +59,10 @@ class DeltaReader:
             if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
                 events.append(Reasoning(_text(reasoning)))
             if content := delta.get("content"):
-                events.extend(self._splitter.feed(_text(content)))
+                if self._splitter.settled and type(content) is str:
+                    events.append(Answer(content))
+                else:
+                    events.extend(self._splitter.feed(_text(content)))
             if tool_calls := delta.get("tool_calls"):
                 self._calls.feed(tool_calls)
             if reason := choice.get("finish_reason"):
@@ -118,13 +121,16 @@ def _chunk(data: str, request: Any) -> dict[str, Any]:
 
 def chunks(response: Any) -> Iterator[dict[str, Any]]:
     """The chunks of an open streaming response, read as raw lines: no SDK object per chunk."""
-    events = SSELines()
+    events, lines = SSELines(), LineSplitter()
     try:
-        for line in response.iter_lines():
-            if (data := events.feed(line)) is not None:
-                yield _chunk(data, response.request)
-            elif events.done:
-                return
+        for raw in response.iter_bytes():
+            for line in lines.feed(raw):
+                if (data := events.feed(line)) is not None:
+                    yield _chunk(data, response.request)
+                elif events.done:
+                    return
+        for line in lines.end():
+            events.feed(line)  # an event without its closing blank line is dropped, as the SDK does
     except _timeouts() as err:
         raise openai.APITimeoutError(request=response.request) from err
     except _request_errors() as err:
@@ -133,13 +139,16 @@ def chunks(response: Any) -> Iterator[dict[str, Any]]:
 
 async def achunks(response: Any) -> AsyncIterator[dict[str, Any]]:
     """`chunks` for asyncio."""
-    events = SSELines()
+    events, lines = SSELines(), LineSplitter()
     try:
-        async for line in response.aiter_lines():
-            if (data := events.feed(line)) is not None:
-                yield _chunk(data, response.request)
-            elif events.done:
-                return
+        async for raw in response.aiter_bytes():
+            for line in lines.feed(raw):
+                if (data := events.feed(line)) is not None:
+                    yield _chunk(data, response.request)
+                elif events.done:
+                    return
+        for line in lines.end():
+            events.feed(line)
     except _timeouts() as err:
         raise openai.APITimeoutError(request=response.request) from err
     except _request_errors() as err:
