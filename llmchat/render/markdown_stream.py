@@ -37,12 +37,38 @@ _NEWLINES = re.compile(r"\r\n?")
 _parser: MarkdownIt | None = None
 
 
-def _parse(text: str, env: dict[str, Any] | None = None) -> list[Token]:
-    """Parse with the configuration Rich's `Markdown` uses, so block boundaries agree with it."""
+def _shared_parser() -> MarkdownIt:
+    """One parser with the configuration Rich's `Markdown` uses, so block boundaries agree with it."""
     global _parser
     if _parser is None:
         _parser = MarkdownIt().enable("strikethrough").enable("table")
-    return _parser.parse(text, env)
+    return _parser
+
+
+def _parse(text: str, env: dict[str, Any] | None = None) -> list[Token]:
+    """Where blocks start and end in `text` (what is committed, what stays open)."""
+    return _shared_parser().parse(text, env)
+
+
+class _Markdown(Markdown):
+    """Rich's `Markdown`, parsed with the one shared parser.
+
+    Rich builds a new `MarkdownIt` for every instance (as long as parsing a block), and a streamed
+    answer makes one per committed block and per live frame: a tenth of the terminal's cost. Every
+    other attribute is copied from a real instance made once per set of options, so this stays what
+    Rich's constructor makes, whatever attributes a Rich version adds.
+    """
+
+    _templates: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def __init__(self, markup: str, **options: Any) -> None:  # noqa: D107 (see the class)
+        key = tuple(sorted(options.items()))
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = dict(Markdown("", **options).__dict__)
+        self.__dict__.update(template)
+        self.markup = markup
+        self.parsed = _shared_parser().parse(markup)
 
 
 def _definitions(env: dict[str, Any], before_line: int) -> str:
@@ -166,7 +192,7 @@ class MarkdownStream:
         prefix = (self._references + "\n" if self._references else "") + (
             _SEPARATED if self._separated else ""
         )
-        return Markdown(prefix + text, **self._options)
+        return _Markdown(prefix + text, **self._options)
 
     def _commit_finished(self) -> None:
         """Print each block that a later block, begun after a blank line, has closed for good.
