@@ -35,6 +35,7 @@ _SEPARATED = "<!---->\n\n"
 _NEWLINES = re.compile(r"\r\n?")
 
 _parser: MarkdownIt | None = None
+_block_parser: MarkdownIt | None = None
 
 
 def _shared_parser() -> MarkdownIt:
@@ -46,8 +47,16 @@ def _shared_parser() -> MarkdownIt:
 
 
 def _parse(text: str, env: dict[str, Any] | None = None) -> list[Token]:
-    """Where blocks start and end in `text` (what is committed, what stays open)."""
-    return _shared_parser().parse(text, env)
+    """Where blocks start and end in `text` (what is committed, what stays open): the block tokens only.
+
+    The inline content (emphasis, code spans, links) cannot move a block boundary, and parsing it was
+    half the cost of every look, so the core `inline` rule is off; link reference definitions are block
+    rules and still land in `env`.
+    """
+    global _block_parser
+    if _block_parser is None:
+        _block_parser = MarkdownIt().enable("strikethrough").enable("table").disable("inline")
+    return _block_parser.parse(text, env)
 
 
 class _Markdown(Markdown):
