@@ -16,6 +16,7 @@ it); definitions that come first are carried forward to every later block.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,10 @@ class MarkdownStream:
         max_lines: Most lines the tail renderable shows (its last ones); None means the console
             height minus two, so a live region can never outgrow the screen.
         printer: Called instead of `console.print` to commit (a view wraps it in one frame).
+        commit_every: Seconds (by `clock`) between two commits outside an open fence; 0 commits at
+            every finished block. Each commit also repaints the live region below it, so a view
+            streaming faster than it draws commits at its frame rate: blocks finished in between go out
+            together, in the same bytes.
         markdown_options: Passed to every `Markdown` (e.g. `code_theme`), the same for all blocks.
     """
 
@@ -129,10 +134,16 @@ class MarkdownStream:
         *,
         max_lines: int | None = None,
         printer: Callable[[RenderableType], None] | None = None,
+        commit_every: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
         **markdown_options: Any,
     ) -> None:
         self.console = console
         self._print = printer or console.print
+        self._commit_every = commit_every
+        self._clock = clock
+        self._committed_at = float("-inf")
+        self._unlooked = False  # lines completed since the last look, left for the next commit
         self.max_lines = max_lines
         self._options = markdown_options
         self._tail = ""  # uncommitted text, from the start of the first uncommitted block
@@ -163,8 +174,20 @@ class MarkdownStream:
             return
         self._tail += text
         self._version += 1
-        if "\n" in text and (self._fence is None or self._fence_may_close()):
-            self._commit_finished()
+        if "\n" in text:
+            if self._fence is not None:  # inside a fence only a closing line matters: looked at at once
+                if self._fence_may_close():
+                    self._commit()
+                return
+            self._unlooked = True
+        if self._unlooked and (not self._commit_every
+                               or self._clock() - self._committed_at >= self._commit_every):
+            self._commit()
+
+    def _commit(self) -> None:
+        self._unlooked = False
+        self._committed_at = self._clock() if self._commit_every else 0.0
+        self._commit_finished()
 
     def finish(self) -> None:
         """Print the rest as it would appear in a one-shot render (an unclosed fence included)."""
