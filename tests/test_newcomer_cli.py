@@ -53,7 +53,7 @@ def test_help_shows_words_not_python_types_and_fits_80_columns(env, llmchat, arg
 def test_help_names_what_each_value_is(env, llmchat) -> None:
     ask = llmchat("ask", "--help", COLUMNS="100").stdout
     assert "[PROMPT]..." in ask and "PROMPT..." in ask and "--profile" in ask and "PROFILE" in ask
-    assert re.search(r"--think\s+--no-think\s+Ask the model", ask), ask  # an on/off flag: no value column
+    assert re.search(r"--think\s+/?\s*--no-think\s+Ask the model", ask), ask  # an on/off flag: no value column
     batch = llmchat("batch", "--help", COLUMNS="100").stdout
     assert "llmchat batch INPUT [OPTIONS]" in batch and "{INPUT}" not in batch  # the group's own usage line
     root = llmchat("--help", COLUMNS="100").stdout

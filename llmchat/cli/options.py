@@ -23,14 +23,17 @@ app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    # Click's own help and usage errors, not Rich's panels: Typer's Rich formatter imports Rich's Markdown,
+    # tracebacks and Pygments (+100 ms), which would make `llmchat --help` slower than a question.
+    rich_markup_mode=None,
     cls=QuestionGroup,  # `llmchat "question"` asks (cli/group.py)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Where the config file lives; create it; show the effective config.")
+config_app = typer.Typer(help="Where the config file lives; create it; show the effective config.",
+                         rich_markup_mode=None)
 app.add_typer(config_app, name="config")
 history_app = typer.Typer(help="Browse, print, export, import and delete saved conversations.",
-                          invoke_without_command=True)
+                          invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(history_app, name="history")
 
 

@@ -121,10 +121,12 @@ def run_ask(flags: Overrides, question: str, environment: Environment | None = N
     saving = save and profile.save
     store = open_saved_store(reading=not saving) if saving or resume else None
     conversation = store.load_conversation(resume) if store and resume else Conversation(system=profile.system)
-    from llmchat.store.recorder import warn_on
+    recorder = None
+    if store and save and profile.save:  # under --no-save, nothing of the store is imported
+        from llmchat.store.recorder import warn_on
 
-    warn = warn_on(environment.stderr if environment else None)  # a turn that cannot be saved says so there
-    recorder = store.recorder(profile, warn=warn) if store and save and profile.save else None
+        warn = warn_on(environment.stderr if environment else None)  # a turn that cannot be saved says so there
+        recorder = store.recorder(profile, warn=warn)
 
     def keep_summary(conversation: Conversation, summary: ContextSummary) -> None:
         if store is not None and recorder is not None:

@@ -10,7 +10,7 @@ import email.utils
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -147,25 +147,43 @@ def connect(profile: Profile, *, require_key: bool = True, environment: Environm
     `require_key=False` (doctor) connects even when the key variable is unset, to see whether the
     server answers at all; any request that needs the key then fails with the server's 401.
     """
+    return prepare(profile, require_key=require_key, environment=environment)()
+
+
+def prepare(profile: Profile, *, require_key: bool = True,
+            environment: Environment | None = None) -> Callable[[], Provider]:
+    """`connect` in two steps: every check a user must hear about at once (a missing key, a bad
+    OLLAMA_HOST or timeout) is made now, cheaply; the returned call imports the client library and
+    makes the client (hundreds of ms), so the chat can run it while the person types (repl/preload)."""
     variables = os.environ if environment is None else environment.variables
     if profile.provider == "ollama":
-        from llmchat.providers.ollama import OllamaProvider
+        host, read_timeout = profile.endpoint_in(variables), profile.read_timeout(variables)
 
-        return OllamaProvider(host=profile.endpoint_in(variables), read_timeout=profile.read_timeout(variables))
-    from llmchat.providers.openai_compat import OpenAICompatProvider
+        def ollama() -> Provider:
+            from llmchat.providers.ollama import OllamaProvider
 
+            return OllamaProvider(host=host, read_timeout=read_timeout)
+
+        return ollama
     try:
         key = api_key_for(profile, variables)
     except MissingApiKey:
         if require_key:
             raise
         key = None
-    return OpenAICompatProvider(
-        base_url=profile.endpoint_in(variables), api_key=key, read_timeout=profile.read_timeout(variables),
-        bailian=profile.provider == "bailian", key_variable=profile.key_variable,
-        # a region only where the URL is the region's: with its own base_url, a key is just that server's
-        region=(profile.region or "beijing") if profile.provider == "bailian" and not profile.base_url else None,
-    )
+    endpoint, timeout = profile.endpoint_in(variables), profile.read_timeout(variables)
+
+    def openai_compatible() -> Provider:
+        from llmchat.providers.openai_compat import OpenAICompatProvider
+
+        return OpenAICompatProvider(
+            base_url=endpoint, api_key=key, read_timeout=timeout, bailian=profile.provider == "bailian",
+            key_variable=profile.key_variable,
+            # a region only where the URL is the region's: with its own base_url, a key is just that server's
+            region=(profile.region or "beijing") if profile.provider == "bailian" and not profile.base_url else None,
+        )
+
+    return openai_compatible
 
 
 # ---------------------------------------------------------------------- what both wire protocols share

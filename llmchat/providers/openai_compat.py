@@ -18,6 +18,7 @@ the turn loop (and batch) to retry.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing, closing
 from typing import Any
 
 import openai
@@ -37,12 +38,13 @@ from llmchat.core.errors import (
     ToolsUnsupported,
     Unreachable,
 )
-from llmchat.core.events import Answer, Event, Finish, Reasoning, Usage
+from llmchat.core.events import Event, Finish, Reasoning
 from llmchat.core.images import attach, for_openai
 from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
 from llmchat.providers.json_mode import as_json_object, mention_json, response_format
+from llmchat.providers.openai_stream import DeltaReader, achunks, chunks, usage_of
 from llmchat.providers.thinktags import ThinkTagSplitter
-from llmchat.providers.tool_wire import CallAssembler, message_calls, openai_messages, openai_tools, refuses_tools
+from llmchat.providers.tool_wire import message_calls, openai_messages, openai_tools, refuses_tools
 
 
 class OpenAICompatProvider:
@@ -118,10 +120,10 @@ class OpenAICompatProvider:
 
     def stream(self, messages: Sequence[Message], options: ChatOptions) -> Iterator[Event]:
         body = self._body(messages, options)
-        reader = _DeltaReader()
+        reader = DeltaReader()
         try:
-            with self._create(body) as chunks:
-                for chunk in chunks:
+            with closing(self._create(body)) as response:
+                for chunk in chunks(response.http_response):
                     yield from reader.feed(chunk)
             yield from reader.flush()
             if reader.chunks == 0:  # an empty stream says nothing: ask again without streaming to learn why
@@ -137,12 +139,16 @@ class OpenAICompatProvider:
     async def astream(self, messages: Sequence[Message], options: ChatOptions) -> AsyncIterator[Event]:
         """`stream` for asyncio: same body, events and errors, many turns in flight on one loop."""
         body = self._body(messages, options)
-        reader = _DeltaReader()
+        reader = DeltaReader()
         try:
-            async with await self._acreate(body) as chunks:
-                async for chunk in chunks:
-                    for event in reader.feed(chunk):
-                        yield event
+            response = await self._acreate(body)
+            try:
+                async with aclosing(achunks(response.http_response)) as parts:
+                    async for chunk in parts:
+                        for event in reader.feed(chunk):
+                            yield event
+            finally:
+                await response.close()
             for event in reader.flush():
                 yield event
             if reader.chunks == 0:
@@ -160,7 +166,11 @@ class OpenAICompatProvider:
     # -- sending: a stale pooled connection and a refused json_schema are handled here, silently ----------
 
     def _create(self, body: dict[str, Any]) -> Any:
-        """`chat.completions.create`, once more in the json_object form when the server refuses json_schema."""
+        """`chat.completions.create`, once more in the json_object form when the server refuses json_schema.
+
+        A streaming body gets the SDK's open `APIResponse` (`with_streaming_response`, entered: the
+        request is made and its status checked here, so the retries below see its errors), whose lines
+        `_chunks` reads; a non-streaming one the SDK's parsed completion."""
         body = self._schema_form(body)
         try:
             return self._send(body)
@@ -175,11 +185,17 @@ class OpenAICompatProvider:
     def _send(self, body: dict[str, Any]) -> Any:
         """One request; sent again, silently, when it failed on a stale kept-alive connection."""
         try:
-            return self._client.chat.completions.create(**body)
+            return self._request(body)
         except openai.APIConnectionError as exc:
             if not _stale_connection(exc):
                 raise
-        return self._client.chat.completions.create(**body)
+        return self._request(body)
+
+    def _request(self, body: dict[str, Any]) -> Any:
+        completions = self._client.chat.completions
+        if body.get("stream"):
+            return completions.with_streaming_response.create(**body).__enter__()
+        return completions.create(**body)
 
     async def _acreate(self, body: dict[str, Any]) -> Any:
         """`_create` for asyncio."""
@@ -196,11 +212,17 @@ class OpenAICompatProvider:
 
     async def _asend(self, body: dict[str, Any]) -> Any:
         try:
-            return await self._aclient().chat.completions.create(**body)
+            return await self._arequest(body)
         except openai.APIConnectionError as exc:
             if not _stale_connection(exc):
                 raise
-        return await self._aclient().chat.completions.create(**body)
+        return await self._arequest(body)
+
+    async def _arequest(self, body: dict[str, Any]) -> Any:
+        completions = self._aclient().chat.completions
+        if body.get("stream"):
+            return await completions.with_streaming_response.create(**body).__aenter__()
+        return await completions.create(**body)
 
     def _schema_form(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body in the schema form this server is known to take (json_object + schema after a refusal)."""
@@ -250,13 +272,13 @@ class OpenAICompatProvider:
         for choice in completion.choices or []:
             yield from message_calls(getattr(choice.message, "tool_calls", None))
         if completion.usage:
-            yield _usage(completion.usage)
+            yield usage_of(completion.usage)
         if finish is None:
             raise StreamBroken(f"{self._server} sent an answer without a finish_reason.",
                                hint="The endpoint may not be OpenAI-compatible.")
         yield Finish(finish)
 
-    def _finish(self, reader: _DeltaReader) -> Finish:
+    def _finish(self, reader: DeltaReader) -> Finish:
         """The closing event, or StreamUnfinished when the stream ended without a finish_reason."""
         if reader.finished is None:
             raise StreamUnfinished(
@@ -422,60 +444,6 @@ def _one_line(text: str, limit: int = 240) -> str:
     text = text.split('  File "', 1)[0]
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-class _DeltaReader:
-    """Turns stream chunks into events; one per request, for either path.
-
-    Returns lists rather than yielding, so the sync and async loops share it unchanged. `output`
-    says whether any text was produced yet; `finished` holds the finish_reason once one arrives.
-    """
-
-    def __init__(self) -> None:
-        self._splitter = ThinkTagSplitter()
-        self.output = False
-        self.finished: str | None = None
-        self.chunks = 0  # none at all: llama.cpp's 200-with-an-empty-stream for an error (prompt too long)
-        self._calls = CallAssembler()
-
-    def feed(self, chunk: Any) -> list[Event]:
-        self.chunks += 1
-        events: list[Event] = []
-        for choice in chunk.choices:
-            delta = choice.delta
-            # Not part of the OpenAI schema: DashScope says reasoning_content, Ollama's /v1
-            # says reasoning, and servers that think not at all send neither.
-            reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
-            if reasoning:
-                events.append(Reasoning(reasoning))
-            if delta.content:
-                events.extend(self._splitter.feed(delta.content))
-            if delta.tool_calls:
-                self._calls.feed(delta.tool_calls)
-            if choice.finish_reason:
-                self.finished = choice.finish_reason
-        self.output = self.output or any(isinstance(e, (Reasoning, Answer)) for e in events)
-        if chunk.usage:
-            events.append(_usage(chunk.usage))
-        return events
-
-    def flush(self) -> list[Event]:
-        """End of the stream: the text the inline-<think> splitter was still holding back."""
-        return list(self._splitter.flush())
-
-    def calls(self) -> list[Event]:
-        """The tool calls the response made, complete, once the stream ended well (before its Finish)."""
-        return list(self._calls.calls()) if self._calls else []
-
-
-def _usage(usage: Any) -> Usage:
-    completion_details = getattr(usage, "completion_tokens_details", None)
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    return Usage(
-        prompt=usage.prompt_tokens, completion=usage.completion_tokens, total=usage.total_tokens,
-        reasoning=getattr(completion_details, "reasoning_tokens", None),
-        cached=getattr(prompt_details, "cached_tokens", None),
-    )
 
 
 def _request_id(exc: openai.APIStatusError) -> str | None:

@@ -23,6 +23,12 @@ class ThinkTagSplitter:
         self._state = "start"  # start -> opened -> thinking -> after -> answer; or start -> answer
         self._pending = ""
 
+    @property
+    def settled(self) -> bool:
+        """Everything from here on is answer text, as it comes: callers may skip `feed` (a long answer's
+        per-piece cost is mostly this call)."""
+        return self._state == "answer" and not self._pending
+
     def feed(self, text: str) -> Iterator[Reasoning | Answer]:
         self._pending += text
         while self._pending:

@@ -216,10 +216,12 @@ class LiveView:
         self._price = price
         self._clock = clock
         self._lock = threading.RLock()
-        self._stream = MarkdownStream(console, printer=self._print, **ANSWER_MARKDOWN)
+        interval = 1 / refresh_per_second if refresh_per_second > 0 else 0.0
+        self._commit_every = interval  # a commit repaints the region too: at most one a frame
+        self._stream = MarkdownStream(console, printer=self._print, commit_every=interval, clock=clock,
+                                      **ANSWER_MARKDOWN)
         self._panel = _ThinkingPanel(self, thinking_lines)
         self._partial = _PartialLine(self)
-        interval = 1 / refresh_per_second if refresh_per_second > 0 else 0.0
         self._throttle = _Throttle(self._refresh, self._lock, interval, clock)
         self._live: Live | None = None
         self._phase = "waiting"  # -> "reasoning" -> "answer" -> "closed"
@@ -285,7 +287,8 @@ class LiveView:
                     self._live = None
                 self._stream.finish()
                 self._print(Text(sanitize(call_line(call)), style="bold cyan"))
-            self._stream = MarkdownStream(self.console, printer=self._print, **ANSWER_MARKDOWN)
+            self._stream = MarkdownStream(self.console, printer=self._print, commit_every=self._commit_every,
+                                          clock=self._clock, **ANSWER_MARKDOWN)
             self._phase = "waiting"
             self.preview = self.partial = ""
             self._thinking_from = self._thinking_s = None

@@ -8,7 +8,6 @@ own beyond the banner and the toolbar, so what an answer looks like is decided i
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import re
@@ -34,8 +33,9 @@ from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import forget_refused, make_turn_view, refused
 from llmchat.engine.chat import run_turn
-from llmchat.providers import check_images, connect
+from llmchat.providers import check_images
 from llmchat.repl.commands import COMMANDS
+from llmchat.repl.preload import early_connector
 from llmchat.repl.registry import is_command
 from llmchat.repl.state import QUIT_HINT, Action, ReplState
 
@@ -57,7 +57,7 @@ def run_repl(flags: Overrides, environment: Environment | None = None, *, plain:
     config, profile = resolve(flags, environment)
     # every (re)connect — /profile, a summary profile — reads OLLAMA_HOST, the timeout and keys from it
     state = ReplState.start(config, profile, flags=flags, environment=environment,
-                            connector=functools.partial(connect, environment=environment))
+                            connector=early_connector(environment))  # repl/preload: connects while they type
     if save or resume:
         from llmchat.store.db import open_store
 
