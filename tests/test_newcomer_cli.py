@@ -92,6 +92,19 @@ def test_doctor_checks_the_built_in_profiles_too(fake_server, env, llmchat) -> N
     assert not [r for r in fake_server.requests if "compatible-mode" in r.path]
 
 
+def test_doctor_passes_without_a_local_ollama_the_user_does_not_use(fake_server, config_file, llmchat) -> None:
+    """A Bailian-only user (the default profile is theirs) has no Ollama: the built-in `local` profile is
+    shown as not set up here, with the fix, and doctor still passes; named with -p, it fails."""
+    config_file.write_text(config_file.read_text().replace('default_profile = "local"', 'default_profile = "bailian"')
+                           .replace("[profiles.local]", "[profiles.mine]"), encoding="utf-8")
+    down = "http://127.0.0.1:9"  # nothing listens on the discard port
+    run = llmchat("doctor", DASHSCOPE_API_KEY="sk-x", OLLAMA_HOST=down)
+    assert run.code == 0, run.stdout
+    assert "not set up here: Cannot reach Ollama" in " ".join(run.stdout.split())
+    named = llmchat("doctor", "-p", "local", OLLAMA_HOST=down)
+    assert named.code == 1 and "Cannot reach Ollama" in named.stdout
+
+
 def test_key_messages_say_empty_and_leave_regions_to_region_urls(fake_server, config_file, llmchat) -> None:
     empty = llmchat("ask", "-p", "bailian", "hi", DASHSCOPE_API_KEY="")
     assert empty.code == 2 and "DASHSCOPE_API_KEY, which is set but empty" in empty.stderr
