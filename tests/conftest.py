@@ -27,6 +27,20 @@ SCRUBBED = ("DASHSCOPE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HO
             "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile llmchat once, in the controller, before any test spawns it.
+
+    Hundreds of tests start `python -m llmchat` (pseudo-terminals, signals, exits). An editable install
+    has no bytecode of its own, and where PYTHONDONTWRITEBYTECODE is set (this sandbox sets it) every
+    child would compile the modules it imports again (about 0.1 s of CPU a start); an installed package
+    ships compiled, so this is also what a user's `llmchat` runs."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    import compileall
+
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "llmchat"), quiet=1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Live tests need a real server or key; without one they are deselected, never counted as passing.
 
