@@ -22,6 +22,7 @@ from llmchat.core.tools import ToolCall, ToolSpec, ToolStatus
 from llmchat.tools import builtins
 from llmchat.tools.command import BadArguments, argv_for
 from llmchat.tools.process import child_environment, run_process
+from llmchat.tools.redact import redact, secret_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -220,9 +221,21 @@ class Toolbox:
             return f"{call.name}: {exc} (the call will fail)"
 
     def run(self, call: ToolCall) -> tuple[ToolStatus, str]:
-        """Run `call`: ("ok", output) or ("error", what went wrong), output cut at the profile's limit.
+        """Run `call`: ("ok", output) or ("error", what went wrong), output cut at the profile's limit, the
+        run's secrets redacted from it (tools.redact: a child can read llmchat's own environment).
 
         KeyboardInterrupt (Ctrl-C) kills what the call started, then propagates."""
+        status, output = self._run(call)
+        return status, redact(output, self.secrets())
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values no tool result may carry: secret-looking variables, the profiles' key variables, and
+        keys written inline in the config."""
+        profiles = (self.profile, *self.config.profiles.values())
+        return secret_values(self.variables, hidden={p.key_variable for p in profiles if p.key_variable},
+                             inline=[p.api_key for p in profiles])
+
+    def _run(self, call: ToolCall) -> tuple[ToolStatus, str]:
         if call.error:
             return "error", call.error
         limit = self.profile.tool_output_limit
