@@ -4,10 +4,18 @@ careless user must not get past the approval, leak a key, or reach the terminal 
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 from conftest import TEST_KEY
+from test_mcp import stdio_server
 from test_tools_cli import tool_messages, tools_config
 from toolreplies import openai_answer, openai_calls
+
+from llmchat.config.load import load_config
+from llmchat.core.environment import Environment
+from llmchat.core.tools import ToolCall
+from llmchat.tools.box import toolbox_for
 
 
 def shell_call(command: str, call_id: str = "call_s1") -> object:
@@ -29,3 +37,25 @@ def test_a_trusted_shell_reading_the_parents_environment_gets_no_key(fake_server
     assert "PATH=" in text
     assert TEST_KEY not in text and "ghp-review-secret-0123456789" not in text
     assert "DASHSCOPE_API_KEY=[redacted]" in text and "GITHUB_TOKEN=[redacted]" in text
+
+
+def test_always_trusts_a_servers_tool_not_whatever_later_takes_its_name(tmp_path):
+    """"a" for server alpha's `add`; alpha dies, server beta (untrusted) starts: its `add` is now offered
+    as `add` too, and must still be asked about (the trust was alpha's, not the name's)."""
+    path = tmp_path / "config.toml"
+    path.write_text(stdio_server("alpha") + stdio_server("beta") +
+                    '[profiles.t]\nprovider = "ollama"\nmodel = "m"\ntools = ["alpha"]\n', encoding="utf-8")
+    config = load_config(path)
+    tools = toolbox_for(config, config.profiles["t"], Environment(None, sys.stdout, sys.stderr, dict(os.environ)))
+    assert tools is not None
+    try:
+        tools.wait_ready()
+        assert "add" in [s.name for s in tools.offered()] and tools.needs_approval("add")
+        tools.trust("add")
+        assert not tools.needs_approval("add")
+        assert tools.run(ToolCall(id="c1", name="crash", arguments={}))[0] == "error"  # alpha is gone
+        tools.enable("beta")
+        assert tools.spec("add") is not None and tools.spec("add").source == "mcp:beta"
+        assert tools.needs_approval("add"), "beta's add inherited the trust given to alpha's"
+    finally:
+        tools.close()

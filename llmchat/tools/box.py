@@ -55,7 +55,7 @@ class Toolbox:
         #: Tool and server names on, in the profile's order; a server's tools come with its name
         self.enabled: list[str] = [name for name in profile.tools if name in self.specs or self._is_server(name)]
         self.disabled: set[str] = set()  # MCP tools turned off one by one (/tools off NAME)
-        self.trusted_now: set[str] = set()  # answered "a" (always) in an approval
+        self.trusted_now: set[str] = set()  # answered "a" (always): tools by `_identity`, not offered name
         self.unsupported: set[str] = set()  # models that cannot call tools (the engine fills it, says it once)
         if self.mcp is not None:
             self.mcp.start([name for name in self.enabled if self._is_server(name)])
@@ -158,10 +158,21 @@ class Toolbox:
         spec = self.spec(name)
         if spec is None:
             return True
-        return not (spec.trusted or self.profile.trust_tools or name in self.trusted_now)
+        return not (spec.trusted or self.profile.trust_tools or self.trusted_this_session(name))
 
     def trust(self, name: str) -> None:
-        self.trusted_now.add(name)
+        self.trusted_now.add(self._identity(name))
+
+    def trusted_this_session(self, name: str) -> bool:
+        """Whether an "always" answer covers the tool now offered as `name`."""
+        return self._identity(name) in self.trusted_now
+
+    def _identity(self, name: str) -> str:
+        """What an "always" answer trusts: the tool itself, not its offered name. An MCP tool's name can
+        change hands (offered as `add` while only one server lists `add`, then another server's `add`
+        when the first one fails), so it is held as `mcp:SERVER/TOOL`, its server and its own name."""
+        tool = self._mcp_tool(name) if name not in self.specs else None
+        return f"mcp:{tool.server}/{tool.remote}" if tool is not None else name
 
     def enable(self, name: str, on_wait: Callable[[list[str]], None] | None = None) -> None:
         """Offer `name` (a tool or a server: a server is started, and waited for, `on_wait` told first)."""
