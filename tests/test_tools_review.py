@@ -59,3 +59,21 @@ def test_always_trusts_a_servers_tool_not_whatever_later_takes_its_name(tmp_path
         assert tools.needs_approval("add"), "beta's add inherited the trust given to alpha's"
     finally:
         tools.close()
+
+
+def test_read_file_approval_names_the_file_a_symlink_leads_to(tmp_path):
+    """The approval says what will be read: a harmless name linking to a secret file must say so."""
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("PRIVATE\n")
+    (tmp_path / "notes.txt").symlink_to(secret)
+    path = tmp_path / "config.toml"
+    path.write_text('[profiles.t]\nprovider = "ollama"\nmodel = "m"\ntools = ["read_file"]\n', encoding="utf-8")
+    config = load_config(path)
+    tools = toolbox_for(config, config.profiles["t"], Environment(None, sys.stdout, sys.stderr, dict(os.environ)))
+    assert tools is not None
+    said = tools.describe(ToolCall(id="c1", name="read_file", arguments={"path": str(tmp_path / "notes.txt")}))
+    assert said == f"read {tmp_path / 'notes.txt'}, which leads to {secret}"
+    plain = tools.describe(ToolCall(id="c2", name="read_file", arguments={"path": str(secret)}))
+    assert plain == f"read {secret}"
+    assert tools.run(ToolCall(id="c3", name="read_file", arguments={"path": str(tmp_path / "notes.txt")})) == \
+        ("ok", "PRIVATE\n")

@@ -212,7 +212,7 @@ class Toolbox:
             return "read the local date, time and time zone"
         if call.name == "read_file":
             path = arguments.get("path")
-            return f"read {builtins.resolve_path(path)}" if isinstance(path, str) and path else \
+            return builtins.describe_read(builtins.resolve_path(path)) if isinstance(path, str) and path else \
                 "read_file without a path (the call will fail)"
         if call.name == "fetch":
             return f"GET {arguments.get('url')}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 import time as clock
 from collections.abc import Mapping
 from datetime import datetime
@@ -70,6 +71,16 @@ def resolve_path(path: str) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
 
 
+def describe_read(path: Path) -> str:
+    """The approval's line for `read_file`: the path, and the file really read when a symlink on the way
+    leads elsewhere (`notes.txt` linking to `~/.ssh/id_ed25519` must not pass for notes)."""
+    try:
+        real = path.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop: the read fails too
+        return f"read {path}"
+    return f"read {path}" if real == path else f"read {path}, which leads to {real}"
+
+
 def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
     """The text of `path`, cut at `limit` characters; an error for what is not a readable text file."""
     try:
@@ -79,7 +90,14 @@ def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
             return "error", f"{path} does not exist"
         if not path.is_file():
             return "error", f"{path} is not a regular file"
-        with path.open("rb") as stream:
+        # Opened without blocking and checked again on the open file: a FIFO put in its place after the
+        # checks above would otherwise hang the read (and the turn) until something writes to it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            return "error", f"{path} is not a regular file"
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb") as stream:
             head = stream.read(SNIFF_BYTES)
             if b"\0" in head:
                 return "error", f"{path} is a binary file, not text"
