@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
+import pytest
 from conftest import TEST_KEY
 from test_mcp import stdio_server
 from test_tools_cli import tool_messages, tools_config
@@ -77,3 +82,56 @@ def test_read_file_approval_names_the_file_a_symlink_leads_to(tmp_path):
     assert plain == f"read {secret}"
     assert tools.run(ToolCall(id="c3", name="read_file", arguments={"path": str(tmp_path / "notes.txt")})) == \
         ("ok", "PRIVATE\n")
+
+
+@pytest.fixture
+def dripping() -> Iterator[str]:
+    """A server that sends its response headers one byte every 0.2 s (slow-loris), and `/redirect` that
+    sends the client to file:///etc/passwd."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            request = conn.recv(4096)
+            if b"/redirect" in request.split(b"\r\n", 1)[0]:
+                conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n")
+                return
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: " + b"a" * 10_000:
+                if stop.is_set():
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    server.close()
+
+
+def test_fetch_is_bounded_by_its_timeout_even_when_headers_drip(tmp_path, dripping):
+    """Each byte arrives within the read timeout, so only an overall deadline stops a slow-loris server."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tools.fetch]\ntimeout = 1\n[profiles.t]\nprovider = "ollama"\nmodel = "m"\n'
+                    'tools = ["fetch"]\n', encoding="utf-8")
+    config = load_config(path)
+    tools = toolbox_for(config, config.profiles["t"], Environment(None, sys.stdout, sys.stderr, dict(os.environ)))
+    assert tools is not None
+    started = time.monotonic()
+    status, text = tools.run(ToolCall(id="c1", name="fetch", arguments={"url": f"{dripping}/"}))
+    assert (status, text) == ("error", "timed out after 1 s") and time.monotonic() - started < 3
+    status, text = tools.run(ToolCall(id="c2", name="fetch", arguments={"url": f"{dripping}/redirect"}))
+    assert status == "error" and "file://" in text and "root:" not in text
