@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import pexpect
 import pytest
 from conftest import TEST_KEY
-from test_mcp import stdio_server
+from test_mcp import mcp_config, stdio_server
 from test_tools_cli import tool_messages, tools_config
 from toolreplies import openai_answer, openai_calls
 
@@ -21,6 +22,7 @@ from llmchat.config.load import load_config
 from llmchat.core.environment import Environment
 from llmchat.core.tools import ToolCall
 from llmchat.tools.box import toolbox_for
+from llmchat.tools.mcp_tools import _mended
 
 
 def shell_call(command: str, call_id: str = "call_s1") -> object:
@@ -135,3 +137,62 @@ def test_fetch_is_bounded_by_its_timeout_even_when_headers_drip(tmp_path, drippi
     assert (status, text) == ("error", "timed out after 1 s") and time.monotonic() - started < 3
     status, text = tools.run(ToolCall(id="c2", name="fetch", arguments={"url": f"{dripping}/redirect"}))
     assert status == "error" and "file://" in text and "root:" not in text
+
+
+HOSTILE = "\x1b]52;c;cHduZWQ=\x07\x1b[2J\u202e"  # what tests/mcp_server.py --mode hostile puts everywhere
+
+
+def assert_harmless(raw: str, where: str) -> None:
+    """None of the hostile controls reached the terminal as such (they are shown as ^[ and <U+202E>)."""
+    for control in ("\x1b]52", "\x1b[2J", "\u202e", "\x07"):
+        assert control not in raw, (where, control, raw[-2000:])
+
+
+def pty_run(env: dict[str, str], *args: str, answers: int = 0) -> str:
+    child = pexpect.spawn(sys.executable, ["-m", "llmchat", *args], encoding="utf-8", timeout=60,
+                          env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}, dimensions=(40, 160))
+    raw = ""
+    for _ in range(answers):
+        child.expect_exact("Run it?")
+        raw += child.before + child.after
+        child.sendline("y")
+    raw += child.read()
+    child.close()
+    assert child.exitstatus == 0, raw[-2000:]
+    return raw
+
+
+def test_what_a_hostile_mcp_server_and_model_write_reaches_the_terminal_defused(fake_server, env, tmp_path):
+    """Tool names, descriptions, arguments, results, errors and a dead server's stderr, through the call and
+    outcome lines, the approval, `mcp list`, `llmchat tools`, a failure notice and `history show`."""
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", mode="hostile"), ["demo"])
+    env.pop("NO_COLOR", None)
+    raw = pty_run(env, "mcp", "list")
+    assert_harmless(raw, "mcp list")
+    assert "Says hi.^[]52;c;cHduZWQ=^G^[[2J<U+202E> Really." in raw
+    raw = pty_run(env, "tools")
+    assert_harmless(raw, "tools")
+    assert "demo__pwn__52_c_cHduZWQ___" in raw
+
+    name = _mended(f"demo__pwn{HOSTILE}")
+    fake_server.enqueue(openai_calls(("c1", name, [json.dumps({"text": f"arg {HOSTILE}"})]),
+                                     ("c2", "oops", ["{}"]),
+                                     ("c3", f"ghost{HOSTILE}", ["{}"])),
+                        openai_answer(f"Done {HOSTILE}."))
+    raw = pty_run(env, "ask", "go", answers=2)
+    assert_harmless(raw, "ask")
+    results = [m["content"] for m in tool_messages(fake_server)]
+    assert results[0] == f"result {HOSTILE} arg {HOSTILE}"  # the model gets the text exactly
+    assert "⚙ ghost^[]52;c;cHduZWQ=^G^[[2J<U+202E>()" in raw  # a call line, defused
+    assert "Says hi.^[]52;c;cHduZWQ=^G^[[2J<U+202E> Really." in raw  # the approval's description
+    assert "→ error: Error executing tool oops" in raw
+
+    raw = pty_run(env, "history", "show")
+    assert_harmless(raw, "history show")
+    assert "ghost^[]52" in raw
+
+    fake_server.enqueue(openai_calls(("c4", "crash", ["{}"])), openai_answer("Gone."))
+    raw = pty_run(env, "ask", "--trust-tools", "crash it")
+    assert_harmless(raw, "failure notice")
+    assert "stderr says hi" in raw and "MCP server demo failed" in raw
+
