@@ -196,3 +196,23 @@ def test_what_a_hostile_mcp_server_and_model_write_reaches_the_terminal_defused(
     assert_harmless(raw, "failure notice")
     assert "stderr says hi" in raw and "MCP server demo failed" in raw
 
+
+
+def test_an_argument_that_reads_as_an_option_is_pointed_out_in_the_approval(tmp_path):
+    """`{ref}` → `--output=/tmp/x` stays one argv item (no shell), but git would read it as an option: accepted
+    (the template's author knows the program; `--` before the placeholder stops it), and said in the approval."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tools.log]\ncommand = ["git", "log", "{ref}"]\nparameters = { ref = { type = "string" } }\n'
+                    '[tools.safe]\ncommand = ["git", "log", "--", "{ref}"]\n'
+                    'parameters = { ref = { type = "string" } }\n'
+                    '[profiles.t]\nprovider = "ollama"\nmodel = "m"\ntools = ["log", "safe"]\n', encoding="utf-8")
+    config = load_config(path)
+    tools = toolbox_for(config, config.profiles["t"], Environment(None, sys.stdout, sys.stderr, dict(os.environ)))
+    assert tools is not None
+    said = tools.describe(ToolCall(id="c1", name="log", arguments={"ref": "--output=/tmp/x"}))
+    assert said.splitlines() == ["git log --output=/tmp/x",
+                                 "note: '--output=/tmp/x' comes from the model's arguments and starts with '-': "
+                                 "git may read it as an option"]
+    assert tools.describe(ToolCall(id="c2", name="log", arguments={"ref": "main"})) == "git log main"
+    assert tools.describe(ToolCall(id="c3", name="safe", arguments={"ref": "--output=/tmp/x"})) == \
+        "git log -- --output=/tmp/x"

@@ -20,7 +20,7 @@ from llmchat.core.errors import ConfigError
 from llmchat.core.suggest import did_you_mean
 from llmchat.core.tools import ToolCall, ToolSpec, ToolStatus
 from llmchat.tools import builtins
-from llmchat.tools.command import BadArguments, argv_for
+from llmchat.tools.command import BadArguments, argv_for, option_warnings
 from llmchat.tools.process import child_environment, run_process
 from llmchat.tools.redact import redact, secret_values
 
@@ -227,9 +227,10 @@ class Toolbox:
         if tool is None:
             return f"{call.name}: no such tool (the call will fail)"
         try:
-            return shlex.join(argv_for(tool, arguments))
+            argv = argv_for(tool, arguments)
         except BadArguments as exc:
             return f"{call.name}: {exc} (the call will fail)"
+        return "\n".join([shlex.join(argv), *option_warnings(tool, arguments)])
 
     def run(self, call: ToolCall) -> tuple[ToolStatus, str]:
         """Run `call`: ("ok", output) or ("error", what went wrong), output cut at the profile's limit, the
