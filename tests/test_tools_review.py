@@ -216,3 +216,50 @@ def test_an_argument_that_reads_as_an_option_is_pointed_out_in_the_approval(tmp_
     assert tools.describe(ToolCall(id="c2", name="log", arguments={"ref": "main"})) == "git log main"
     assert tools.describe(ToolCall(id="c3", name="safe", arguments={"ref": "--output=/tmp/x"})) == \
         "git log -- --output=/tmp/x"
+
+
+class Asked:
+    """An approval that records what it was asked and says yes."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def ask(self, spec, call, description):
+        from llmchat.core.tools import Decision
+
+        self.asked.append(call.name)
+        return Decision(run=True)
+
+
+class Shown:
+    def tool_call(self, call) -> None:
+        pass
+
+    def tool_done(self, record) -> None:
+        pass
+
+
+def test_only_offered_tools_by_their_exact_name_run(tmp_path):
+    """Case, whitespace and look-alike variants of a trusted tool, a defined tool not offered, one turned
+    off: none runs, none is even asked about; each gets an error result naming the offered tools."""
+    from llmchat.engine.tooling import run_calls
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "config.toml"
+    path.write_text(f'[tools.touch]\ncommand = ["touch", "{marker}"]\ntrust = true\n'
+                    '[tools.shell]\ntrust = true\n'
+                    '[profiles.t]\nprovider = "ollama"\nmodel = "m"\ntools = ["time", "touch"]\n', encoding="utf-8")
+    config = load_config(path)
+    tools = toolbox_for(config, config.profiles["t"], Environment(None, sys.stdout, sys.stderr, dict(os.environ)))
+    assert tools is not None
+    tools.disable("touch")  # /tools off touch
+    names = ["Time", "time ", " time", "t\u0456me", "tіme", "TIME", "time\u200b", "touch", "shell", "",
+             "time\x00"]
+    calls = [ToolCall(id=f"c{i}", name=name, arguments={"command": f"touch {marker}"}) for i, name in enumerate(names)]
+    approval = Asked()
+    records = run_calls(calls, tools, approval, Shown())
+    assert [r.status for r in records] == ["error"] * len(names)
+    assert all("there is no tool named" in r.result and "(the tools: time)" in r.result for r in records)
+    assert approval.asked == [] and not marker.exists()
+    (ok,) = run_calls([ToolCall(id="t", name="time", arguments={})], tools, approval, Shown())
+    assert ok.status == "ok" and approval.asked == []  # the real one runs, trusted by default
