@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -263,3 +264,28 @@ def test_only_offered_tools_by_their_exact_name_run(tmp_path):
     assert approval.asked == [] and not marker.exists()
     (ok,) = run_calls([ToolCall(id="t", name="time", arguments={})], tools, approval, Shown())
     assert ok.status == "ok" and approval.asked == []  # the real one runs, trusted by default
+
+
+def test_ctrl_c_at_the_approval_in_ask_keeps_a_history_the_next_turn_can_send(fake_server, env, tmp_path):
+    """`ask` stopped at the approval of the first of two calls: exit 130, nothing ran, and `ask -c` sends
+    both calls with a result each (the API refuses a call without one)."""
+    tools_config(fake_server, env, tmp_path)
+    marker = tmp_path / "never"
+    fake_server.enqueue(openai_calls(("call_a", "marker", [json.dumps({"path": str(marker)})]),
+                                     ("call_b", "marker", [json.dumps({"path": str(marker)})])))
+    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "make it"], encoding="utf-8", timeout=60,
+                          env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}, dimensions=(30, 120))
+    child.expect_exact("Run it?")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130 and not marker.exists()
+    fake_server.enqueue(openai_answer("Fine."))
+    done = subprocess.run([sys.executable, "-m", "llmchat", "ask", "-c", "again"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    sent = fake_server.requests[-1].body["messages"]
+    assert [m["role"] for m in sent][-5:] == ["user", "assistant", "tool", "tool", "user"]
+    assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ["call_a", "call_b"]
+    assert [m["content"] for m in sent if m["role"] == "tool"] == ["interrupted by the user",
+                                                                   "not run: the user interrupted the turn"]
