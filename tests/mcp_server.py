@@ -105,6 +105,10 @@ if options.mode == "hostile":  # everything it says carries terminal controls: O
     def hostile(text: str) -> str:
         return f"result {HOSTILE} {text}"
 
+    @app.tool(name="getenv", description="A variable of this server's environment.")
+    def getenv(name: str) -> str:
+        return f"{name}={os.environ.get(name)}"
+
     @app.tool(name="oops", description="Fails, loudly.")
     def oops() -> str:
         raise ValueError(f"bad {HOSTILE} thing")

@@ -289,3 +289,15 @@ def test_ctrl_c_at_the_approval_in_ask_keeps_a_history_the_next_turn_can_send(fa
     assert [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ["call_a", "call_b"]
     assert [m["content"] for m in sent if m["role"] == "tool"] == ["interrupted by the user",
                                                                    "not run: the user interrupted the turn"]
+
+
+def test_a_server_echoing_the_token_its_config_gives_it_does_not_hand_it_to_the_model(fake_server, env, tmp_path,
+                                                                                      llmchat):
+    extra = 'trust = true\nenv = { SERVICE_TOKEN = "literal-token-123456", PLAIN = "plain-value-123456" }'
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", mode="hostile", extra=extra), ["demo"])
+    fake_server.enqueue(openai_calls(("c1", "getenv", [json.dumps({"name": "SERVICE_TOKEN"})]),
+                                     ("c2", "getenv", [json.dumps({"name": "PLAIN"})])), openai_answer("Ok."))
+    result = llmchat("ask", "what is your token?")
+    assert result.code == 0, result.stderr
+    assert [m["content"] for m in tool_messages(fake_server)] == ["SERVICE_TOKEN=[redacted]",
+                                                                  "PLAIN=plain-value-123456"]

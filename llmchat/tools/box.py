@@ -244,8 +244,11 @@ class Toolbox:
         """The values no tool result may carry: secret-looking variables, the profiles' key variables, and
         keys written inline in the config."""
         profiles = (self.profile, *self.config.profiles.values())
+        inline: list[str | None] = [p.api_key for p in profiles]
+        if self.mcp is not None:
+            inline += self.mcp.secrets()
         return secret_values(self.variables, hidden={p.key_variable for p in profiles if p.key_variable},
-                             inline=[p.api_key for p in profiles])
+                             inline=inline)
 
     def _run(self, call: ToolCall) -> tuple[ToolStatus, str]:
         if call.error:
