@@ -25,6 +25,8 @@ from llmchat.core.tools import ToolCall
 from llmchat.tools.box import toolbox_for
 from llmchat.tools.mcp_tools import _mended
 
+pytest_plugins = ("conftest_repl",)  # the `repl` fixture
+
 
 def shell_call(command: str, call_id: str = "call_s1") -> object:
     return openai_calls((call_id, "shell", [json.dumps({"command": command})]))
@@ -301,3 +303,24 @@ def test_a_server_echoing_the_token_its_config_gives_it_does_not_hand_it_to_the_
     assert result.code == 0, result.stderr
     assert [m["content"] for m in tool_messages(fake_server)] == ["SERVICE_TOKEN=[redacted]",
                                                                   "PLAIN=plain-value-123456"]
+
+
+def test_the_chats_tools_and_mcp_listings_defuse_a_hostile_servers_words(fake_server, env, tmp_path, repl):
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", mode="hostile"), ["demo"])
+    session = repl(timeout=60)
+    mark = len(session.raw)
+    fake_server.enqueue(openai_answer("Hi."))
+    session.ask("hello")  # the first question waits for the server: it is ready after it
+    session.command("/mcp")
+    session.command("/tools")
+    fake_server.enqueue(openai_calls(("c4", "crash", ["{}"])), openai_answer("Gone."))
+    session.enter("crash it")
+    session.wait_text("Run it?", timeout=60)
+    session.send("y\r")
+    session.wait_prompt()
+    session.command("/mcp")  # the failure again, with the server's last stderr lines
+    raw = session.raw[mark:]
+    assert_harmless(raw, "/tools, /mcp and a failure in the chat")
+    assert "hi.^[]52;c;cHduZWQ=^G^[[2J<U+202E>" in raw and "stderr says hi" in raw
+    session.press("\x04")
+    assert session.wait_exit() == 0
