@@ -324,3 +324,18 @@ def test_the_chats_tools_and_mcp_listings_defuse_a_hostile_servers_words(fake_se
     assert "hi.^[]52;c;cHduZWQ=^G^[[2J<U+202E>" in raw and "stderr says hi" in raw
     session.press("\x04")
     assert session.wait_exit() == 0
+
+
+def test_a_command_tool_whose_program_the_model_would_choose_is_a_config_error(tmp_path):
+    """`command = ["{prog}", …]` lets the model pick the program: `shell` by another name, and trusted it
+    would run anything unasked. One clear config error with the line, pointing at `shell`."""
+    from llmchat.core.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text('[tools.run]\ndescription = "x"\ncommand = ["{prog}", "--version"]\n'
+                    'parameters = { prog = { type = "string" } }\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "config.toml, line 3:" in message and "{prog}" in message and "shell" in message
+    assert info.value.exit_code == 2
