@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pexpect
 import pytest
 from conftest import TEST_KEY
+from fakeserver import Raw
 from test_mcp import mcp_config, stdio_server
 from test_tools_cli import tool_messages, tools_config
 from toolreplies import openai_answer, openai_calls
@@ -339,3 +340,33 @@ def test_a_command_tool_whose_program_the_model_would_choose_is_a_config_error(t
     message = str(info.value)
     assert "config.toml, line 3:" in message and "{prog}" in message and "shell" in message
     assert info.value.exit_code == 2
+
+
+def test_arguments_nested_too_deep_are_the_calls_error_not_a_crash(fake_server, env, tmp_path, llmchat):
+    """A hostile model's argument string `{"a": [[[[…]]]]}` 100,000 deep: Python's JSON decoder raises
+    RecursionError, not ValueError; it must go back to the model as the call's error like any bad JSON."""
+    tools_config(fake_server, env, tmp_path, trust="true")
+    deep = '{"path": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    fake_server.enqueue(openai_calls(("call_d", "marker", [deep])), openai_answer("Sorry."))
+    result = llmchat("ask", "--json", "go")
+    assert result.code == 0, result.stderr
+    (call,) = json.loads(result.stdout)["tool_calls"]
+    assert call["status"] == "error" and "nested too deeply" in call["argument_error"]
+    (sent,) = tool_messages(fake_server)
+    assert "nested too deeply" in sent["content"] and len(sent["content"]) < 1000
+
+
+def test_ollama_call_arguments_nested_too_deep_are_a_malformed_answer_not_a_crash(fake_server, env, tmp_path,
+                                                                                   llmchat):
+    """Ollama sends arguments as a JSON object inside its line: nested 100,000 deep, the line itself cannot be
+    decoded. That is the server's malformed answer (exit 1, one message), never an internal error."""
+    path = tools_config(fake_server, env, tmp_path, trust="true")
+    path.write_text(path.read_text() + f'\n[profiles.local]\nprovider = "ollama"\nmodel = "qwen3:8b"\n'
+                    f'base_url = "{fake_server.url}"\nretries = 0\ntools = ["marker"]\n', encoding="utf-8")
+    deep = "[" * 100_000 + "]" * 100_000
+    body = ('{"model":"qwen3:8b","message":{"role":"assistant","content":"","tool_calls":[{"function":'
+            '{"name":"marker","arguments":{"path":' + deep + '}}}]},"done":false}\n')
+    fake_server.enqueue(Raw(200, body, content_type="application/x-ndjson", chunked=True))
+    result = llmchat("ask", "-p", "local", "go")
+    assert result.code == 1 and "malformed data" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
