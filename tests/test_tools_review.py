@@ -304,6 +304,11 @@ def test_a_server_echoing_the_token_its_config_gives_it_does_not_hand_it_to_the_
     assert result.code == 0, result.stderr
     assert [m["content"] for m in tool_messages(fake_server)] == ["SERVICE_TOKEN=[redacted]",
                                                                   "PLAIN=plain-value-123456"]
+    # its stderr says the token too: the failure notice shows its last lines, the token redacted
+    fake_server.enqueue(openai_calls(("c3", "crash", ["{}"])), openai_answer("Gone."))
+    result = llmchat("ask", "crash it")
+    assert result.code == 0, result.stderr
+    assert "stderr says hi [redacted]" in result.stderr and "literal-token-123456" not in result.stderr
 
 
 def test_the_chats_tools_and_mcp_listings_defuse_a_hostile_servers_words(fake_server, env, tmp_path, repl):
@@ -370,3 +375,12 @@ def test_ollama_call_arguments_nested_too_deep_are_a_malformed_answer_not_a_cras
     result = llmchat("ask", "-p", "local", "go")
     assert result.code == 1 and "malformed data" in result.stderr, result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_mcp_list_shows_a_failed_servers_stderr_without_its_token(fake_server, env, tmp_path, llmchat):
+    extra = 'env = { SERVICE_TOKEN = "literal-token-123456" }'
+    mcp_config(fake_server, env, tmp_path, stdio_server("demo", mode="die", extra=extra), ["demo"])
+    result = llmchat("mcp", "list", "--json")
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "failed" and "auth with [redacted] refused" in row["stderr"]
+    assert "literal-token-123456" not in result.stdout + result.stderr

@@ -143,7 +143,18 @@ class Toolbox:
 
     def notices(self) -> list[str]:
         """What went wrong with servers since last asked, each failure once (the engine shows them)."""
-        return self.mcp.notices() if self.mcp is not None else []
+        if self.mcp is None:
+            return []
+        secrets = self.secrets()  # a server's stderr lines may say its token
+        return [redact(notice, secrets) for notice in self.mcp.notices()]
+
+    def server_stderr(self, name: str) -> list[str]:
+        """The last stderr lines of server `name` (for /mcp and `mcp list`), its secrets redacted."""
+        server = self.mcp.server(name) if self.mcp is not None else None
+        if server is None:
+            return []
+        secrets = self.secrets()
+        return [redact(line, secrets) for line in server.stderr_tail()]
 
     def close(self) -> None:
         """Stop every MCP server of the process (their children with them); nothing without servers."""
