@@ -384,3 +384,14 @@ def test_mcp_list_shows_a_failed_servers_stderr_without_its_token(fake_server, e
     (row,) = json.loads(result.stdout)
     assert row["status"] == "failed" and "auth with [redacted] refused" in row["stderr"]
     assert "literal-token-123456" not in result.stdout + result.stderr
+
+
+def test_a_stream_chunk_nested_too_deep_is_a_malformed_stream_not_a_crash(fake_server, env, tmp_path, llmchat):
+    """The same attack one level up: an SSE chunk whose JSON nests 100,000 deep cannot be decoded at all."""
+    tools_config(fake_server, env, tmp_path, trust="true")
+    deep = "[" * 100_000 + "]" * 100_000
+    body = ('data: {"choices":[{"delta":{"content":"x"},"finish_reason":null,"index":0}],"x":' + deep + '}\n\n'
+            'data: [DONE]\n\n')
+    fake_server.enqueue(Raw(200, body, content_type="text/event-stream", chunked=True))
+    result = llmchat("ask", "go")
+    assert result.code == 1 and "malformed stream" in result.stderr, result.stderr
