@@ -71,7 +71,7 @@ def server_rows(flags: Overrides, environment: Environment) -> list[dict[str, An
                 "name": name, "transport": server_config.transport, "target": server_config.target,
                 "trust": server_config.trust, "status": "ready" if ready else "failed",
                 "error": None if ready else (server.error if server is not None else "not started"),
-                "stderr": [] if ready or server is None else server.stderr_tail(),
+                "stderr": [] if ready or server is None else box.server_stderr(name),
                 "tools": [{"name": tool.spec.name, "remote": tool.remote, "description": tool.spec.description,
                            "input_schema": dict(tool.spec.parameters)} for tool in box.mcp.of_server(name)],
             })

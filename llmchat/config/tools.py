@@ -109,6 +109,10 @@ def _build_tool(name: str, table: Any, locate: Any) -> ToolConfig:
             or not command[0].strip():
         raise error("command", f"tools.{name}.command must be a non-empty list of strings (the argv).",
                     'e.g. command = ["curl", "-s", "wttr.in/{city}?format=3"]; it is run without a shell.')
+    if PLACEHOLDER.search(command[0]):
+        raise error("command", f"tools.{name}.command starts with a placeholder ({command[0]}): the model "
+                    "would choose the program to run.", "Name the program in the template; for any command, "
+                    "offer the built-in `shell` (every call asks first).")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise error("description", f"tools.{name}.description must be a string.")

@@ -101,6 +101,8 @@ def parse_arguments(text: str | None) -> tuple[dict[str, Any], str | None]:
         value = json.loads(text)
     except ValueError as exc:
         return {}, f"the arguments are not valid JSON ({exc.msg} at character {exc.pos}): {text[:200]}"
+    except RecursionError:  # `[[[[…` thousands deep: the decoder gives up (not a ValueError)
+        return {}, f"the arguments are nested too deeply to read: {text[:200]}"
     if not isinstance(value, dict):
         return {}, f"the arguments must be a JSON object, not {type(value).__name__}: {text[:200]}"
     return value, None

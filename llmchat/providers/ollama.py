@@ -219,7 +219,8 @@ class OllamaProvider:
                 hint="The model may still be loading or the server is overloaded; raise the profile's timeout "
                 "or LLMCHAT_TIMEOUT, or retry.",
             )
-        if isinstance(exc, (httpx.TransportError, ValueError)):
+        # RecursionError: JSON nested thousands deep (a tool call's arguments), which the decoder cannot read
+        if isinstance(exc, (httpx.TransportError, ValueError, RecursionError)):
             what = "the connection broke" if isinstance(exc, httpx.TransportError) else "it sent malformed data"
             return StreamBroken(
                 f"Ollama at {self.host} stopped mid-answer: {what}."

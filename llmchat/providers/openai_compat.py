@@ -326,7 +326,7 @@ class OpenAICompatProvider:
             return StreamBroken(
                 f"{self._server} stopped mid-answer: {self._redact(exc.message)}", hint="Retry the question."
             )
-        if isinstance(exc, ValueError):  # a data line that is not JSON
+        if isinstance(exc, (ValueError, RecursionError)):  # a data line that is not JSON (or nested too deep)
             return StreamBroken(
                 f"{self._server} sent a malformed stream (a chunk that is not JSON).",
                 hint="Retry; if it keeps happening, the endpoint may not be OpenAI-compatible.",

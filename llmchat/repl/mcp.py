@@ -65,7 +65,7 @@ def cmd_mcp(state: ReplState, args: str) -> None:
         lines.append(f"  {name}  {offered}  {config.transport}: {config.target}  —  {box.mcp.state(name)}")
         server = box.mcp.server(name)
         if server is not None and server.status == "failed":
-            lines += [f"      stderr: {line}" for line in server.stderr_tail()]
+            lines += [f"      stderr: {line}" for line in box.server_stderr(name)]
         tools = [tool.spec.name for tool in box.mcp.of_server(name)]
         if tools:
             lines.append(f"      tools: {', '.join(tools)}")

@@ -52,7 +52,7 @@ def _trust_label(box: Toolbox, name: str) -> str:
         return "trusted"
     if box.profile.trust_tools:
         return "trusted (--trust-tools)"
-    return "trusted this session" if name in box.trusted_now else "asks first"
+    return "trusted this session" if box.trusted_this_session(name) else "asks first"
 
 
 def _list(state: ReplState) -> None:

@@ -20,8 +20,9 @@ from llmchat.core.errors import ConfigError
 from llmchat.core.suggest import did_you_mean
 from llmchat.core.tools import ToolCall, ToolSpec, ToolStatus
 from llmchat.tools import builtins
-from llmchat.tools.command import BadArguments, argv_for
+from llmchat.tools.command import BadArguments, argv_for, option_warnings
 from llmchat.tools.process import child_environment, run_process
+from llmchat.tools.redact import redact, secret_values
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ class Toolbox:
         #: Tool and server names on, in the profile's order; a server's tools come with its name
         self.enabled: list[str] = [name for name in profile.tools if name in self.specs or self._is_server(name)]
         self.disabled: set[str] = set()  # MCP tools turned off one by one (/tools off NAME)
-        self.trusted_now: set[str] = set()  # answered "a" (always) in an approval
+        self.trusted_now: set[str] = set()  # answered "a" (always): tools by `_identity`, not offered name
         self.unsupported: set[str] = set()  # models that cannot call tools (the engine fills it, says it once)
         if self.mcp is not None:
             self.mcp.start([name for name in self.enabled if self._is_server(name)])
@@ -142,7 +143,18 @@ class Toolbox:
 
     def notices(self) -> list[str]:
         """What went wrong with servers since last asked, each failure once (the engine shows them)."""
-        return self.mcp.notices() if self.mcp is not None else []
+        if self.mcp is None:
+            return []
+        secrets = self.secrets()  # a server's stderr lines may say its token
+        return [redact(notice, secrets) for notice in self.mcp.notices()]
+
+    def server_stderr(self, name: str) -> list[str]:
+        """The last stderr lines of server `name` (for /mcp and `mcp list`), its secrets redacted."""
+        server = self.mcp.server(name) if self.mcp is not None else None
+        if server is None:
+            return []
+        secrets = self.secrets()
+        return [redact(line, secrets) for line in server.stderr_tail()]
 
     def close(self) -> None:
         """Stop every MCP server of the process (their children with them); nothing without servers."""
@@ -157,10 +169,21 @@ class Toolbox:
         spec = self.spec(name)
         if spec is None:
             return True
-        return not (spec.trusted or self.profile.trust_tools or name in self.trusted_now)
+        return not (spec.trusted or self.profile.trust_tools or self.trusted_this_session(name))
 
     def trust(self, name: str) -> None:
-        self.trusted_now.add(name)
+        self.trusted_now.add(self._identity(name))
+
+    def trusted_this_session(self, name: str) -> bool:
+        """Whether an "always" answer covers the tool now offered as `name`."""
+        return self._identity(name) in self.trusted_now
+
+    def _identity(self, name: str) -> str:
+        """What an "always" answer trusts: the tool itself, not its offered name. An MCP tool's name can
+        change hands (offered as `add` while only one server lists `add`, then another server's `add`
+        when the first one fails), so it is held as `mcp:SERVER/TOOL`, its server and its own name."""
+        tool = self._mcp_tool(name) if name not in self.specs else None
+        return f"mcp:{tool.server}/{tool.remote}" if tool is not None else name
 
     def enable(self, name: str, on_wait: Callable[[list[str]], None] | None = None) -> None:
         """Offer `name` (a tool or a server: a server is started, and waited for, `on_wait` told first)."""
@@ -200,7 +223,7 @@ class Toolbox:
             return "read the local date, time and time zone"
         if call.name == "read_file":
             path = arguments.get("path")
-            return f"read {builtins.resolve_path(path)}" if isinstance(path, str) and path else \
+            return builtins.describe_read(builtins.resolve_path(path)) if isinstance(path, str) and path else \
                 "read_file without a path (the call will fail)"
         if call.name == "fetch":
             return f"GET {arguments.get('url')}"
@@ -215,14 +238,30 @@ class Toolbox:
         if tool is None:
             return f"{call.name}: no such tool (the call will fail)"
         try:
-            return shlex.join(argv_for(tool, arguments))
+            argv = argv_for(tool, arguments)
         except BadArguments as exc:
             return f"{call.name}: {exc} (the call will fail)"
+        return "\n".join([shlex.join(argv), *option_warnings(tool, arguments)])
 
     def run(self, call: ToolCall) -> tuple[ToolStatus, str]:
-        """Run `call`: ("ok", output) or ("error", what went wrong), output cut at the profile's limit.
+        """Run `call`: ("ok", output) or ("error", what went wrong), output cut at the profile's limit, the
+        run's secrets redacted from it (tools.redact: a child can read llmchat's own environment).
 
         KeyboardInterrupt (Ctrl-C) kills what the call started, then propagates."""
+        status, output = self._run(call)
+        return status, redact(output, self.secrets())
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values no tool result may carry: secret-looking variables, the profiles' key variables, and
+        keys written inline in the config."""
+        profiles = (self.profile, *self.config.profiles.values())
+        inline: list[str | None] = [p.api_key for p in profiles]
+        if self.mcp is not None:
+            inline += self.mcp.secrets()
+        return secret_values(self.variables, hidden={p.key_variable for p in profiles if p.key_variable},
+                             inline=inline)
+
+    def _run(self, call: ToolCall) -> tuple[ToolStatus, str]:
         if call.error:
             return "error", call.error
         limit = self.profile.tool_output_limit

@@ -8,7 +8,10 @@ httpx is imported only when `fetch` runs.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
+import stat
+import threading
 import time as clock
 from collections.abc import Mapping
 from datetime import datetime
@@ -70,6 +73,16 @@ def resolve_path(path: str) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
 
 
+def describe_read(path: Path) -> str:
+    """The approval's line for `read_file`: the path, and the file really read when a symlink on the way
+    leads elsewhere (`notes.txt` linking to `~/.ssh/id_ed25519` must not pass for notes)."""
+    try:
+        real = path.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop: the read fails too
+        return f"read {path}"
+    return f"read {path}" if real == path else f"read {path}, which leads to {real}"
+
+
 def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
     """The text of `path`, cut at `limit` characters; an error for what is not a readable text file."""
     try:
@@ -79,7 +92,14 @@ def read_file(path: Path, limit: int) -> tuple[ToolStatus, str]:
             return "error", f"{path} does not exist"
         if not path.is_file():
             return "error", f"{path} is not a regular file"
-        with path.open("rb") as stream:
+        # Opened without blocking and checked again on the open file: a FIFO put in its place after the
+        # checks above would otherwise hang the read (and the turn) until something writes to it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            return "error", f"{path} is not a regular file"
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb") as stream:
             head = stream.read(SNIFF_BYTES)
             if b"\0" in head:
                 return "error", f"{path} is a binary file, not text"
@@ -108,16 +128,46 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javas
 
 
 def fetch(url: str, *, limit: int, timeout: float, user_agent: str) -> tuple[ToolStatus, str]:
-    """GET `url` (http or https only) as text: within `timeout` seconds in all, at most `limit` characters."""
+    """GET `url` (http or https only) as text: within `timeout` seconds in all, at most `limit` characters.
+
+    httpx's timeouts bound each read, not the whole: a server sending its headers or body a byte at a time
+    (slow-loris) would hold the turn for ever. So the request runs in a worker thread and this one waits
+    `timeout`; past it the client is closed under the worker, whose next read then fails and ends it."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https") or not urlsplit(url).netloc:
         return "error", f"only http and https URLs can be fetched, not {url!r}"
     import httpx
 
+    client = httpx.Client(follow_redirects=True, max_redirects=5, timeout=timeout, headers={"User-Agent": user_agent})
     deadline = clock.monotonic() + timeout
+    outcome: list[tuple[ToolStatus, str]] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_get(client, url, limit=limit, timeout=timeout, deadline=deadline))
+        except Exception as exc:  # noqa: BLE001 (the client closed under it at the deadline, or any failure)
+            outcome.append(("error", f"cannot fetch {url}: {exc or type(exc).__name__}"))
+
+    worker = threading.Thread(target=work, name="llmchat-fetch", daemon=True)
+    worker.start()
     try:
-        with httpx.Client(follow_redirects=True, max_redirects=5, timeout=timeout,
-                          headers={"User-Agent": user_agent}) as client, client.stream("GET", url) as response:
+        worker.join(timeout + 0.5)  # Ctrl-C interrupts the wait; the finally stops the worker
+    finally:
+        if worker.is_alive():
+            with contextlib.suppress(Exception):
+                client.close()
+    if worker.is_alive() or not outcome:
+        return "error", f"timed out after {timeout:g} s"
+    client.close()
+    return outcome[0]
+
+
+def _get(client: Any, url: str, *, limit: int, timeout: float, deadline: float) -> tuple[ToolStatus, str]:
+    """The GET itself (in fetch's worker thread)."""
+    import httpx
+
+    try:
+        with client.stream("GET", url) as response:
             kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind and not (kind.startswith(TEXT_TYPES) or kind.endswith(("+json", "+xml"))):
                 return "error", f"{url} is not text (content-type {kind})"

@@ -3,6 +3,11 @@
 `{param}` in an argv item is replaced by that argument (inside the item too: "wttr.in/{city}?format=3");
 since no shell ever reads the result, `$(…)`, `;` or quotes in an argument are just characters. An item
 whose placeholder names an optional parameter the model left out is dropped from the argv.
+
+An argument stays one argv item, but a program may read an item starting with `-` as an option
+(`--output=/etc/x` for `git log {ref}`). That is accepted, not refused (`-5` is a fine number, and only
+the template's author knows what the program does): the approval points such an item out
+(`option_warnings`), and the docs say to put `--` before placeholders when the program takes it.
 """
 
 from __future__ import annotations
@@ -28,12 +33,7 @@ def argv_for(tool: ToolConfig, arguments: Mapping[str, Any]) -> list[str]:
         takes = ", ".join(tool.parameters) or "no arguments"
         raise BadArguments(f"unknown argument{'s' * (len(unknown) > 1)}: {', '.join(unknown)} "
                            f"({tool.name} takes {takes})")
-    argv = []
-    for item in tool.command:
-        names = PLACEHOLDER.findall(item)
-        if any(name not in arguments or arguments[name] is None for name in names):
-            continue
-        argv.append(PLACEHOLDER.sub(lambda m: as_text(arguments[m.group(1)]), item))
+    argv = [item for _, item in _items(tool, arguments)]
     if any("\0" in item for item in argv):
         raise BadArguments("an argument contains a NUL character")
     return argv
@@ -42,3 +42,28 @@ def argv_for(tool: ToolConfig, arguments: Mapping[str, Any]) -> list[str]:
 def as_text(value: Any) -> str:
     """An argument as it goes into the argv: strings as they are, anything else as JSON (3, true, [1, 2])."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+
+def _items(tool: ToolConfig, arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(template item, argv item) for each item kept: one naming an argument left out is dropped."""
+    items = []
+    for template in tool.command:
+        names = PLACEHOLDER.findall(template)
+        if any(name not in arguments or arguments[name] is None for name in names):
+            continue
+        items.append((template, PLACEHOLDER.sub(lambda m: as_text(arguments[m.group(1)]), template)))
+    return items
+
+
+def option_warnings(tool: ToolConfig, arguments: Mapping[str, Any]) -> list[str]:
+    """A line for the approval about each item that starts with `-` because of the model's arguments (its
+    template starts with a placeholder), before any `--` item."""
+    said: list[str] = []
+    for template, item in _items(tool, arguments):
+        if template == "--":
+            break
+        if PLACEHOLDER.match(template) and item.startswith("-") and len(item) > 1:
+            said.append(f"note: {item!r} comes from the model's arguments and starts with '-': "
+                        f"{tool.command[0]} may read it as an option")
+    return said

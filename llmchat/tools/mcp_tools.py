@@ -135,6 +135,25 @@ class McpTools:
         renamed = f" (its own name: {tool.remote})" if tool.remote != tool.spec.name else ""
         return f"call {tool.remote} on MCP server {tool.server}{renamed}, {where}"
 
+    def secrets(self) -> list[str]:
+        """What the servers are handed under secret-looking `env` / `headers` names, expanded (a literal
+        token in the config too): a server echoing its own token must not pass it to the model. For a
+        header like `Bearer TOKEN` the token alone is listed as well."""
+        from llmchat.config.load import secret_looking
+        from llmchat.tools.mcp_launch import Unset, expand
+
+        found: list[str] = []
+        for config in self.configs.values():
+            for name, value in (*config.env.items(), *config.headers.items()):
+                if not secret_looking(name):
+                    continue
+                try:
+                    text = expand(value, self.variables)
+                except Unset:
+                    continue
+                found += [text, text.split()[-1]] if text.split() else [text]
+        return found
+
     def run(self, tool: McpTool, arguments: Mapping[str, Any], limit: int) -> tuple[ToolStatus, str]:
         config = self.configs[tool.server]
         result = self.hub.call(tool.server, tool.remote, arguments, config.timeout, limit)
