@@ -27,6 +27,13 @@ SCRUBBED = ("DASHSCOPE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HO
             "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the addopts): two workers per core, not one. Many tests spend half their time waiting on a
+    pseudo-terminal, a child process or the fake server; measured on 2 cores, the suite took 226 s with 2
+    workers, 171 s with 4 and 189 s with 8."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Compile llmchat once, in the controller, before any test spawns it.
 
