@@ -165,13 +165,9 @@ async def ask_row(
         error = await adrive(turn, attempt, recover=cut)
         if error is not None or not turn.calls:
             break
-        calls = list(turn.calls)
-        tool_round = turn.close_round()
-        if len(turn.rounds) > max_tool_rounds:
-            tool_round.calls = [ToolRecord(call, "declined", f"not run: the limit of {max_tool_rounds} tool rounds "
-                                                              "for one question was reached") for call in calls]
-            turn.result.finish_reason = "tool_calls"
+        if (step := turn.next_round(max_tool_rounds)) is None:  # the round bound: its calls are recorded unrun
             break
+        tool_round, calls = step
         tool_round.calls = await asyncio.to_thread(run_calls, calls, tools or NoTools(), Nobody(), shows)
         tell_notices(tools, notify)  # an MCP server that failed during the calls: said once
         messages.extend(tool_messages(tool_round))

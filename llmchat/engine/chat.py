@@ -20,7 +20,16 @@ from llmchat.core.errors import ContextTooLong, ProviderError, ToolsUnsupported
 from llmchat.core.events import TurnResult
 from llmchat.core.stops import Terminated
 from llmchat.core.tools import ToolRecord
-from llmchat.engine.tooling import Approval, Nobody, NoTools, RoundInterrupted, Tools, run_calls, tell_notices
+from llmchat.engine.tooling import (
+    Approval,
+    Nobody,
+    NoTools,
+    RoundInterrupted,
+    Tools,
+    bound_notice,
+    run_calls,
+    tell_notices,
+)
 from llmchat.engine.turn import Turn, drive
 
 if TYPE_CHECKING:
@@ -197,16 +206,10 @@ def run_turn(
                           each=save_progress if progress is not None else None)
             if error is not None or not turn.calls:
                 break
-            calls = list(turn.calls)
-            tool_round = turn.close_round()
-            if len(turn.rounds) > max_tool_rounds:
-                tool_round.calls = [ToolRecord(call, "declined", f"not run: the limit of {max_tool_rounds} tool "
-                                                                  "rounds for one question was reached")
-                                    for call in calls]
-                turn.notice(f"Stopped after {max_tool_rounds} rounds of tool calls (max_tool_rounds); "
-                            "ask again to let the model go on.")
-                turn.result.finish_reason = "tool_calls"  # how the last response ended: the bound cut in
+            if (step := turn.next_round(max_tool_rounds)) is None:
+                turn.notice(bound_notice(max_tool_rounds))
                 break
+            tool_round, calls = step
             began = time.monotonic()
             try:
                 tool_round.calls = run_calls(calls, tools or NoTools(), approval or Nobody(view.notice), view)

@@ -99,6 +99,19 @@ class RoundInterrupted(KeyboardInterrupt):
         self.records = records
 
 
+def beyond_bound(turn_rounds: int, max_rounds: int, calls: Sequence[ToolCall]) -> list[ToolRecord] | None:
+    """The records of a response's calls when this round would pass `max_rounds` (none of them runs, and
+    each says why, so the history stays sendable), or None when the round may run (tools.md §4)."""
+    if turn_rounds <= max_rounds:
+        return None
+    return [ToolRecord(call, "declined", f"not run: the limit of {max_rounds} tool rounds for one question "
+                                         "was reached") for call in calls]
+
+
+def bound_notice(max_rounds: int) -> str:
+    return f"Stopped after {max_rounds} rounds of tool calls (max_tool_rounds); ask again to let the model go on."
+
+
 def run_calls(calls: Sequence[ToolCall], tools: Tools, approval: Approval, shows: ToolShows,
               clock: Callable[[], float] = time.monotonic) -> list[ToolRecord]:
     """Run one response's calls in order; a record for each. Ctrl-C (at the prompt or while a tool runs:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from llmchat.core.errors import ProviderError, StreamUnfinished
 from llmchat.core.events import Answer, Finish, Notice, Reasoning, TurnResult, Usage
 from llmchat.core.tools import ToolCall, ToolRound
+from llmchat.engine.tooling import beyond_bound
 
 if TYPE_CHECKING:
     from llmchat.core.events import Event
@@ -84,6 +85,18 @@ class Turn:
     def output(self) -> bool:
         """Whether any model text arrived for the current request (then a retry would repeat what was shown)."""
         return bool(self.answer or self.reasoning)
+
+    def next_round(self, max_rounds: int) -> tuple[ToolRound, list[ToolCall]] | None:
+        """The response that just ended called tools: close it as a round and return it with its calls to
+        run; None when that round would pass `max_rounds` (its calls are recorded as not run, the turn ends
+        with finish_reason "tool_calls")."""
+        calls = list(self.calls)
+        tool_round = self.close_round()
+        if (unrun := beyond_bound(len(self.rounds), max_rounds, calls)) is not None:
+            tool_round.calls = unrun
+            self.result.finish_reason = "tool_calls"  # how the last response ended: the bound cut in
+            return None
+        return tool_round, calls
 
     def close_round(self) -> ToolRound:
         """The response that just ended called tools: its text and calls become a round, the next request

@@ -11,7 +11,7 @@ JSON string, `"{}"` when empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from llmchat.core.tools import ToolCall, parse_arguments
@@ -37,24 +37,37 @@ def call_id(value: Any, index: int) -> str:
 # ------------------------------------------------------------------------------------------- Ollama
 
 
-def ollama_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Neutral tool messages in Ollama's form; every other message unchanged."""
+def _translated(messages: Iterable[Mapping[str, Any]], assistant: Callable[[Mapping[str, Any]], dict[str, Any]],
+                tool: Callable[[Mapping[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each neutral tool-call turn and tool result in one protocol's form (`assistant`,
+    `tool`); every other message as it is, without the neutral `reasoning` key."""
     out: list[dict[str, Any]] = []
     for message in messages:
-        calls = message.get("tool_calls")
-        if message.get("role") == "assistant" and calls:
-            wire: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-            if message.get("reasoning"):
-                wire["thinking"] = message["reasoning"]
-            wire["tool_calls"] = [{"id": call.id, "function": {"name": call.name, "arguments": dict(call.arguments)}}
-                                  for call in calls]
-            out.append(wire)
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            out.append(assistant(message))
         elif message.get("role") == "tool":
-            out.append({"role": "tool", "tool_name": message.get("name") or "",
-                        "tool_call_id": message.get("tool_call_id") or "", "content": message.get("content") or ""})
+            out.append(tool(message))
         else:
             out.append({k: v for k, v in message.items() if k != "reasoning"})
     return out
+
+
+def _assistant(message: Mapping[str, Any], reasoning_key: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    wire: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    if message.get("reasoning"):
+        wire[reasoning_key] = message["reasoning"]
+    wire["tool_calls"] = calls
+    return wire
+
+
+def ollama_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Neutral tool messages in Ollama's form: `thinking`, object arguments, `tool_name` + `tool_call_id`."""
+    return _translated(
+        messages,
+        lambda m: _assistant(m, "thinking", [{"id": c.id, "function": {"name": c.name, "arguments": dict(c.arguments)}}
+                                             for c in m["tool_calls"]]),
+        lambda m: {"role": "tool", "tool_name": m.get("name") or "", "tool_call_id": m.get("tool_call_id") or "",
+                   "content": m.get("content") or ""})
 
 
 def ollama_calls(raw: Any, first_index: int) -> list[ToolCall]:
@@ -82,24 +95,14 @@ def ollama_calls(raw: Any, first_index: int) -> list[ToolCall]:
 
 
 def openai_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Neutral tool messages in the OpenAI form; every other message unchanged."""
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        calls = message.get("tool_calls")
-        if message.get("role") == "assistant" and calls:
-            wire: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-            if message.get("reasoning"):
-                wire["reasoning_content"] = message["reasoning"]
-            wire["tool_calls"] = [{"id": call.id, "type": "function",
-                                   "function": {"name": call.name, "arguments": call.arguments_json()}}
-                                  for call in calls]
-            out.append(wire)
-        elif message.get("role") == "tool":
-            out.append({"role": "tool", "tool_call_id": message.get("tool_call_id") or "",
-                        "content": message.get("content") or ""})
-        else:
-            out.append({k: v for k, v in message.items() if k != "reasoning"})
-    return out
+    """Neutral tool messages in the OpenAI form: `reasoning_content`, argument strings (`"{}"` when empty),
+    tool results by `tool_call_id`."""
+    return _translated(
+        messages,
+        lambda m: _assistant(m, "reasoning_content", [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json()}}
+            for c in m["tool_calls"]]),
+        lambda m: {"role": "tool", "tool_call_id": m.get("tool_call_id") or "", "content": m.get("content") or ""})
 
 
 def openai_tools(specs: Sequence[Any]) -> dict[str, Any]:
