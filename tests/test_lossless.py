@@ -401,3 +401,19 @@ def test_a_signal_in_the_middle_of_the_answers_save_does_not_lose_it(tmp_path: P
     assert exchange.user == "q" and not exchange.interrupted
     assert len(exchange.answer) == 24_000_000  # (a short message when it fails)
     assert exchange.answer == "complete answer " * 1_500_000
+
+
+def test_a_table_into_a_closed_pipe_ends_quietly_with_141(env) -> None:
+    """`llmchat profiles | head -0`: Rich's own handler would say exit 1, as for a failure."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "llmchat", "profiles"], stdout=write_end, stderr=subprocess.PIPE,
+                              env=env, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b""

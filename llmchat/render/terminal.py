@@ -24,6 +24,7 @@ from rich.segment import Segment
 from rich.text import Text
 
 from llmchat.core.safe_text import UNSAFE, sanitize
+from llmchat.core.stops import BROKEN_PIPE_EXIT
 
 if TYPE_CHECKING:
     from rich.console import ConsoleOptions, RenderableType
@@ -33,6 +34,16 @@ __all__ = ["SafeConsole", "sanitized_text", "terminal_console"]
 
 class SafeConsole(Console):
     """A `Console` that never writes a terminal control it did not make itself."""
+
+    def on_broken_pipe(self) -> None:
+        """Stdout's reader went away (`llmchat history show last | head`): end quietly with 141, the status
+        a turn's closed pipe gives (core/stops.py), where Rich's own handler says 1, as for a failure."""
+        super_exit: SystemExit | None = None
+        try:
+            super().on_broken_pipe()  # stdout onto /dev/null, so the exit cannot print another error
+        except SystemExit as exc:
+            super_exit = exc
+        raise SystemExit(BROKEN_PIPE_EXIT) from super_exit
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(sanitize(text), **kwargs)
