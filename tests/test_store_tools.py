@@ -70,7 +70,7 @@ def record_turn(store: Store, conversation: Conversation, question: str, answer:
     exchange.rounds = list(rounds or [])
     exchange.usage = Usage(prompt=120, completion=30)
     result = TurnResult(model=PROFILE.model, answer=answer, usage=exchange.usage, rounds=exchange.rounds,
-                        requests=len(exchange.rounds) + 1, finish_reason=None if interrupted else "stop",
+                        finish_reason=None if interrupted else "stop",
                         interrupted=interrupted, timing=Timing(total_s=1.5))
     recorder.answer(conversation, exchange, result)
     return exchange

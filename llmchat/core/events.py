@@ -85,5 +85,8 @@ class TurnResult:
     #: The model calls before the answer, with their outcomes (core/tools.py); `answer` and
     #: `reasoning` are the final response's, each round keeps its own.
     rounds: list[ToolRound] = field(default_factory=list)
-    #: How many requests the turn made (one per tool round, plus the answer): the usage line counts them all.
-    requests: int = 1
+
+    @property
+    def requests(self) -> int:
+        """How many requests the turn made: one per tool round, plus the answer (the usage sums them all)."""
+        return len(self.rounds) + 1

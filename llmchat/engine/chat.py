@@ -96,12 +96,11 @@ def offered_tools(tools: Tools | None, provider: Provider, model: str, notice: N
     specs = tools.offered() if tools is not None else ()
     if not specs or tools is None:
         return ()
-    unsupported: set[str] = getattr(tools, "unsupported", set())
-    if model in unsupported:
+    if model in tools.unsupported:
         return ()
     capabilities = provider.capabilities(model)
     if capabilities is not None and "tools" not in capabilities:
-        unsupported.add(model)
+        tools.unsupported.add(model)
         notice(f"{model} cannot call tools (its capabilities: {', '.join(sorted(capabilities)) or 'none'}); "
                "asking without them.")
         return ()
@@ -171,8 +170,8 @@ def run_turn(
         """A "too long" before any output: let the policy compact once, then ask again at once.
         A refusal of the tools: ask again without them (said once)."""
         nonlocal shrunk, messages, request
-        if isinstance(exc, ToolsUnsupported) and request.tool_specs and not turn.output:
-            getattr(tools, "unsupported", set()).add(options.model)
+        if isinstance(exc, ToolsUnsupported) and request.tool_specs and not turn.output and tools is not None:
+            tools.unsupported.add(options.model)
             turn.notice(f"{exc.message} Asking without tools.")
             request = dataclasses.replace(request, tool_specs=())
             return True

@@ -41,7 +41,10 @@ class Nobody:
 
 
 class Tools(Protocol):
-    """What the engine needs of a toolbox (`llmchat.tools.Toolbox` is the one)."""
+    """What the engine needs of a toolbox (`llmchat.tools.Toolbox` is the one). `unsupported` holds the
+    models found unable to call tools this session, so each is said once and not offered tools again."""
+
+    unsupported: set[str]
 
     def offered(self) -> tuple[ToolSpec, ...]: ...
     def spec(self, name: str) -> ToolSpec | None: ...
@@ -63,6 +66,9 @@ def tell_notices(tools: Tools | None, notice: Callable[[str], None]) -> bool:
 
 class NoTools:
     """The toolbox of a turn that offers none: a call the model makes anyway gets "no such tool"."""
+
+    def __init__(self) -> None:
+        self.unsupported: set[str] = set()
 
     def offered(self) -> tuple[ToolSpec, ...]:
         return ()

@@ -61,7 +61,6 @@ class Turn:
         self._said: str | None = None  # the error text already shown in a retry notice (once, not per attempt)
         #: The responses that called tools, closed by `close_round`; a restart (`_begin`) keeps them.
         self.rounds: list[ToolRound] = []
-        self.requests = 1
         self._usage_before: Usage | None = None  # the closed rounds' usage, summed
         self.last_usage: Usage | None = None  # the latest request's own (its prompt size calibrates the estimate)
         self.tool_seconds = 0.0  # time spent running tools (and approving them): not generation time
@@ -107,7 +106,6 @@ class Turn:
         self._usage_before = add_usage(self._usage_before, self.result.usage)
         self.result.usage = None
         self.result.finish_reason = None
-        self.requests += 1
         return tool_round
 
     def notice(self, text: str) -> None:
@@ -155,7 +153,7 @@ class Turn:
         result = self.result
         result.answer, result.reasoning = "".join(self.answer), "".join(self.reasoning)
         result.interrupted = interrupted or (error is not None and (self.output or bool(self.rounds)))
-        result.rounds, result.requests = self.rounds, self.requests
+        result.rounds = self.rounds
         result.usage = add_usage(self._usage_before, result.usage)
         measure(result, self.started, self.first_reasoning, self.first_answer, self.clock(), paused=self.tool_seconds)
         return result

@@ -105,7 +105,7 @@ class StoredMessage:
         """The turn as the renderers know it, so the usage line reads the same as it did live."""
         return TurnResult(model=self.model or "", answer=self.content, reasoning=self.reasoning or "",
                           finish_reason=self.finish_reason, usage=self.usage, timing=self.timing or Timing(),
-                          interrupted=self.interrupted, rounds=list(self.rounds), requests=len(self.rounds) + 1)
+                          interrupted=self.interrupted, rounds=list(self.rounds))
 
 
 @dataclass(frozen=True)
