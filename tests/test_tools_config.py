@@ -164,9 +164,10 @@ def test_no_tools_means_nothing_of_tools_is_imported() -> None:
     import subprocess
     import sys
 
-    script = ("import sys\nfrom llmchat.config.load import load_config\nfrom llmchat.repl.state import toolbox_of\n"
+    script = ("import sys\nfrom llmchat.config.load import load_config\nimport llmchat.repl.state\n"
+              "from llmchat.engine.ask import open_tools\n"
               "from llmchat.cli import app\nconfig = load_config(None)\n"
-              "assert toolbox_of(config, config.profile('local', {}), None) is None\n"
+              "assert open_tools(config, config.profile('local', {}), None) is None\n"
               "print(sorted(m for m in sys.modules if m.startswith('llmchat.tools') or m == 'httpx'))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}).stdout

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from llmchat.engine.ask_extras import AskExtras
     from llmchat.engine.tooling import Approval, Tools
     from llmchat.store.db import Store
+    from llmchat.tools.box import Toolbox
 
 
 def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool | None, stream: bool,
@@ -45,8 +46,9 @@ def make_turn_view(profile: Profile, *, plain: bool, as_json: bool, usage: bool 
     return view
 
 
-def open_tools(config: Config, profile: Profile, environment: Environment | None) -> Tools | None:
-    """The run's toolbox; `llmchat.tools` is not imported at all when the profile offers no tools."""
+def open_tools(config: Config, profile: Profile, environment: Environment | None) -> Toolbox | None:
+    """The run's toolbox (`ask`, batch, the chat and its /profile); `llmchat.tools` is not imported at all
+    when the profile offers no tools."""
     if not profile.tools:
         return None
     from llmchat.tools.box import toolbox_for

@@ -18,6 +18,7 @@ from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
 from llmchat.core.images import PendingImages
 from llmchat.core.safe_text import is_terminal, sanitize
+from llmchat.engine.ask import open_tools, tool_approval
 from llmchat.engine.context import ContextManager, manager_for, request_options
 from llmchat.engine.usage import Tally
 from llmchat.providers import ChatOptions, Provider, connect
@@ -70,15 +71,6 @@ def wrapped(text: str, out: TextIO | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- session state
-
-
-def toolbox_of(config: Config, profile: Profile, environment: Environment | None) -> Toolbox | None:
-    """The profile's toolbox; llmchat.tools is not even imported for a profile that offers no tools."""
-    if not profile.tools:
-        return None
-    from llmchat.tools.box import toolbox_for
-
-    return toolbox_for(config, profile, environment)
 
 
 Report = Callable[[LlmchatError], None]
@@ -136,7 +128,7 @@ class ReplState:
         state = cls(config=config, profile=profile, provider=connector(profile),
                     options=ChatOptions.from_profile(profile), conversation=Conversation(system=profile.system),
                     flags=flags or Overrides(), connector=connector, **kwargs)
-        state.toolbox = toolbox_of(config, profile, state.environment)
+        state.toolbox = open_tools(config, profile, state.environment)
         return state
 
     def shown_endpoint(self, profile: Profile) -> str:
@@ -192,19 +184,15 @@ class ReplState:
         self.profile, self.provider, self._models = profile, provider, None
         self.options = ChatOptions.from_profile(profile)
         trusted = self.toolbox.trusted_now if self.toolbox is not None else set()
-        self.toolbox = toolbox_of(self.config, profile, self.environment)
+        self.toolbox = open_tools(self.config, profile, self.environment)
         if self.toolbox is not None:
             self.toolbox.trusted_now |= trusted  # "always" answers hold for the rest of the session
 
     def approval(self) -> Approval | None:
         """Who approves a tool call: the person at this terminal (asked once per chat, kept open), or
         None when there is no terminal to ask on (the engine then declines untrusted calls)."""
-        if self.toolbox is None:
-            return None
         if self._approval is None:
-            from llmchat.render.approve import terminal_approval
-
-            self._approval = terminal_approval(self.environment or Environment.from_process())
+            self._approval = tool_approval(self.toolbox, self.environment)
         return self._approval
 
     def thinking_label(self) -> str:
