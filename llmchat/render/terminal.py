@@ -15,6 +15,7 @@ layout exact; this console is the net under them:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
@@ -38,12 +39,11 @@ class SafeConsole(Console):
     def on_broken_pipe(self) -> None:
         """Stdout's reader went away (`llmchat history show last | head`): end quietly with 141, the status
         a turn's closed pipe gives (core/stops.py), where Rich's own handler says 1, as for a failure."""
-        super_exit: SystemExit | None = None
-        try:
-            super().on_broken_pipe()  # stdout onto /dev/null, so the exit cannot print another error
-        except SystemExit as exc:
-            super_exit = exc
-        raise SystemExit(BROKEN_PIPE_EXIT) from super_exit
+        # Rich's own handler points stdout at /dev/null (so the interpreter's flush at exit cannot print
+        # another error), then exits 1: keep the first, replace the second
+        with contextlib.suppress(SystemExit):
+            super().on_broken_pipe()
+        raise SystemExit(BROKEN_PIPE_EXIT)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(sanitize(text), **kwargs)
