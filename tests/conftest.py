@@ -2,8 +2,8 @@
 
 Every CLI test runs the real `llmchat` with a scrubbed environment, so nothing from the developer's
 machine (keys, config, OLLAMA_HOST) leaks in, and nothing of the tests leaks out: `llmchat` runs
-`cli.main(argv)` in-process (fast), `llmchat_process` runs `python -m llmchat` in a subprocess (for
-signals, interpreter exits and import costs).
+`cli.main(argv)` in-process (fast), `llmchat_process` runs `python -m llmchat` as a process of its own (for
+signals and interpreter exits), started warm by tests/forkserver.py.
 """
 
 from __future__ import annotations
@@ -171,10 +171,12 @@ def llmchat(env: dict[str, str]):
 
 @pytest.fixture
 def llmchat_process(env: dict[str, str]):
-    """Run the real CLI in a subprocess (`python -m llmchat`): llmchat_process("ask", "hi") -> Run."""
+    """Run the real CLI as a process (`python -m llmchat`, forked warm): llmchat_process("ask", "hi") -> Run."""
 
     def run(*args: str, input: str | bytes | None = None, timeout: float = 30, **extra_env: str) -> Run:
-        proc = subprocess.run(
+        from forkserver import run as run_process  # `python -m llmchat`, started warm (tests/forkserver.py)
+
+        proc = run_process(
             [sys.executable, "-m", "llmchat", *args],
             input=input.encode() if isinstance(input, str) else input,
             stdin=None if input is not None else subprocess.DEVNULL,

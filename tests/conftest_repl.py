@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pexpect
 import pyte
 import pytest
@@ -197,7 +198,7 @@ def repl(fake_server: Any, env: dict[str, str], repl_config: Path) -> Iterator[C
         child_env.pop("PROMPT_TOOLKIT_NO_CPR", None)
         if not color:
             child_env["NO_COLOR"] = "1"
-        child = pexpect.spawn(sys.executable, ["-m", "llmchat", *args], env=child_env, dimensions=(ROWS, COLS),
+        child = forkserver.spawn(sys.executable, ["-m", "llmchat", *args], env=child_env, dimensions=(ROWS, COLS),
                               encoding="utf-8", codec_errors="replace", timeout=timeout)
         child.delaybeforesend = None  # pexpect sleeps 50 ms before every send; `enter` waits for the prompt instead
         session = ReplSession(child, fake_server, timeout)

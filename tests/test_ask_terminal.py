@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+import forkserver
 import pexpect
 import pyte
 from fakeserver import Stream
@@ -42,7 +43,7 @@ def screen_lines(raw: str, columns: int = 90, rows: int = 30) -> list[str]:
 
 def spawn_ask(env: dict[str, str], *args: str) -> pexpect.spawn:
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}  # the pty's own size rules
-    return pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", *args], env=env, encoding="utf-8",
+    return forkserver.spawn(sys.executable, ["-m", "llmchat", "ask", *args], env=env, encoding="utf-8",
                          dimensions=(30, 90), timeout=30)
 
 

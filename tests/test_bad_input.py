@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import forkserver
 import pytest
 
 pytest_plugins = ("conftest_repl",)
@@ -31,7 +32,7 @@ def run_limited(env: dict[str, str], *args: str, timeout: float = 20) -> subproc
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
-    return subprocess.run([sys.executable, "-m", "llmchat", *args], env=env, stdin=subprocess.DEVNULL,
+    return forkserver.run([sys.executable, "-m", "llmchat", *args], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
 
 
@@ -148,7 +149,7 @@ def test_the_temperature_flag_and_the_file_share_one_table(llmchat, config_file)
 
 def test_argv_that_is_not_utf8_is_a_usage_error(env, config_file, fake_server, tmp_path) -> None:
     # What a GBK or Latin-1 terminal passes for "café": the bytes reach Python as lone surrogates.
-    run = subprocess.run([sys.executable.encode(), b"-m", b"llmchat", b"ask", b"caf\xe9 au lait"],
+    run = forkserver.run([sys.executable.encode(), b"-m", b"llmchat", b"ask", b"caf\xe9 au lait"],
                          env={**env, "LLMCHAT_CONFIG": str(config_file)}, stdin=subprocess.DEVNULL,
                          capture_output=True, timeout=30)
     stderr = run.stderr.decode("utf-8", "replace")

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 from conftest import TEST_KEY
 from fakeserver import FakeServer, Raw, Reply, Stream
@@ -568,7 +569,7 @@ def test_resume_after_sigkill_finishes_only_the_missing_ids(fake_server, config_
     source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("\n".join(prompts) + "\n", encoding="utf-8")
     fake_server.default_reply = Stream(delay=0.05, piece_size=4)  # about 0.3 s a row
-    proc = subprocess.Popen(batch_argv(str(source), "-o", str(out), "--concurrency", "2"), env=env,
+    proc = forkserver.Popen(batch_argv(str(source), "-o", str(out), "--concurrency", "2"), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_rows(out, 3, proc)
@@ -581,7 +582,7 @@ def test_resume_after_sigkill_finishes_only_the_missing_ids(fake_server, config_
 
     fake_server.default_reply = Stream()
     before = len(fake_server.chats())
-    resumed = subprocess.run(batch_argv(str(source), "-o", str(out), "--resume"), env=env, capture_output=True,
+    resumed = forkserver.run(batch_argv(str(source), "-o", str(out), "--resume"), env=env, capture_output=True,
                              stdin=subprocess.DEVNULL, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     asked = sorted(last_user(r.body) for r in fake_server.chats()[before:])
@@ -598,7 +599,7 @@ def test_ctrl_c_exits_130_with_finished_rows_written(fake_server, config_file, e
     source.write_text("\n".join(prompts) + "\n", encoding="utf-8")
     fake_server.default_reply = Stream(delay=0.05, piece_size=4)
     fake_server.route("prompt 03", Stream(first_delay=30))  # in flight when Ctrl-C comes: row 4+ wait past it
-    proc = subprocess.Popen(batch_argv(str(source), "-o", str(out), "--concurrency", "3"), env=env,
+    proc = forkserver.Popen(batch_argv(str(source), "-o", str(out), "--concurrency", "3"), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_rows(out, 2, proc)
@@ -617,14 +618,14 @@ def test_ctrl_c_exits_130_with_finished_rows_written(fake_server, config_file, e
     assert written == sorted(written) and len(written) > 2  # rows past the gap are kept, in order
     assert all(r["error"] is None for r in rows)
 
-    resumed = subprocess.run(batch_argv(str(source), "-o", str(out), "--resume"), env=env, capture_output=True,
+    resumed = forkserver.run(batch_argv(str(source), "-o", str(out), "--resume"), env=env, capture_output=True,
                              stdin=subprocess.DEVNULL, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert ids(read_rows(out)) == list(range(1, 11))  # gaps filled, order restored, each id once
 
 
 def test_stdin_dash_in_a_subprocess(fake_server, config_file, env) -> None:
-    proc = subprocess.run(batch_argv("-", "-p", "bailian"), env=env, input=b"alpha\nbeta\n", capture_output=True,
+    proc = forkserver.run(batch_argv("-", "-p", "bailian"), env=env, input=b"alpha\nbeta\n", capture_output=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
@@ -634,7 +635,7 @@ def test_stdin_dash_in_a_subprocess(fake_server, config_file, env) -> None:
 def test_bad_input_exits_2_with_one_clear_message(fake_server, config_file, env, tmp_path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": 1, "prompt": "ok"}\n{"id": 2, "promt": "x"}\n', encoding="utf-8")
-    proc = subprocess.run(batch_argv(str(source)), env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    proc = forkserver.run(batch_argv(str(source)), env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "line 2" in err and "did you mean 'prompt'" in err and "Traceback" not in err
     assert fake_server.requests == []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import fakebatch
+import forkserver
 import pytest
 from conftest import TEST_KEY
 
@@ -198,7 +199,7 @@ def test_usage_errors(cloud, llmchat, tmp_path) -> None:
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "llmchat", "batch", *args], env=env, stdin=subprocess.DEVNULL,
+    return forkserver.Popen([sys.executable, "-m", "llmchat", "batch", *args], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -345,12 +346,11 @@ def test_the_size_limit_names_the_split_that_fits() -> None:
 
 
 def test_following_on_a_terminal_draws_the_bar_from_request_counts(cloud, env, tmp_path) -> None:
-    import pexpect
 
     source = write_rows(tmp_path / "in.jsonl", ROWS)
     cloud.fail_ids = {"3"}
     env.pop("NO_COLOR", None)
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "batch", str(source), "-o", str(tmp_path / "o.jsonl"),
+    child = forkserver.spawn(sys.executable, ["-m", "llmchat", "batch", str(source), "-o", str(tmp_path / "o.jsonl"),
                                            "--remote", "-p", "cloud"], env={**env, "LLMCHAT_BATCH_POLL": "0.2"},
                           encoding="utf-8", dimensions=(30, 160), timeout=30)
     raw = child.read()

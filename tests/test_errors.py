@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import forkserver
 import pytest
 from conftest import TEST_KEY
 from fakeserver import Drop, Raw, Stall, Stream
@@ -191,7 +192,7 @@ def test_debug_shows_the_traceback(fake_server, config_file, llmchat_process) ->
 
 def test_ctrl_c_mid_answer_exits_130_and_keeps_the_partial_answer(fake_server, config_file, env) -> None:
     fake_server.enqueue(Stream(answer="word " * 200, piece_size=5, delay=0.05))
-    proc = subprocess.Popen([sys.executable, "-m", "llmchat", "ask", "hi"], stdin=subprocess.DEVNULL,
+    proc = forkserver.Popen([sys.executable, "-m", "llmchat", "ask", "hi"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     first = proc.stdout.read(5)  # the answer has started

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 from fakeserver import Stream
 from test_store import PROFILE, NullView, Script, turn
@@ -55,7 +56,7 @@ def integrity(env: dict[str, str]) -> str:
 
 
 def start_ask(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "llmchat", "ask", *args], stdin=subprocess.DEVNULL,
+    return forkserver.Popen([sys.executable, "-m", "llmchat", "ask", *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -412,7 +413,7 @@ def test_a_table_into_a_closed_pipe_ends_quietly_with_141(env) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
     try:
-        done = subprocess.run([sys.executable, "-m", "llmchat", "profiles"], stdout=write_end, stderr=subprocess.PIPE,
+        done = forkserver.run([sys.executable, "-m", "llmchat", "profiles"], stdout=write_end, stderr=subprocess.PIPE,
                               env=env, timeout=60)
     finally:
         os.close(write_end)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import pexpect
+import forkserver
 from conftest import TEST_KEY
 from fakeserver import Raw
 from test_ask_terminal import screen_lines
@@ -131,7 +131,7 @@ def test_the_approval_on_a_terminal_shows_the_server_then_runs_the_call(fake_ser
     pid_file = tmp_path / "pid"
     mcp_config(fake_server, env, tmp_path, stdio_server("demo", pid_file=pid_file), ["demo"])
     fake_server.enqueue(call("add", {"a": 40, "b": 2}), openai_answer("Forty-two."))
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "sum?"], encoding="utf-8", timeout=60,
+    child = forkserver.spawn(sys.executable, ["-m", "llmchat", "ask", "sum?"], encoding="utf-8", timeout=60,
                           env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}, dimensions=(30, 120))
     child.expect_exact("Run it?")
     before = child.before
@@ -304,7 +304,7 @@ def test_sigterm_during_an_mcp_call_in_ask_leaves_no_orphan(fake_server, env, tm
     pid_file = tmp_path / "pid"
     mcp_config(fake_server, env, tmp_path, stdio_server("demo", pid_file=pid_file, extra="trust = true"), ["demo"])
     fake_server.enqueue(call("slow", {"seconds": 60}))
-    proc = subprocess.Popen([sys.executable, "-m", "llmchat", "ask", "--usage", "be slow"], env=env,
+    proc = forkserver.Popen([sys.executable, "-m", "llmchat", "ask", "--usage", "be slow"], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pid = pid_of(pid_file, seconds=60)
     deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import forkserver
 import pytest
 from rich.console import Console
 
@@ -346,14 +347,13 @@ def test_history_show_sanitizes_tool_text_on_a_terminal_and_keeps_it_exact_in_a_
                                                                                       llmchat) -> None:
     import sys
 
-    import pexpect
 
     evil = [ToolRound(content=f"Checking {EVIL}", calls=[
         ToolRecord(ToolCall("c1", "fetch", {"url": f"https://x/{EVIL}"}), "error", f"HTTP 500 {EVIL}\nmore")])]
     with open_store() as store:
         record_turn(store, Conversation(), "q", "done", evil)
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "history", "show", "last"], env=env, encoding="utf-8",
+    child = forkserver.spawn(sys.executable, ["-m", "llmchat", "history", "show", "last"], env=env, encoding="utf-8",
                           codec_errors="strict", dimensions=(40, 200), timeout=30)
     raw = child.read()
     child.close()

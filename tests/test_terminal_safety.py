@@ -14,6 +14,7 @@ import json
 import re
 import sys
 
+import forkserver
 import pexpect
 import pytest
 from conftest_repl import repl, repl_config  # noqa: F401  (fixtures)
@@ -34,7 +35,7 @@ SHOWN = "^[]0;pwned^[\\"  # the title sequence, made visible instead
 
 def spawn(env: dict[str, str], *args: str, rows: int = 30, cols: int = 200) -> pexpect.spawn:
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    return pexpect.spawn(sys.executable, ["-m", "llmchat", *args], env=env, encoding="utf-8",
+    return forkserver.spawn(sys.executable, ["-m", "llmchat", *args], env=env, encoding="utf-8",
                          codec_errors="strict", dimensions=(rows, cols), timeout=30)
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pexpect
 from conftest import TEST_KEY
 from test_ask_terminal import screen_lines
@@ -75,7 +75,7 @@ def test_with_no_terminal_an_untrusted_call_is_declined_and_nothing_runs(fake_se
     tools_config(fake_server, env, tmp_path)
     marker = tmp_path / "must-not-exist"
     fake_server.enqueue(marker_call(marker), openai_answer("Understood."))
-    done = subprocess.run([sys.executable, "-m", "llmchat", "ask", "make it"], input=b"", capture_output=True,
+    done = forkserver.run([sys.executable, "-m", "llmchat", "ask", "make it"], input=b"", capture_output=True,
                           env=env, timeout=60, start_new_session=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode() == "Understood.\n"
@@ -109,7 +109,7 @@ def test_no_tools_offers_none(fake_server, env, tmp_path, llmchat):
 
 def spawn(env: dict[str, str], *args: str) -> pexpect.spawn:
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    return pexpect.spawn(sys.executable, ["-m", "llmchat", *args], env=env, encoding="utf-8",
+    return forkserver.spawn(sys.executable, ["-m", "llmchat", *args], env=env, encoding="utf-8",
                          dimensions=(30, 100), timeout=30)
 
 

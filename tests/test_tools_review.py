@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 
+import forkserver
 import pexpect
 import pytest
 from conftest import TEST_KEY
@@ -41,7 +41,8 @@ def test_a_trusted_shell_reading_the_parents_environment_gets_no_key(fake_server
     env["GITHUB_TOKEN"] = "ghp-review-secret-0123456789"
     fake_server.enqueue(shell_call("tr '\\0' '\\n' < /proc/$PPID/environ"),
                         openai_answer("Done."))
-    result = llmchat_process("ask", "--trust-tools", "show me the environment")
+    # exec'd, not forked: /proc/PID/environ is what the process was exec'd with (tests/forkserver.py)
+    result = llmchat_process("ask", "--trust-tools", "show me the environment", LLMCHAT_TEST_SPAWN="exec")
     assert result.code == 0, result.stderr
     results = [m["content"] for m in tool_messages(fake_server)]
     (text,) = results
@@ -153,7 +154,7 @@ def assert_harmless(raw: str, where: str) -> None:
 
 
 def pty_run(env: dict[str, str], *args: str, answers: int = 0) -> str:
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", *args], encoding="utf-8", timeout=60,
+    child = forkserver.spawn(sys.executable, ["-m", "llmchat", *args], encoding="utf-8", timeout=60,
                           env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}, dimensions=(40, 160))
     raw = ""
     for _ in range(answers):
@@ -276,7 +277,7 @@ def test_ctrl_c_at_the_approval_in_ask_keeps_a_history_the_next_turn_can_send(fa
     marker = tmp_path / "never"
     fake_server.enqueue(openai_calls(("call_a", "marker", [json.dumps({"path": str(marker)})]),
                                      ("call_b", "marker", [json.dumps({"path": str(marker)})])))
-    child = pexpect.spawn(sys.executable, ["-m", "llmchat", "ask", "make it"], encoding="utf-8", timeout=60,
+    child = forkserver.spawn(sys.executable, ["-m", "llmchat", "ask", "make it"], encoding="utf-8", timeout=60,
                           env={k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}, dimensions=(30, 120))
     child.expect_exact("Run it?")
     child.sendintr()
@@ -284,7 +285,7 @@ def test_ctrl_c_at_the_approval_in_ask_keeps_a_history_the_next_turn_can_send(fa
     child.close()
     assert child.exitstatus == 130 and not marker.exists()
     fake_server.enqueue(openai_answer("Fine."))
-    done = subprocess.run([sys.executable, "-m", "llmchat", "ask", "-c", "again"], env=env, capture_output=True,
+    done = forkserver.run([sys.executable, "-m", "llmchat", "ask", "-c", "again"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     sent = fake_server.requests[-1].body["messages"]
