@@ -24,6 +24,12 @@ EXEC = {"LLMCHAT_TEST_SPAWN": "exec"}
 _TIMINGS = re.compile(r"\d+(\.\d+)?(s|ms| tok/s)")
 
 
+@pytest.fixture(autouse=True)
+def forking_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the fork server: on even in a run that execs everything else."""
+    monkeypatch.delenv("LLMCHAT_TEST_SPAWN", raising=False)
+
+
 def _both(env: dict[str, str], *args: str, input: bytes | None = None) -> tuple[subprocess.CompletedProcess, ...]:
     argv = [sys.executable, "-m", "llmchat", *args]
     return tuple(forkserver.run(argv, env={**env, **extra}, input=input, capture_output=True, timeout=30)
