@@ -162,12 +162,14 @@ def _fresh_streams() -> None:
     import io
 
     old_out, old_err = sys.__stdout__, sys.__stderr__
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))  # -u: stdout and stderr unbuffered, stdin as ever
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         template = old_err if name == "stderr" else old_out
-        line_buffering = mode == "w" and (fd == 2 or os.isatty(fd))
-        buffered = open(fd, mode + "b", -1, closefd=False)  # noqa: SIM115 (it lives as long as the process)
-        stream = io.TextIOWrapper(buffered, encoding=template.encoding, errors=template.errors, newline="\n",
-                                  line_buffering=line_buffering)
+        raw = unbuffered and mode == "w"
+        line_buffering = mode == "w" and not raw and (fd == 2 or os.isatty(fd))
+        binary = open(fd, mode + "b", 0 if raw else -1, closefd=False)  # noqa: SIM115 (lives as long as the process)
+        stream = io.TextIOWrapper(binary, encoding=template.encoding, errors=template.errors, newline="\n",
+                                  line_buffering=line_buffering, write_through=raw)
         stream.mode = mode  # type: ignore[misc]
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
@@ -225,7 +227,7 @@ class _Server:
     """One fork server: started at the first run that needs its startup variables, stopped at exit."""
 
     def __init__(self, startup: dict[str, str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not _is_startup(k)}
+        env = {k: v for k, v in os.environ.items() if not _is_startup(k) or k in PER_RUN_STARTUP}
         self.env = {**env, **startup}
         directory = tempfile.mkdtemp(prefix="llmchat-fork-")
         self.path = os.path.join(directory, "socket")
@@ -257,8 +259,10 @@ class _Server:
 #: Startup variables a forked child may differ from an exec'd one in none of: one server per combination.
 #: Any other PYTHON* variable (PYTHONPROFILEIMPORTTIME, PYTHONDEVMODE, PYTHONWARNINGS...) changes how the
 #: interpreter runs from its first line, so such a run is exec'd.
-SERVED_STARTUP = ("PYTHONIOENCODING", "PYTHONUTF8", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-                  "PYTHONHASHSEED", *STARTUP_VARIABLES)
+SERVED_STARTUP = ("PYTHONIOENCODING", "PYTHONUTF8", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+                  *STARTUP_VARIABLES)
+#: Startup variables a child applies itself, per run (PYTHONUNBUFFERED: how its std streams are built).
+PER_RUN_STARTUP = ("PYTHONUNBUFFERED",)
 _servers: dict[tuple[tuple[str, str], ...], _Server] = {}
 _servers_lock = threading.Lock()
 
@@ -274,7 +278,7 @@ def server_for(argv: list[str], env: dict[str, str] | None) -> tuple[_Server, li
     if len(argv) < 3 or argv[1:3] != ["-m", "llmchat"] or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
         return None
     env = dict(os.environ) if env is None else env
-    startup = {k: v for k, v in env.items() if _is_startup(k)}
+    startup = {k: v for k, v in env.items() if _is_startup(k) and k not in PER_RUN_STARTUP}
     if any(k not in SERVED_STARTUP for k in startup):
         return None
     key = tuple(sorted(startup.items()))

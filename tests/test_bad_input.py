@@ -245,6 +245,52 @@ def test_models_and_doctor_survive_an_html_or_empty_body(
     assert "Traceback" not in doctor.output and "<html" not in doctor.output
 
 
+CAPTIVE_PORTAL = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Hotel Wi-Fi</title></head>\n"
+                  "<body><form action=\"/login\">Room number <input name=\"room\"></form></body></html>\n")
+
+
+@pytest.mark.parametrize("profile", ["local", "vllm"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"],
+                         ids=["html", "unlabelled"])
+def test_a_captive_portal_page_with_200_is_named_not_read_as_a_broken_stream(
+        llmchat, config_file, fake_server, profile, stream, content_type) -> None:
+    from fakeserver import Raw
+
+    fake_server.enqueue(*[Raw(200, CAPTIVE_PORTAL, content_type=content_type)] * 3)
+    run = llmchat("-p", profile, "ask", "hi", *([] if stream else ["--no-stream"]))
+    assert run.code == 1, run.output
+    api = "Ollama's API" if profile == "local" else "an OpenAI-compatible API"
+    assert f"answered with an HTML page, not {api}: is base_url right?" in run.stderr, run.stderr
+    assert "captive portal" in run.stderr and "base_url" in run.stderr
+    assert run.stderr.count("Error: ") == 1 and "Retrying" not in run.stderr  # the same page would come back
+    for noise in ("<html", "Hotel", "malformed", "Traceback", "internal error"):
+        assert noise not in run.output, run.output
+
+
+@pytest.mark.parametrize("profile", ["local", "vllm"])
+def test_batch_rows_name_the_captive_portal_too(llmchat, config_file, fake_server, profile, tmp_path) -> None:
+    """The asyncio side (`astream`) checks the same way."""
+    from fakeserver import Raw
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hi\n", encoding="utf-8")
+    fake_server.enqueue(*[Raw(200, CAPTIVE_PORTAL, content_type="application/octet-stream")] * 3)
+    run = llmchat("-p", profile, "batch", str(prompts))
+    assert run.code == 1, run.output
+    [row] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert "answered with an HTML page" in row["error"] and "Hotel" not in row["error"], row
+
+
+def test_a_200_with_plain_text_on_an_openai_endpoint_is_an_error_not_a_crash(llmchat, config_file, fake_server):
+    from fakeserver import Raw
+
+    fake_server.enqueue(*[Raw(200, "It works!\n", content_type="text/plain")] * 3)  # a default web server page
+    run = llmchat("-p", "vllm", "ask", "hi")
+    assert run.code == 1 and "answered with something that is not JSON" in run.stderr, run.output
+    assert "internal error" not in run.output and "Traceback" not in run.output
+
+
 # ------------------------------------------------------------------------------------------- Retry-After
 
 

@@ -404,17 +404,41 @@ def test_a_signal_in_the_middle_of_the_answers_save_does_not_lose_it(tmp_path: P
     assert exchange.answer == "complete answer " * 1_500_000
 
 
-def test_a_table_into_a_closed_pipe_ends_quietly_with_141(env) -> None:
-    """`llmchat profiles | head -0`: Rich's own handler would say exit 1, as for a failure."""
-    import os
-    import subprocess
-    import sys
-
+def into_a_closed_pipe(env: dict[str, str], *args: str, buffered: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """`llmchat ARGS | head -0` made certain: the reader is gone before anything is written. Buffered (no
+    PYTHONUNBUFFERED, as in most shells) a short `print` fails only when stdout is flushed; unbuffered the
+    write itself fails, inside the command, where Click catches it."""
+    env = {name: value for name, value in env.items() if name != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before anything is written
+    os.close(read_end)
     try:
-        done = forkserver.run([sys.executable, "-m", "llmchat", "profiles"], stdout=write_end, stderr=subprocess.PIPE,
-                              env=env, timeout=60)
+        return forkserver.run([sys.executable, "-m", "llmchat", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, env=env, timeout=60)
     finally:
         os.close(write_end)
-    assert done.returncode == 141 and done.stderr == b""
+
+
+@pytest.mark.parametrize("args", [["profiles"], ["--help"], ["ask", "--help"], ["tools"], ["--version"],
+                                  ["config", "show"], ["config", "path"], ["mcp", "list"]], ids=" ".join)
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_into_a_closed_pipe_ends_quietly_with_141(config_file, env, args: list[str], buffered: bool) -> None:
+    """A Rich table (Rich's own handler would say 1), Click's help and echo (Click says 1, as for a failure),
+    a `print`: every command ends as a writer killed by SIGPIPE does, with no "Exception ignored" at exit."""
+    done = into_a_closed_pipe(env, *args, buffered=buffered)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr
+
+
+def test_history_show_into_a_closed_pipe_ends_quietly_with_141(fake_server, config_file, env) -> None:
+    fake_server.enqueue(Stream(answer="saved answer"))
+    asked = forkserver.run([sys.executable, "-m", "llmchat", "ask", "hi"], capture_output=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=60)
+    assert asked.returncode == 0, asked.stderr
+    done = into_a_closed_pipe(env, "history", "show", "last")
+    assert done.returncode == 141 and done.stderr == b"", done.stderr
+
+
+def test_a_failure_stays_a_failure_when_nothing_reached_the_closed_pipe(env) -> None:
+    done = into_a_closed_pipe(env, "history", "show", "1")  # nothing saved: an error on stderr, stdout unused
+    assert done.returncode == 2 and b"no saved conversation" in done.stderr, done.stderr

@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pyte
 import pytest
@@ -439,3 +441,52 @@ def test_no_color_and_dumb_terminal_frame_the_reasoning_without_any_escape(varia
     assert "\x1b" not in err.getvalue() and "\x1b" not in out.getvalue()
     assert err.getvalue().startswith(f"Thinking…\n{REASONING}\n…done thinking.\n\n")
     assert "22 in · 382 out" in err.getvalue()
+
+
+class _CtrlCMidWrite(io.StringIO):
+    """A terminal whose write of the next frame is cut in two by a Ctrl-C, as a slow pty write can be."""
+
+    armed = False
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not self.armed or len(text) < 2:
+            return super().write(text)
+        self.armed = False
+        half = len(text) // 2
+        super().write(text[:half])
+        signal.raise_signal(signal.SIGINT)  # Python runs the SIGINT handler before this returns
+        return half + super().write(text[half:])
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
+def test_ctrl_c_in_the_middle_of_a_frame_leaves_no_panel_behind() -> None:
+    """The frame is written whole, then the KeyboardInterrupt surfaces: the turn's close finds the screen
+    as Rich believes it is, and erases the thinking panel whole (a pty test caught one left behind)."""
+    terminal = _CtrlCMidWrite()
+    console = Console(file=terminal, force_terminal=True, width=W, height=H, _environ={})
+    console.print("> think hard")
+    view = LiveView(console, show_usage=False, refresh_per_second=0)
+    for word in ("weighing ", "this ", "and\n", "that\n"):
+        view.reasoning(word)
+    terminal.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        view.reasoning("and more\n" * 3)
+    assert not terminal.armed  # the Ctrl-C did land inside a frame's write
+    view.close(result(answer="", interrupted=True))
+    lines, screen = transcript(terminal.getvalue())
+    assert lines[0] == "> think hard" and lines[1].startswith("▸ thought for "), lines
+    assert not any("╭" in line or "thinking…" in line or "weighing" in line for line in lines), lines
+    assert lines[-1] == "[interrupted]" and not screen.cursor.hidden

@@ -184,16 +184,18 @@ def test_with_nobody_to_approve_untrusted_calls_are_declined_and_trusted_ones_ru
     assert chat_bodies(fake_server)[1]["messages"][-3]["tool_calls"][1]["function"]["arguments"] == "{}"
 
 
-def test_the_round_bound_stops_the_loop_and_keeps_everything(fake_server):
-    fake_server.enqueue(openai_calls(("c1", "weather", ['{"city":"A"}'])),
-                        openai_calls(("c2", "weather", ['{"city":"B"}'])))
+@pytest.mark.parametrize(("bound", "rounds"), [(1, "1 round"), (2, "2 rounds")])
+def test_the_round_bound_stops_the_loop_and_keeps_everything(fake_server, bound: int, rounds: str):
+    fake_server.enqueue(*(openai_calls((f"c{n}", "weather", [f'{{"city":"{n}"}}'])) for n in range(bound + 1)))
     box, view = Box(), View()
     result, error = run_turn(Conversation(), "q", bailian(fake_server), ChatOptions(model="qwen-plus"), view,
-                             tools=box, approval=Answers(Decision(True), Decision(True)), max_tool_rounds=1)
-    assert error is None and len(chat_bodies(fake_server)) == 2
-    assert [r.calls[0].status for r in result.rounds] == ["ok", "declined"]
-    assert "limit of 1 tool rounds" in result.rounds[1].calls[0].result
-    assert any("max_tool_rounds" in line for line in view.lines)
+                             tools=box, approval=Answers(*[Decision(True)] * (bound + 1)), max_tool_rounds=bound)
+    assert error is None and len(chat_bodies(fake_server)) == bound + 1
+    assert [r.calls[0].status for r in result.rounds] == ["ok"] * bound + ["declined"]
+    assert result.rounds[-1].calls[0].result == (
+        f"not run: the limit of {rounds.replace('round', 'tool round')} for one question was reached")
+    notice = f"Stopped after {rounds} of tool calls (max_tool_rounds); ask again to let the model go on."
+    assert f"notice: {notice}" in view.lines, view.lines
 
 
 def test_ctrl_c_in_a_tool_ends_the_turn_with_every_call_recorded(fake_server):

@@ -3,6 +3,7 @@ output cut with a marker, and no secrets in a tool's environment."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import re
@@ -296,3 +297,40 @@ def test_ctrl_c_kills_the_process_group_and_propagates(tmp_path: Path) -> None:
             child.kill()
     assert out.strip() == "interrupted"
     assert gone(shell) and gone(grandchild)
+
+
+def test_ctrl_c_the_instant_the_process_starts_still_kills_it(tmp_path: Path) -> None:
+    """The Ctrl-C lands inside `Popen`, after the child exists but before `Popen` returns (it failed once
+    under load that way): made certain here by a `Popen` that raises SIGINT at its own last step."""
+    started = tmp_path / "started"
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE.format(limit=1000, tools='["shell"]'), encoding="utf-8")
+    script = textwrap.dedent(f"""
+        import signal, subprocess
+        from pathlib import Path
+        from llmchat.config.load import load_config
+        from llmchat.core.tools import ToolCall
+        from llmchat.tools.box import Toolbox
+
+        class Interrupted(subprocess.Popen):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                Path({str(started)!r}).write_text(str(self.pid))
+                signal.raise_signal(signal.SIGINT)  # the handler runs before this call returns
+
+        subprocess.Popen = Interrupted
+        config = load_config({str(config)!r})
+        box = Toolbox(config, config.profiles["t"])
+        try:
+            box.run(ToolCall("c", "shell", {{"command": "sleep 100"}}))
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    pid = int(started.read_text())
+    try:
+        assert done.stdout.strip() == "interrupted", done.stderr
+        assert gone(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

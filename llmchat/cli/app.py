@@ -6,6 +6,7 @@ messages and exit codes (DESIGN §5), so no command prints a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -36,6 +37,7 @@ from llmchat.cli.options import (
     environment_of,
     tool_flags,
 )
+from llmchat.core import stops
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.render.errors import print_error
@@ -105,7 +107,8 @@ def refuse_undecodable_argv(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None, environment: Environment | None = None) -> None:
-    """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C.
+    """Run the CLI and exit with DESIGN §5's codes: 0 ok, 1 model call failed, 2 usage/config, 130 Ctrl-C,
+    141 stdout closed.
 
     Typer reports its own usage errors (exit 2) and turns Ctrl-C into exit 130; everything of ours
     arrives here as an LlmchatError and becomes one paragraph on stderr instead of a traceback.
@@ -113,6 +116,16 @@ def main(argv: list[str] | None = None, environment: Environment | None = None) 
     it reaches the commands as the root context's `obj` (DESIGN §1).
     """
     environment = environment or Environment.from_process()
+    try:
+        _run(argv, environment)
+    except SystemExit as exc:
+        if exc.code != stops.BROKEN_PIPE_EXIT and _stdout_went_away(exc, environment):
+            stops.silence(sys.stdout, environment.stdout)
+            raise SystemExit(stops.BROKEN_PIPE_EXIT) from None
+        raise
+
+
+def _run(argv: list[str] | None, environment: Environment) -> None:
     command = tidy(typer.main.get_command(app))
     try:
         refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
@@ -133,3 +146,26 @@ def main(argv: list[str] | None = None, environment: Environment | None = None) 
                     "This is a bug in llmchat. Rerun with LLMCHAT_DEBUG=1 to see the traceback, and report it.",
                     environment=environment)
         sys.exit(1)
+
+
+def _stdout_went_away(exc: SystemExit, environment: Environment) -> bool:
+    """Whether writing to stdout failed because its reader is gone (`llmchat --help | head -0`).
+
+    Click and Typer catch that EPIPE themselves and exit 1, as for a failure; their `sys.exit` runs in
+    the `except` that caught it, so the error is the exit's context. Output still buffered (a `print`)
+    would fail only at the interpreter's last flush, so it is flushed here, where it can be answered.
+    A shell says 141 for a writer killed by SIGPIPE; llmchat ends the same way, whatever else happened.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.EPIPE:
+            return True
+        cause = cause.__context__
+    for stream in dict.fromkeys((environment.stdout, sys.stdout)):  # the same stream outside tests
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            return True
+        except (AttributeError, OSError, ValueError):  # not a stream, or already closed
+            continue
+    return False

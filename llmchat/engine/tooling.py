@@ -110,12 +110,18 @@ def beyond_bound(turn_rounds: int, max_rounds: int, calls: Sequence[ToolCall]) -
     each says why, so the history stays sendable), or None when the round may run (tools.md §4)."""
     if turn_rounds <= max_rounds:
         return None
-    return [ToolRecord(call, "declined", f"not run: the limit of {max_rounds} tool rounds for one question "
-                                         "was reached") for call in calls]
+    return [ToolRecord(call, "declined", f"not run: the limit of {_rounds(max_rounds, 'tool round')} for one "
+                                         "question was reached") for call in calls]
 
 
 def bound_notice(max_rounds: int) -> str:
-    return f"Stopped after {max_rounds} rounds of tool calls (max_tool_rounds); ask again to let the model go on."
+    return (f"Stopped after {_rounds(max_rounds, 'round')} of tool calls (max_tool_rounds); ask again to let the "
+            "model go on.")
+
+
+def _rounds(count: int, noun: str) -> str:
+    """"1 round", "3 rounds": max_tool_rounds = 1 is a setting people use."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def run_calls(calls: Sequence[ToolCall], tools: Tools, approval: Approval, shows: ToolShows,

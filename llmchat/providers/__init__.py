@@ -257,6 +257,21 @@ def gateway_error(server: str, status: int, body: str, content_type: str | None 
     return error
 
 
+def html_page_error(url: str, api: str, root: str) -> BadRequest:
+    """The error for a 200 that carries a web page where the chat's stream or JSON was expected: a captive
+    portal (a hotel's or airport's Wi-Fi login), a proxy's page, or a base_url that names a web site.
+    Parsed as the API, it would read as a malformed stream; retrying would get the same page."""
+    error = BadRequest(
+        f"The server at {url} answered with an HTML page, not {api}: is base_url right? A proxy or a captive "
+        "portal (a Wi-Fi login page) may have answered instead of the model server.",
+        hint="Open the address in a browser to see what answers (log in to the network if it asks), and check "
+        f"the profile's base_url ({root}) and any proxy (HTTP_PROXY / HTTPS_PROXY).",
+    )
+    error.brief = "an HTML page instead of the API."
+    error.not_the_api = True
+    return error
+
+
 def check_images(provider: Provider, model: str, images: Sequence[Image], *, in_chat: bool = False) -> None:
     """Before sending: the provider can take these images, and the model can see (when the server says).
 

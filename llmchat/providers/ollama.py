@@ -42,6 +42,8 @@ from llmchat.providers import (
     PullProgress,
     connect_timeout,
     gateway_error,
+    html_page_error,
+    looks_like_html,
     parse_retry_after,
 )
 from llmchat.providers.thinktags import ThinkTagSplitter
@@ -165,7 +167,12 @@ class OllamaProvider:
             if response.is_error:
                 response.read()
                 raise ollama.ResponseError(response.text, response.status_code)
-            for line in ndjson_lines(response.iter_bytes()):
+            self._check_not_a_page(response)
+            lines = ndjson_lines(response.iter_bytes())
+            for line in lines:  # the first line: a page sent without its content type is not "malformed data"
+                yield self._first_part(line)
+                break
+            for line in lines:
                 yield _part(line)
 
     async def _alines(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -174,12 +181,28 @@ class OllamaProvider:
             if response.is_error:
                 await response.aread()
                 raise ollama.ResponseError(response.text, response.status_code)
-            pending = NDJSONLines()
+            self._check_not_a_page(response)
+            pending, first = NDJSONLines(), True
             async for data in response.aiter_bytes():
                 for line in pending.feed(data):
-                    yield _part(line)
+                    yield self._first_part(line) if first else _part(line)
+                    first = False
             for line in pending.end():
-                yield _part(line)
+                yield self._first_part(line) if first else _part(line)
+                first = False
+
+    def _check_not_a_page(self, response: httpx.Response) -> None:
+        """A 200 with a web page (a captive portal, a proxy): say so, instead of "malformed data"."""
+        if looks_like_html("", response.headers.get("content-type")):
+            raise html_page_error(self.host, "Ollama's API", _ROOT)
+
+    def _first_part(self, line: str) -> dict[str, Any]:
+        try:
+            return _part(line)
+        except ValueError:
+            if looks_like_html(line):
+                raise html_page_error(self.host, "Ollama's API", _ROOT) from None
+            raise
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
@@ -363,6 +386,8 @@ class OllamaProvider:
         error.not_the_api = True
         return error
 
+
+_ROOT = "Ollama's root, e.g. http://localhost:11434, without /v1"
 
 #: Headers of the last error response in this thread or task. The ollama client turns an HTTP error
 #: into ResponseError(text, status) and drops the headers, so a response hook keeps the two that

@@ -40,7 +40,16 @@ from llmchat.core.errors import (
 )
 from llmchat.core.events import Event, Finish, Reasoning
 from llmchat.core.images import attach, for_openai
-from llmchat.providers import ChatOptions, Message, ModelInfo, connect_timeout, gateway_error, parse_retry_after
+from llmchat.providers import (
+    ChatOptions,
+    Message,
+    ModelInfo,
+    connect_timeout,
+    gateway_error,
+    html_page_error,
+    looks_like_html,
+    parse_retry_after,
+)
 from llmchat.providers.json_mode import as_json_object, mention_json, response_format
 from llmchat.providers.openai_stream import DeltaReader, achunks, chunks, usage_of
 from llmchat.providers.thinktags import ThinkTagSplitter
@@ -123,6 +132,7 @@ class OpenAICompatProvider:
         reader = DeltaReader()
         try:
             with closing(self._create(body)) as response:
+                self._check_not_a_page(response.http_response.headers.get("content-type"))
                 for chunk in chunks(response.http_response):
                     yield from reader.feed(chunk)
             yield from reader.flush()
@@ -143,6 +153,7 @@ class OpenAICompatProvider:
         try:
             response = await self._acreate(body)
             try:
+                self._check_not_a_page(response.http_response.headers.get("content-type"))
                 async with aclosing(achunks(response.http_response)) as parts:
                     async for chunk in parts:
                         for event in reader.feed(chunk):
@@ -258,6 +269,13 @@ class OpenAICompatProvider:
 
     def _events_of(self, completion: Any) -> Iterator[Event]:
         """The events of a non-streaming answer (the second look after an empty stream)."""
+        if isinstance(completion, str):  # the SDK's answer for a body it could not read as JSON
+            self._check_not_a_page(None, completion)
+            error = BadRequest(f"{self._server} answered with something that is not JSON: this does not look like "
+                               "an OpenAI-compatible API.", hint="Check the profile's base_url (the API's root, e.g. "
+                               "…/v1) and any proxy (HTTP_PROXY / HTTPS_PROXY).")
+            error.not_the_api = True
+            raise error
         splitter = ThinkTagSplitter()
         finish: str | None = None
         for choice in completion.choices or []:
@@ -277,6 +295,11 @@ class OpenAICompatProvider:
             raise StreamBroken(f"{self._server} sent an answer without a finish_reason.",
                                hint="The endpoint may not be OpenAI-compatible.")
         yield Finish(finish)
+
+    def _check_not_a_page(self, content_type: str | None, body: str = "") -> None:
+        """A 200 with a web page (a captive portal, a proxy): say so, instead of "a malformed stream"."""
+        if looks_like_html(body, content_type):
+            raise html_page_error(self.base_url, "an OpenAI-compatible API", "the API's root, e.g. …/v1")
 
     def _finish(self, reader: DeltaReader) -> Finish:
         """The closing event, or StreamUnfinished when the stream ended without a finish_reason."""

@@ -28,6 +28,7 @@ from rich.panel import Panel
 from rich.segment import ControlType, Segment
 from rich.text import Text
 
+from llmchat.core import interrupts
 from llmchat.core.events import TurnResult
 from llmchat.core.pricing import Price
 from llmchat.core.safe_text import sanitize
@@ -64,12 +65,15 @@ _framing: weakref.WeakSet[Console] = weakref.WeakSet()  # consoles inside a `syn
 def synchronized(console: Console) -> Iterator[None]:
     """Buffer everything printed inside into one write, bracketed as one synchronized frame.
 
+    A Ctrl-C (or SIGTERM) is held until the frame is written whole (`core.interrupts.held`): one landing
+    halfway leaves Rich believing in a region shape the terminal does not show, and the next repaint
+    or erase then misses lines (a panel border left behind, or the line above the region wiped out).
     Nested uses add nothing: the terminal's mode is a flag, so an inner end would end the outer frame.
     """
     if console in _framing:
         yield
         return
-    with console:
+    with interrupts.held(), console:
         _framing.add(console)
         console.control(_SYNC_BEGIN)
         try:
@@ -362,7 +366,7 @@ class LiveView:
         return Group()
 
     def _start_live(self) -> None:
-        if self._live is None:
+        if self._live is None:  # held: a Live half started stays registered with the console for good
             self._live = Live(
                 console=self.console,
                 auto_refresh=False,
@@ -372,7 +376,8 @@ class LiveView:
                 vertical_overflow="crop",
                 get_renderable=self._renderable,
             )
-            self._live.start()
+            with interrupts.held():
+                self._live.start()
 
     def _refresh(self) -> None:
         if self._live is not None:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 from llmchat.config.load import secret_looking
+from llmchat.core import interrupts
 from llmchat.core.tools import ToolStatus
 from llmchat.tools.output import Collector, cut
 
@@ -41,19 +42,21 @@ def run_process(argv: Sequence[str], *, env: Mapping[str, str], timeout: float, 
     Output beyond `limit` characters is cut with a marker. On KeyboardInterrupt (Ctrl-C, SIGTERM) the
     process group is killed and the interrupt re-raised: the engine records the call as interrupted.
     """
-    try:
-        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, env=dict(env), start_new_session=True)
-    except FileNotFoundError:
-        return "error", f"cannot run {argv[0]}: command not found"
-    except PermissionError:
-        return "error", f"cannot run {argv[0]}: permission denied"
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
-        return "error", f"cannot run {argv[0]}: {exc}"
     out, err = Collector(limit), Collector(limit)
     readers: list[threading.Thread] = []
     timed_out = False
-    try:  # from the moment the child exists: a Ctrl-C even while the readers start must kill it
+    with contextlib.ExitStack() as cleanup:
+        with interrupts.held():  # a Ctrl-C inside Popen waits until the child is in `cleanup`'s hands
+            try:
+                child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=dict(env), start_new_session=True)
+            except FileNotFoundError:
+                return "error", f"cannot run {argv[0]}: command not found"
+            except PermissionError:
+                return "error", f"cannot run {argv[0]}: permission denied"
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+                return "error", f"cannot run {argv[0]}: {exc}"
+            cleanup.callback(_finish, child, readers)  # also on KeyboardInterrupt: nothing of the call survives it
         for collector, stream in ((out, child.stdout), (err, child.stderr)):
             reader = threading.Thread(target=collector.drain, args=(stream,), daemon=True)
             reader.start()
@@ -62,13 +65,6 @@ def run_process(argv: Sequence[str], *, env: Mapping[str, str], timeout: float, 
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out, code = True, None
-    finally:  # also on KeyboardInterrupt: nothing of the call survives it
-        kill_group(child)
-        for reader in readers:
-            reader.join(timeout=2)
-        for stream in (child.stdout, child.stderr):
-            with contextlib.suppress(OSError):
-                stream.close()  # type: ignore[union-attr]
     if timed_out:
         partial = out.kept_text()
         return "error", cut(f"timed out after {timeout:g} s" + (f"\n{partial}" if partial else ""), limit,
@@ -82,6 +78,16 @@ def run_process(argv: Sequence[str], *, env: Mapping[str, str], timeout: float, 
     stdout, stderr = out.kept_text(), err.kept_text()
     text = header + (f"\n{stdout}" if stdout else "") + (f"\nstderr:\n{stderr}" if stderr else "")
     return "error", cut(text, limit, dropped=out.dropped + err.dropped)
+
+
+def _finish(child: subprocess.Popen[bytes], readers: list[threading.Thread]) -> None:
+    """Kill what the call left running, let the readers take the rest of its output, close the pipes."""
+    kill_group(child)
+    for reader in readers:
+        reader.join(timeout=2)
+    for stream in (child.stdout, child.stderr):
+        with contextlib.suppress(OSError):
+            stream.close()  # type: ignore[union-attr]
 
 
 def kill_group(child: subprocess.Popen[bytes]) -> None:

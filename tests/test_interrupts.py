@@ -1,0 +1,94 @@
+"""`core.interrupts.held`: a Ctrl-C (or SIGTERM/SIGHUP) inside the section surfaces right after it, whole.
+
+Each test raises the signal at a known point of the body, so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from llmchat.core import interrupts, stops
+
+
+@pytest.fixture(autouse=True)
+def handlers() -> Iterator[None]:
+    """Python's own Ctrl-C handler and llmchat's SIGTERM/SIGHUP ones, put back as they were afterwards."""
+    saved = {signum: signal.getsignal(signum) for signum in interrupts.HELD}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stops.install()
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def test_a_ctrl_c_inside_is_raised_once_the_body_is_done() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt) as caught, interrupts.held():
+        signal.raise_signal(signal.SIGINT)
+        done.append("the rest of the body")
+    assert done == ["the rest of the body"] and type(caught.value) is KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nothing_held_nothing_raised() -> None:
+    with interrupts.held():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_wins_over_a_ctrl_c_in_the_same_section() -> None:
+    with pytest.raises(stops.Terminated) as caught, interrupts.held():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+    assert caught.value.exit_code == 143
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # stops' own handler ran: a second one is ignored
+
+
+def test_a_signal_sent_from_another_thread_is_held_too() -> None:
+    """With other threads alive the kernel may deliver to any of them; Python still handles it in the main
+    thread, where the swapped handler holds it (blocking the signal in the main thread would not)."""
+    done = []
+    sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt), interrupts.held():
+        sender.start()
+        sender.join()
+        done.append("joined")
+    assert done == ["joined"]
+
+
+def test_nested_sections_hand_the_signal_outwards() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt), interrupts.held():
+        with interrupts.held():
+            signal.raise_signal(signal.SIGINT)
+        done.append("after the inner section")
+    assert done == ["after the inner section"]
+
+
+def test_an_ignored_signal_stays_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupts.held():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_outside_the_main_thread_it_changes_nothing() -> None:
+    seen: list[object] = []
+
+    def body() -> None:
+        with interrupts.held():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen == [signal.default_int_handler]
