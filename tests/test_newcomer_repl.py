@@ -76,7 +76,7 @@ def test_text_typed_while_an_answer_streams_is_kept_as_the_next_input(repl, fake
 def test_the_thinking_panel_leaves_no_border_behind(repl, fake_server, key) -> None:
     """Ctrl-C, or any keystroke, while reasoning streams in the live view: the panel goes away whole."""
     chat = repl(color=True)
-    fake_server.enqueue(Stream(reasoning="weighing this and that " * 8, answer="fine", piece_size=6, delay=0.3))
+    fake_server.enqueue(Stream(reasoning="weighing this and that " * 3, answer="fine", piece_size=6, delay=0.3))
     chat.enter("think hard")
     chat.wait_for(lambda: "thinking…" in chat.display(), "the thinking panel")
     chat.send(key)
