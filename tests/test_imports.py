@@ -2,11 +2,13 @@
 
 `llmchat --help` loads neither a provider's client nor Rich (Click's own help, not Typer's Rich
 panels); a question to one provider loads no other provider's library; `--no-save` loads nothing
-of the history store (sqlite3).
+of the history store (sqlite3). And the garbage collector, held off while `llmchat` starts
+(core/collector.py), runs again once it has.
 """
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -36,3 +38,31 @@ def test_a_question_loads_only_its_provider_and_no_store_under_no_save(fake_serv
     loaded = modules(env, "ask", "-p", profile, "--no-save", "hi")
     assert used in loaded and unused not in loaded
     assert not loaded & {"sqlite3", "llmchat.store", "prompt_toolkit", "llmchat.repl", "llmchat.batch", "llmchat.tools"}
+
+
+GC_PROBE = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('GC', gc.isenabled(), gc.get_freeze_count() > 0))\n"
+            "sys.argv[0] = 'llmchat'\nfrom llmchat.__main__ import run\nrun()\n")
+
+
+@pytest.mark.parametrize("argv", [("ask", "-p", "local", "--no-save", "hi"), ("profiles",)])
+def test_the_command_turns_the_garbage_collector_back_on_after_start_up(fake_server, config_file, env,
+                                                                        argv: tuple[str, ...]) -> None:
+    """core/collector: `llmchat` holds the collector off while it starts, then freezes what start-up made and
+    turns it back on: a question once its client exists, any other command as it starts."""
+    from fakeserver import Stream
+
+    fake_server.enqueue(Stream(answer="Hi there"))
+    proc = subprocess.run([sys.executable, "-c", GC_PROBE, *argv], capture_output=True, text=True, env=env,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "GC True True"
+
+
+def test_importing_llmchat_leaves_the_garbage_collector_alone() -> None:
+    """Only the entry point holds the collector: the in-process CLI (the tests) runs with it as it was."""
+    from llmchat.core import collector
+
+    frozen = gc.get_freeze_count()
+    collector.release()  # nothing held: a no-op
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

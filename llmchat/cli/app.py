@@ -36,6 +36,7 @@ from llmchat.cli.options import (
     environment_of,
     tool_flags,
 )
+from llmchat.core import collector
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.render.errors import print_error
@@ -70,6 +71,8 @@ def root(
                           search=search, show_thinking=show_thinking, config=config,
                           **tool_flags(tool, no_tools, trust_tools))
     ctx.obj = flags
+    if ctx.invoked_subcommand != "ask" and (ctx.invoked_subcommand is not None or environment.stdin_is_terminal):
+        collector.release()  # a question keeps it held until its client is made (providers.connect)
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain
         ctx.meta["no_save"] = no_save
