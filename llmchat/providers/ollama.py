@@ -440,11 +440,16 @@ class _ChunkReader:
         self.calls: list[ToolCall] = []
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        events: list[Event] = []
         message = chunk.get("message") or {}
         if not isinstance(message, dict):
             raise ValueError("a chunk's message is not an object")
         thinking, content = message.get("thinking"), message.get("content")
+        # Most lines of a long answer: a piece of answer text and nothing else, once the splitter has
+        # seen that no <think> tag opens it. One event, without the general path's checks.
+        if (content and type(content) is str and not thinking and self.output and self._splitter.settled
+                and not chunk.get("done") and not message.get("tool_calls")):
+            return [Answer(content)]
+        events: list[Event] = []
         if thinking and isinstance(thinking, str):
             events.append(Reasoning(thinking))
         if content and isinstance(content, str):
@@ -505,9 +510,12 @@ def ndjson_lines(chunks: Iterator[bytes]) -> Iterator[str]:
     yield from lines.end()
 
 
+_decode = json.JSONDecoder().decode  # json.loads' own decoder, without its keyword handling per line
+
+
 def _part(line: str) -> dict[str, Any]:
     """One NDJSON line: an object, or the in-band error Ollama sends after the stream started."""
-    part = json.loads(line)  # not JSON: ValueError, "it sent malformed data"
+    part = _decode(line)  # not JSON: ValueError, "it sent malformed data"
     if not isinstance(part, dict):
         raise ValueError("a stream line is not a JSON object")
     if error := part.get("error"):

@@ -149,8 +149,9 @@ class PlainView:
     def answer(self, text: str) -> None:
         if not text:
             return
-        self._end_err_line()
-        self._done_thinking(gap=True)
+        if self._err_line_open or self._thinking:  # (checked here: this runs once per piece of a long answer)
+            self._end_err_line()
+            self._done_thinking(gap=True)
         self._answer_tail = text[-1]
         if self._clean_out:
             shown = sanitize(text)
