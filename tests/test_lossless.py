@@ -200,6 +200,35 @@ def test_sigkill_mid_stream_loses_at_most_the_last_second(fake_server, config_fi
     assert due > 0 and len(saved.encode()) >= due, (len(saved), due)
 
 
+def test_what_the_pipe_view_held_back_is_printed_before_the_progress_save(monkeypatch) -> None:
+    """The pipe view holds pieces that arrive within 10 ms of its last flush; the turn flushes it before
+    each progress save, so a SIGKILL right after a save never leaves saved text that was not printed."""
+    import io
+
+    import llmchat.engine.chat as chat
+    from llmchat.render import PlainView
+
+    monkeypatch.setattr(chat, "PROGRESS_INTERVAL_S", 0.0)  # a save after every event
+    out = io.StringIO()
+    view = PlainView(out, io.StringIO(), clock=lambda: 0.0)  # after the first piece, every piece is held
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.saved: list[tuple[str, str]] = []  # (what was saved, what stdout had by then)
+
+        def question(self, conversation: Any, exchange: Any) -> None: ...
+        def answer(self, conversation: Any, exchange: Any, result: Any) -> None: ...
+
+        def progress(self, conversation: Any, exchange: Any, answer: str, reasoning: str) -> None:
+            self.saved.append((answer, out.getvalue()))
+
+    recorder = Recorder()
+    provider = Script(*(Answer(word) for word in ("one ", "two ", "three")), Finish("stop"))
+    run_turn(Conversation(), "q", provider, ChatOptions(model="m"), view, retries=0, recorder=recorder)
+    assert [saved for saved, _ in recorder.saved][:3] == ["one ", "one two ", "one two three"]
+    assert all(printed.startswith(saved) for saved, printed in recorder.saved)
+
+
 def test_a_finished_answer_replaces_its_progress_row(fake_server, config_file, env, llmchat) -> None:
     fake_server.enqueue(Stream(answer="word " * 80, piece_size=5, delay=0.02))  # 1.6 s: one progress save
     run = llmchat("ask", "hi")
