@@ -45,14 +45,18 @@ GC_PROBE = ("import atexit, gc, sys\n"
             "sys.argv[0] = 'llmchat'\nfrom llmchat.__main__ import run\nrun()\n")
 
 
-@pytest.mark.parametrize("argv", [("ask", "-p", "local", "--no-save", "hi"), ("profiles",)])
-def test_the_command_turns_the_garbage_collector_back_on_after_start_up(fake_server, config_file, env,
+@pytest.mark.parametrize("argv", [("ask", "-p", "local", "--no-save", "hi"), ("batch", "PROMPTS", "-p", "local"),
+                                  ("profiles",)])
+def test_the_command_turns_the_garbage_collector_back_on_after_start_up(fake_server, config_file, env, tmp_path,
                                                                         argv: tuple[str, ...]) -> None:
     """core/collector: `llmchat` holds the collector off while it starts, then freezes what start-up made and
-    turns it back on: a question once its client exists, any other command as it starts."""
+    turns it back on: a question or a batch once its client exists, any other command as it starts."""
     from fakeserver import Stream
 
     fake_server.enqueue(Stream(answer="Hi there"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hi\n", encoding="utf-8")
+    argv = tuple(str(prompts) if arg == "PROMPTS" else arg for arg in argv)
     proc = subprocess.run([sys.executable, "-c", GC_PROBE, *argv], capture_output=True, text=True, env=env,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr

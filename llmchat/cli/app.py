@@ -71,8 +71,9 @@ def root(
                           search=search, show_thinking=show_thinking, config=config,
                           **tool_flags(tool, no_tools, trust_tools))
     ctx.obj = flags
-    if ctx.invoked_subcommand != "ask" and (ctx.invoked_subcommand is not None or environment.stdin_is_terminal):
-        collector.release()  # a question keeps it held until its client is made (providers.connect)
+    if ctx.invoked_subcommand not in ("ask", "batch") and (ctx.invoked_subcommand is not None
+                                                           or environment.stdin_is_terminal):
+        collector.release()  # a question or a batch keeps it held until its client is made (providers.connect)
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain
         ctx.meta["no_save"] = no_save

@@ -30,7 +30,8 @@ def hold() -> None:
 
 def release() -> None:
     """Freeze what start-up made and turn the collector back on, if `hold` turned it off. Called once the
-    provider's client exists (the last big import of a question), or as a command starts that makes none."""
+    provider's client exists (the last big import of a question or a batch), or as a command starts that
+    makes none."""
     global _held
     if _held:
         _held = False
