@@ -70,3 +70,26 @@ def test_importing_llmchat_leaves_the_garbage_collector_alone() -> None:
     frozen = gc.get_freeze_count()
     collector.release()  # nothing held: a no-op
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_the_root_group_builds_each_command_when_it_is_first_looked_up() -> None:
+    """cli/group.root_command: the same names in the same order as Typer's own group, and the same command
+    once built (tidied for help), but only the commands a run looks up are built."""
+    import typer
+    import typer.main
+
+    from llmchat.cli.app import app
+    from llmchat.cli.group import root_command
+    from llmchat.cli.help import tidy
+
+    eager, lazy = tidy(typer.main.get_command(app)), tidy(root_command(app))
+    assert list(lazy.commands) == list(eager.commands) and "ask" in lazy.commands
+    assert [p.name for p in lazy.params] == [p.name for p in eager.params]
+    assert lazy.commands.built == {}
+    ctx = typer.Context(lazy)
+    ask = lazy.get_command(ctx, "ask")
+    assert set(lazy.commands.built) == {"ask"}
+    assert [(p.name, p.metavar) for p in ask.params] == [(p.name, p.metavar) for p in eager.commands["ask"].params]
+    assert lazy.get_command(ctx, "no-such-command") is None and set(lazy.commands.built) == {"ask"}
+    assert lazy.list_commands(ctx) == list(eager.commands)  # --help: every one, built
+    assert set(lazy.commands.built) == set(eager.commands)

@@ -16,6 +16,7 @@ import typer
 # the order `llmchat --help` lists them in.
 from llmchat.cli import ask, usage, models, tools_cmd, mcp, batch, history, config_cmd  # noqa: F401  # isort: skip
 from llmchat.cli.ask import ask_words, chat_session
+from llmchat.cli.group import root_command
 from llmchat.cli.help import tidy
 from llmchat.cli.options import (
     ConfigOpt,
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None, environment: Environment | None = None) 
     it reaches the commands as the root context's `obj` (DESIGN §1).
     """
     environment = environment or Environment.from_process()
-    command = tidy(typer.main.get_command(app))
+    command = tidy(root_command(app))
     try:
         refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
         command.main(args=argv, prog_name="llmchat", standalone_mode=True, obj=environment)
