@@ -165,7 +165,11 @@ class OllamaProvider:
             if response.is_error:
                 response.read()
                 raise ollama.ResponseError(response.text, response.status_code)
-            for line in ndjson_lines(response.iter_bytes()):
+            pending = NDJSONLines()
+            for data in response.iter_bytes():
+                for line in pending.feed(data):
+                    yield _part(line)
+            for line in pending.end():
                 yield _part(line)
 
     async def _alines(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -500,14 +504,6 @@ class NDJSONLines:
     def end(self) -> list[str]:
         rest, self._pending = self._pending, b""
         return [rest.decode("utf-8", "replace")] if rest.strip() else []
-
-
-def ndjson_lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    """`NDJSONLines` over a blocking byte stream."""
-    lines = NDJSONLines()
-    for data in chunks:
-        yield from lines.feed(data)
-    yield from lines.end()
 
 
 _decode = json.JSONDecoder().decode  # json.loads' own decoder, without its keyword handling per line
