@@ -441,6 +441,7 @@ class _ChunkReader:
     def __init__(self) -> None:
         self._splitter = ThinkTagSplitter()
         self.output = False
+        self._plain = False  # output started and the splitter settled: the one-step path applies
         self.done = False
         self.calls: list[ToolCall] = []
 
@@ -451,8 +452,8 @@ class _ChunkReader:
         thinking, content = message.get("thinking"), message.get("content")
         # Most lines of a long answer: a piece of answer text and nothing else, once the splitter has
         # seen that no <think> tag opens it. One event, without the general path's checks.
-        if (content and type(content) is str and not thinking and self.output and self._splitter.settled
-                and not chunk.get("done") and not message.get("tool_calls")):
+        if (self._plain and content and type(content) is str and not thinking and not chunk.get("done")
+                and not message.get("tool_calls")):
             return [Answer(content)]
         events: list[Event] = []
         if thinking and isinstance(thinking, str):
@@ -466,6 +467,7 @@ class _ChunkReader:
             self.calls.extend(ollama_calls(calls, len(self.calls)))
         if events and not self.output:
             self.output = any(isinstance(e, (Reasoning, Answer)) for e in events)
+        self._plain = self.output and self._splitter.settled  # (settled stays so: only this path feeds it)
         if chunk.get("done"):
             events.extend(self._splitter.flush())
             events.extend(self.calls)
@@ -499,8 +501,9 @@ class NDJSONLines:
     def feed(self, data: bytes) -> list[str]:
         if self._pending:
             data = self._pending + data
-        *lines, self._pending = data.split(b"\n")
-        return [line.decode("utf-8", "replace") for line in lines if line.strip()]
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        return [line.decode("utf-8", "replace") for line in lines if line and not line.isspace()]
 
     def end(self) -> list[str]:
         rest, self._pending = self._pending, b""
