@@ -229,6 +229,36 @@ def test_what_the_pipe_view_held_back_is_printed_before_the_progress_save(monkey
     assert all(printed.startswith(saved) for saved, printed in recorder.saved)
 
 
+def test_a_pipe_closed_before_the_held_text_went_out_marks_the_answer_interrupted() -> None:
+    """The pipe view held the last pieces (they came within 10 ms); the reader went away meanwhile: the
+    turn still ends as an interruption by the closed pipe (saved as such, then BrokenPipeError), as when
+    every piece was flushed at once."""
+    import io
+
+    from llmchat.render import PlainView
+
+    class ClosedAfterOne(io.StringIO):
+        def flush(self) -> None:
+            if self.getvalue() != "one ":
+                raise BrokenPipeError(32, "Broken pipe")
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.results: list[Any] = []
+
+        def question(self, conversation: Any, exchange: Any) -> None: ...
+        def answer(self, conversation: Any, exchange: Any, result: Any) -> None:
+            self.results.append(result)
+
+    recorder = Recorder()
+    view = PlainView(ClosedAfterOne(), io.StringIO(), clock=lambda: 0.0)
+    provider = Script(Answer("one "), Answer("two"), Finish("stop"))
+    with pytest.raises(BrokenPipeError):
+        run_turn(Conversation(), "q", provider, ChatOptions(model="m"), view, retries=0, recorder=recorder)
+    [result] = recorder.results
+    assert result.interrupted and result.answer == "one two"
+
+
 def test_a_finished_answer_replaces_its_progress_row(fake_server, config_file, env, llmchat) -> None:
     fake_server.enqueue(Stream(answer="word " * 80, piece_size=5, delay=0.02))  # 1.6 s: one progress save
     run = llmchat("ask", "hi")

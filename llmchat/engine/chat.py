@@ -229,6 +229,8 @@ def run_turn(
             exchange.rounds = list(turn.rounds)
             if progress is not None:  # the calls that ran survive a kill during the next request or tool
                 progress(conversation, exchange, "", "")
+        if flush_view is not None:  # what the view held back goes out while a closed pipe still counts
+            flush_view()  # as the turn's interruption (below), as it did when every piece was flushed
     except ProviderError as exc:
         error = exc
     except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved
