@@ -6,7 +6,8 @@ Against the project's fake server (tests/fakeserver.py) at unlimited speed, both
 native /api/chat and the OpenAI-compatible wire as Bailian speaks it). Each number is the minimum of
 N runs (default 5), taken alternately for llmchat and its baseline, so a noisy neighbour on a shared
 machine inflates both sides of a ratio alike rather than one. The baselines are the smallest scripts
-that use each SDK the documented way (`raw_scripts`), in a fresh interpreter like `llmchat`.
+that use each SDK the documented way (`raw_scripts`), in a fresh interpreter like `llmchat`, both with
+Python's default buffering (PYTHONUNBUFFERED is removed from the environment).
 
 Rows and targets (issue 18):
 - one-shot question (2-token answer), wall time: <= 1.05x the raw SDK script;
@@ -89,8 +90,10 @@ def main() -> int:
                "XDG_DATA_HOME": str(directory / "data"), "XDG_CONFIG_HOME": str(directory / "config"),
                "DASHSCOPE_API_KEY": "sk-bench", "NO_PROXY": "127.0.0.1,localhost",
                "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}
+        # PYTHONUNBUFFERED too (some sandboxes and CI set it): with it, every write of a raw script is a system
+        # call, which makes the baselines slower than a user's shell would run them.
         for name in ("OLLAMA_HOST", "LLMCHAT_PROFILE", "LLMCHAT_TIMEOUT", "NO_COLOR", "HTTP_PROXY", "HTTPS_PROXY",
-                     "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+                     "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "PYTHONUNBUFFERED"):
             env.pop(name, None)
         llmchat = [sys.executable, "-m", "llmchat"]
         raw = {"ollama": [sys.executable, "-c", RAW_OLLAMA, server.url],

@@ -113,7 +113,7 @@ def main() -> int:
             env = {**os.environ, "LLMCHAT_CONFIG": str(write_config(directory, url)), "DASHSCOPE_API_KEY": "sk-bench",
                    "XDG_DATA_HOME": str(directory / "data"), "NO_PROXY": "127.0.0.1,localhost"}
             for name in ("OLLAMA_HOST", "LLMCHAT_PROFILE", "LLMCHAT_TIMEOUT", "HTTP_PROXY", "HTTPS_PROXY",
-                         "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+                         "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "PYTHONUNBUFFERED"):
                 env.pop(name, None)
             prompts = directory / "prompts.txt"
             prompts.write_text("".join(f"Question number {n}?\n" for n in range(1, args.rows + 1)), encoding="utf-8")

@@ -201,6 +201,65 @@ def test_sigkill_mid_stream_loses_at_most_the_last_second(fake_server, config_fi
     assert due > 0 and len(saved.encode()) >= due, (len(saved), due)
 
 
+def test_what_the_pipe_view_held_back_is_printed_before_the_progress_save(monkeypatch) -> None:
+    """The pipe view holds pieces that arrive within 10 ms of its last flush; the turn flushes it before
+    each progress save, so a SIGKILL right after a save never leaves saved text that was not printed."""
+    import io
+
+    import llmchat.engine.chat as chat
+    from llmchat.render import PlainView
+
+    monkeypatch.setattr(chat, "PROGRESS_INTERVAL_S", 0.0)  # a save after every event
+    out = io.StringIO()
+    view = PlainView(out, io.StringIO(), clock=lambda: 0.0)  # after the first piece, every piece is held
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.saved: list[tuple[str, str]] = []  # (what was saved, what stdout had by then)
+
+        def question(self, conversation: Any, exchange: Any) -> None: ...
+        def answer(self, conversation: Any, exchange: Any, result: Any) -> None: ...
+
+        def progress(self, conversation: Any, exchange: Any, answer: str, reasoning: str) -> None:
+            self.saved.append((answer, out.getvalue()))
+
+    recorder = Recorder()
+    provider = Script(*(Answer(word) for word in ("one ", "two ", "three")), Finish("stop"))
+    run_turn(Conversation(), "q", provider, ChatOptions(model="m"), view, retries=0, recorder=recorder)
+    assert [saved for saved, _ in recorder.saved][:3] == ["one ", "one two ", "one two three"]
+    assert all(printed.startswith(saved) for saved, printed in recorder.saved)
+
+
+def test_a_pipe_closed_before_the_held_text_went_out_marks_the_answer_interrupted() -> None:
+    """The pipe view held the last pieces (they came within 10 ms); the reader went away meanwhile: the
+    turn still ends as an interruption by the closed pipe (saved as such, then BrokenPipeError), as when
+    every piece was flushed at once."""
+    import io
+
+    from llmchat.render import PlainView
+
+    class ClosedAfterOne(io.StringIO):
+        def flush(self) -> None:
+            if self.getvalue() != "one ":
+                raise BrokenPipeError(32, "Broken pipe")
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.results: list[Any] = []
+
+        def question(self, conversation: Any, exchange: Any) -> None: ...
+        def answer(self, conversation: Any, exchange: Any, result: Any) -> None:
+            self.results.append(result)
+
+    recorder = Recorder()
+    view = PlainView(ClosedAfterOne(), io.StringIO(), clock=lambda: 0.0)
+    provider = Script(Answer("one "), Answer("two"), Finish("stop"))
+    with pytest.raises(BrokenPipeError):
+        run_turn(Conversation(), "q", provider, ChatOptions(model="m"), view, retries=0, recorder=recorder)
+    [result] = recorder.results
+    assert result.interrupted and result.answer == "one two"
+
+
 def test_a_finished_answer_replaces_its_progress_row(fake_server, config_file, env, llmchat) -> None:
     fake_server.enqueue(Stream(answer="word " * 80, piece_size=5, delay=0.02))  # 1.6 s: one progress save
     run = llmchat("ask", "hi")

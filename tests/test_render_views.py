@@ -25,6 +25,7 @@ from llmchat.core.events import Timing, TurnResult, Usage
 from llmchat.core.pricing import Price
 from llmchat.render import PlainView, make_view
 from llmchat.render.live import LiveView
+from llmchat.render.plain import PIPE_FLUSH_S
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -95,18 +96,52 @@ def test_plain_stdout_ends_with_one_newline_only_when_missing(answer: str, expec
     assert out.getvalue() == expected
 
 
-def test_plain_writes_and_flushes_each_piece() -> None:
-    class Recorder(io.StringIO):
-        flushed: list[str] = []
+class Flushes(io.StringIO):
+    """Records what had been written at each flush."""
 
-        def flush(self) -> None:
-            self.flushed.append(self.getvalue())
+    def __init__(self, tty: bool = False) -> None:
+        super().__init__()
+        self.tty = tty
+        self.flushed: list[str] = []
 
-    out = Recorder()
-    view = PlainView(out, io.StringIO())
+    def isatty(self) -> bool:
+        return self.tty
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+
+
+def test_plain_flushes_each_piece_on_a_terminal() -> None:
+    out = Flushes(tty=True)
+    view = PlainView(out, io.StringIO(), clock=lambda: 0.0)  # the clock never moves: it must not matter here
     view.answer("Hel")
     view.answer("lo")
     assert out.flushed[-2:] == ["Hel", "Hello"]
+
+
+def test_plain_pipe_gets_the_first_piece_at_once_and_the_rest_within_the_interval() -> None:
+    """A pipe is flushed at most every PIPE_FLUSH_S: the first piece at once, pieces arriving sooner wait for
+    the next piece after the interval, the view's `flush` (before progress is saved), or the turn's end."""
+    now = [100.0]
+    out = Flushes()
+    view = PlainView(out, io.StringIO(), clock=lambda: now[0])
+    view.answer("a")
+    assert out.flushed == ["a"]
+    view.answer("b")
+    view.answer("c")
+    assert out.getvalue() == "a" and out.flushed == ["a"]  # held back: no write, no flush
+    now[0] += PIPE_FLUSH_S
+    view.answer("d")
+    assert out.flushed == ["a", "abcd"]
+    view.answer("e")
+    view.flush()
+    assert out.flushed[-1] == "abcde"
+    view.answer("f")
+    view.notice("a notice")  # stderr: the answer so far goes out first, so the two keep their order
+    assert out.flushed[-1] == "abcdef"
+    view.answer("g")
+    view.close(TurnResult(model="m", answer="abcdefg"))
+    assert out.getvalue() == "abcdefg\n" and out.flushed[-1] == "abcdefg\n"
 
 
 def test_plain_usage_flag_sends_reasoning_and_usage_to_stderr_without_colour() -> None:

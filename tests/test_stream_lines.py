@@ -6,11 +6,13 @@ NDJSON) or the openai SDK's SSE decoder (the OpenAI-compatible stream) gives for
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from openai._streaming import SSEDecoder
 
-from llmchat.providers.ollama import NDJSONLines
+from llmchat.providers.ollama import NDJSONLines, _part
 from llmchat.providers.sse import LineSplitter, SSELines
 
 SSE_BODY = ('data: {"a": "é"}\r\n\r\n: ping\r\ndata: {"b":\ndata: 2}\n\nevent: x\rdata: {"c": 3}\r\r'
@@ -55,3 +57,15 @@ def test_ndjson_lines_match_httpx_however_the_body_is_cut() -> None:
         lines = NDJSONLines()
         got = [line for read in reads for line in lines.feed(read)] + lines.end()
         assert [line.strip() for line in got] == expected, reads
+
+
+@pytest.mark.parametrize("line", ['{"done":false}', '{"done":false}\r', ' {"done":false}', '\t{"done":false} '])
+def test_an_ndjson_line_is_read_as_json_loads_reads_it(line: str) -> None:
+    assert _part(line) == json.loads(line) == {"done": False}
+
+
+@pytest.mark.parametrize("line", ['{"done":false} {"done":true}', '{"done":false}x', "not json", '{"done":', "[1]",
+                                  '"x"'])
+def test_an_ndjson_line_that_is_not_one_object_is_malformed(line: str) -> None:
+    with pytest.raises(ValueError):
+        _part(line)

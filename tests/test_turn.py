@@ -219,3 +219,12 @@ def test_backoff_grows_with_jitter_and_honours_retry_after_up_to_a_minute() -> N
     for attempt, base in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0)):
         assert all(base <= backoff(attempt, None) <= base * 1.25 for _ in range(50))
     assert backoff(1, 3.0) == 3.0 and backoff(1, 600.0) == 60.0
+
+
+def test_a_long_answer_is_kept_whole_however_many_pieces_it_came_in() -> None:
+    """The turn joins the answer's pieces every so often (a string object per piece cost memory): the
+    answer, and what the view was shown, are the pieces in order."""
+    pieces = [f"w{n} " for n in range(5_000)]
+    result, error, log = run_sync([[*(Answer(p) for p in pieces), Finish("stop")]], retries=0)
+    assert error is None and result.answer == "".join(pieces)
+    assert "".join(text for kind, text in log.shown if kind == "answer") == result.answer

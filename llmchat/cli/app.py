@@ -17,6 +17,7 @@ import typer
 # the order `llmchat --help` lists them in.
 from llmchat.cli import ask, usage, models, tools_cmd, mcp, batch, history, config_cmd  # noqa: F401  # isort: skip
 from llmchat.cli.ask import ask_words, chat_session
+from llmchat.cli.group import root_command
 from llmchat.cli.help import tidy
 from llmchat.cli.options import (
     ConfigOpt,
@@ -37,7 +38,7 @@ from llmchat.cli.options import (
     environment_of,
     tool_flags,
 )
-from llmchat.core import stops
+from llmchat.core import collector, stops
 from llmchat.core.environment import Environment
 from llmchat.core.errors import ConfigError, LlmchatError
 from llmchat.render.errors import print_error
@@ -72,6 +73,9 @@ def root(
                           search=search, show_thinking=show_thinking, config=config,
                           **tool_flags(tool, no_tools, trust_tools))
     ctx.obj = flags
+    if ctx.invoked_subcommand not in ("ask", "batch") and (ctx.invoked_subcommand is not None
+                                                           or environment.stdin_is_terminal):
+        collector.release()  # a question or a batch keeps it held until its client is made (providers.connect)
     if ctx.invoked_subcommand is not None:
         ctx.meta["plain"] = plain
         ctx.meta["no_save"] = no_save
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None, environment: Environment | None = None) 
 
 
 def _run(argv: list[str] | None, environment: Environment) -> None:
-    command = tidy(typer.main.get_command(app))
+    command = tidy(root_command(app))
     try:
         refuse_undecodable_argv(sys.argv[1:] if argv is None else argv)
         command.main(args=argv, prog_name="llmchat", standalone_mode=True, obj=environment)

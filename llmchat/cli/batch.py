@@ -31,6 +31,7 @@ from llmchat.cli.options import (
     environment_of,
     tool_flags,
 )
+from llmchat.core import collector
 from llmchat.core.errors import ConfigError
 
 
@@ -103,6 +104,8 @@ def batch(
     flags = command_flags(ctx, profile=profile, model=model, system=system, think=think, temperature=temperature,
                           search=search, config=config,
                           **tool_flags(tool, no_tools, trust_tools))
+    if ctx.invoked_subcommand is not None or remote:
+        collector.release()  # only a batch run from here makes a provider's client (which releases it)
     if ctx.invoked_subcommand is not None:
         ctx.obj = flags
         return

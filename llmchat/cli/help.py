@@ -16,6 +16,8 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperOption
 
+from llmchat.cli.group import LazyCommands
+
 #: The value word per annotated type; a text option is named after itself (`--model MODEL`).
 _WORDS = {"int": "N", "float": "NUMBER"}
 
@@ -37,8 +39,12 @@ def tidy(command: Any) -> Any:
             _tidy_option(param)
         elif isinstance(param, TyperArgument):
             _tidy_argument(param)
-    for sub in getattr(command, "commands", {}).values():
-        tidy(sub)
+    commands = getattr(command, "commands", {})
+    if isinstance(commands, LazyCommands):
+        commands.prepare = tidy  # each command as it is built
+    else:
+        for sub in commands.values():
+            tidy(sub)
     return command
 
 

@@ -43,7 +43,8 @@ class TurnView(Protocol):
 
     `tool_call` draws a call the model made (`⚙ name(args)`) before it is approved and run,
     `tool_done` its outcome; a view stops any live region in `tool_call`, so an approval prompt can
-    use the terminal."""
+    use the terminal. A view may also have `flush()`, for text it holds back (the pipe view buffers pieces
+    that arrive within milliseconds of each other): called before the answer's progress is saved."""
 
     def reasoning(self, text: str) -> None: ...
     def answer(self, text: str) -> None: ...
@@ -184,14 +185,18 @@ def run_turn(
         return True
 
     progress = getattr(recorder, "progress", None)
+    flush_view = getattr(view, "flush", None)  # a view that holds text back (a pipe's buffer) sends it first
     saved_at = time.monotonic()
 
     def save_progress(_event: object) -> None:
-        """About once a second, the answer so far goes to the store: a SIGKILL loses at most that second."""
+        """About once a second, the answer so far goes to the store: a SIGKILL loses at most that second.
+        The view's pending text goes out before, so what a SIGKILL leaves saved was also shown."""
         nonlocal saved_at
         now = time.monotonic()
         if now - saved_at >= PROGRESS_INTERVAL_S:
             saved_at = now
+            if flush_view is not None:
+                flush_view()
             progress(conversation, exchange, "".join(turn.answer), "".join(turn.reasoning))
 
     interrupted = False
@@ -224,6 +229,8 @@ def run_turn(
             exchange.rounds = list(turn.rounds)
             if progress is not None:  # the calls that ran survive a kill during the next request or tool
                 progress(conversation, exchange, "", "")
+        if flush_view is not None:  # what the view held back goes out while a closed pipe still counts
+            flush_view()  # as the turn's interruption (below), as it did when every piece was flushed
     except ProviderError as exc:
         error = exc
     except KeyboardInterrupt as exc:  # Ctrl-C; or SIGTERM/SIGHUP, which end the process once saved

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
+from llmchat.core import collector
 from llmchat.core.conversation import Message
 from llmchat.core.errors import BadRequest, MissingApiKey, ProviderError, RateLimited, ServerError
 from llmchat.core.images import Image, ImageError
@@ -164,7 +165,7 @@ def prepare(profile: Profile, *, require_key: bool = True,
 
             return OllamaProvider(host=host, read_timeout=read_timeout)
 
-        return ollama
+        return _releasing(ollama)
     try:
         key = api_key_for(profile, variables)
     except MissingApiKey:
@@ -183,7 +184,20 @@ def prepare(profile: Profile, *, require_key: bool = True,
             region=(profile.region or "beijing") if profile.provider == "bailian" and not profile.base_url else None,
         )
 
-    return openai_compatible
+    return _releasing(openai_compatible)
+
+
+def _releasing(make: Callable[[], Provider]) -> Callable[[], Provider]:
+    """`make`, then the garbage collector back on: the client library was the last big import of start-up
+    (core/collector; a no-op unless the `llmchat` command held the collector off)."""
+
+    def made() -> Provider:
+        try:
+            return make()
+        finally:
+            collector.release()
+
+    return made
 
 
 # ---------------------------------------------------------------------- what both wire protocols share

@@ -11,6 +11,7 @@ exception into an `llmchat.core.errors` error are shared, so both report failure
 from __future__ import annotations
 
 import json
+import json.scanner
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -168,12 +169,14 @@ class OllamaProvider:
                 response.read()
                 raise ollama.ResponseError(response.text, response.status_code)
             self._check_not_a_page(response)
-            lines = ndjson_lines(response.iter_bytes())
-            for line in lines:  # the first line: a page sent without its content type is not "malformed data"
-                yield self._first_part(line)
-                break
-            for line in lines:
-                yield _part(line)
+            pending, first = NDJSONLines(), True
+            for data in response.iter_bytes():
+                for line in pending.feed(data):
+                    yield self._first_part(line) if first else _part(line)
+                    first = False
+            for line in pending.end():
+                yield self._first_part(line) if first else _part(line)
+                first = False
 
     async def _alines(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`_lines` for asyncio."""
@@ -461,15 +464,21 @@ class _ChunkReader:
     def __init__(self) -> None:
         self._splitter = ThinkTagSplitter()
         self.output = False
+        self._plain = False  # output started and the splitter settled: the one-step path applies
         self.done = False
         self.calls: list[ToolCall] = []
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        events: list[Event] = []
         message = chunk.get("message") or {}
         if not isinstance(message, dict):
             raise ValueError("a chunk's message is not an object")
         thinking, content = message.get("thinking"), message.get("content")
+        # Most lines of a long answer: a piece of answer text and nothing else, once the splitter has
+        # seen that no <think> tag opens it. One event, without the general path's checks.
+        if (self._plain and content and type(content) is str and not thinking and not chunk.get("done")
+                and not message.get("tool_calls")):
+            return [Answer(content)]
+        events: list[Event] = []
         if thinking and isinstance(thinking, str):
             events.append(Reasoning(thinking))
         if content and isinstance(content, str):
@@ -481,6 +490,7 @@ class _ChunkReader:
             self.calls.extend(ollama_calls(calls, len(self.calls)))
         if events and not self.output:
             self.output = any(isinstance(e, (Reasoning, Answer)) for e in events)
+        self._plain = self.output and self._splitter.settled  # (settled stays so: only this path feeds it)
         if chunk.get("done"):
             events.extend(self._splitter.flush())
             events.extend(self.calls)
@@ -514,25 +524,30 @@ class NDJSONLines:
     def feed(self, data: bytes) -> list[str]:
         if self._pending:
             data = self._pending + data
-        *lines, self._pending = data.split(b"\n")
-        return [line.decode("utf-8", "replace") for line in lines if line.strip()]
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        return [line.decode("utf-8", "replace") for line in lines if line and not line.isspace()]
 
     def end(self) -> list[str]:
         rest, self._pending = self._pending, b""
         return [rest.decode("utf-8", "replace")] if rest.strip() else []
 
 
-def ndjson_lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    """`NDJSONLines` over a blocking byte stream."""
-    lines = NDJSONLines()
-    for data in chunks:
-        yield from lines.feed(data)
-    yield from lines.end()
+_DECODER = json.JSONDecoder()  # json.loads' own
+_decode = _DECODER.decode
+#: The decoder's C scanner, called directly: a line that is exactly one JSON value (every line Ollama sends)
+#: is read without `decode`'s two whitespace matches and its Python frames, half of json.loads' time.
+_scan = json.scanner.make_scanner(_DECODER)
 
 
 def _part(line: str) -> dict[str, Any]:
     """One NDJSON line: an object, or the in-band error Ollama sends after the stream started."""
-    part = json.loads(line)  # not JSON: ValueError, "it sent malformed data"
+    try:
+        part, end = _scan(line, 0)
+    except StopIteration:  # the scanner's "no value here": leading whitespace, or not JSON
+        end = -1
+    if end != len(line):  # whitespace around the value, more after it, or not JSON at all:
+        part = _decode(line)  # json.loads' own answer (ValueError, "it sent malformed data")
     if not isinstance(part, dict):
         raise ValueError("a stream line is not a JSON object")
     if error := part.get("error"):

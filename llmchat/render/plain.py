@@ -14,6 +14,8 @@ TERM=dumb, which get no escape sequence at all.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from llmchat.core.events import TurnResult
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from llmchat.render import ThinkingMode
 
 _DIM, _UNDIM = "\x1b[2m", "\x1b[22m"
+#: How long answer text may wait in the buffer of a pipe before it is flushed (see `PlainView.answer`).
+PIPE_FLUSH_S = 0.01
 THINKING, DONE_THINKING = "Thinking…", "…done thinking."
 
 
@@ -80,11 +84,13 @@ class WordWrap:
 
 
 class PlainView:
-    """Writes answer pieces to stdout and flushes each, so a pipe sees text as soon as it exists.
+    """Writes answer pieces to stdout as they arrive: a terminal gets each piece flushed at once, a pipe
+    at most every PIPE_FLUSH_S (see `answer`), and everything when the turn ends.
 
     Args:
         thinking: "hide" drops reasoning; "show" and "collapse" both print it to stderr when allowed,
             since there is no live region to collapse.
+        clock: seconds, for the pipe's flush interval (a test's own clock).
         show_usage: True/False force reasoning-and-usage on stderr on or off (False keeps reasoning
             when stderr is a terminal); None means only when stderr is a terminal.
     """
@@ -98,6 +104,7 @@ class PlainView:
         show_usage: bool | None = None,
         price: Price | None = None,
         no_color: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._out = stdout
         self._err = stderr
@@ -118,12 +125,16 @@ class PlainView:
         self._labels = err_tty
         self._thinking = False  # the "Thinking…" label is out and its end is not
         self._answer_tail = ""  # last character written to stdout, to end the output with one newline
+        self._clock = clock
+        self._flushed_at = -PIPE_FLUSH_S  # when stdout (a pipe) was last flushed; the first piece goes out at once
+        self._held: list[str] = []  # answer pieces for a pipe not written yet (see `answer`)
         self._err_line_open = False  # stderr is mid-line (reasoning without a final newline)
         self._closed = False
 
     def reasoning(self, text: str) -> None:
         if not self._show_reasoning or not text:
             return
+        self.flush()
         if self._clean_err:
             text = sanitize(text)
         if self._labels and not self._thinking:
@@ -138,12 +149,33 @@ class PlainView:
     def answer(self, text: str) -> None:
         if not text:
             return
-        self._end_err_line()
-        self._done_thinking(gap=True)
-        shown = sanitize(text) if self._clean_out else text
-        self._out.write(self._wrap_out.feed(shown) if self._wrap_out is not None else shown)
-        self._out.flush()
+        if self._err_line_open or self._thinking:  # (checked here: this runs once per piece of a long answer)
+            self._end_err_line()
+            self._done_thinking(gap=True)
         self._answer_tail = text[-1]
+        if self._clean_out:
+            shown = sanitize(text)
+            self._out.write(self._wrap_out.feed(shown) if self._wrap_out is not None else shown)
+            self._out.flush()
+            return
+        # A pipe: a write and a flush are a system call each per piece (every write is one when Python runs
+        # unbuffered, PYTHONUNBUFFERED), and a server at full speed sends thousands of pieces a second.
+        # Pieces that arrive within PIPE_FLUSH_S of the last flush are held here until the next piece, any
+        # other output or the end of the turn; a pipe still sees a model's text as it streams, and the
+        # first piece at once.
+        self._held.append(text)
+        now = self._clock()
+        if now - self._flushed_at >= PIPE_FLUSH_S:
+            self._flushed_at = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the answer text held back: before the turn saves its progress (so what a SIGKILL leaves
+        saved was also printed), and before anything else is written (so everything keeps its order)."""
+        if self._held:
+            held, self._held = "".join(self._held), []
+            self._out.write(held)
+            self._out.flush()
 
     def notice(self, text: str) -> None:
         self._err_print(sanitize(text))  # a message, never data: sanitized wherever stderr goes
@@ -152,6 +184,7 @@ class PlainView:
         """`⚙ name(args)` on stderr where the usage line would go (a terminal, or --usage): never stdout,
         which carries the answer alone. The response so far is closed first: its reasoning frame, and its
         text's last line (the next response starts on a line of its own)."""
+        self.flush()
         self._end_err_line()
         self._done_thinking(gap=False)
         if self._answer_tail and self._answer_tail != "\n":
@@ -169,6 +202,7 @@ class PlainView:
         if self._closed:
             return
         self._closed = True
+        self.flush()
         self._end_err_line()
         self._done_thinking(gap=False)
         if self._answer_tail and self._answer_tail != "\n":
@@ -193,6 +227,7 @@ class PlainView:
             self._err.flush()
 
     def _err_print(self, line: str) -> None:
+        self.flush()
         self._end_err_line()
         self._err.write(line + "\n")
         self._err.flush()
