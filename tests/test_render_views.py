@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pyte
 import pytest
@@ -119,12 +120,61 @@ def test_plain_flushes_each_piece_on_a_terminal() -> None:
     assert out.flushed[-2:] == ["Hel", "Hello"]
 
 
+def test_plain_pipe_sends_a_held_burst_when_no_piece_follows_it() -> None:
+    """A server that sends a burst and then stalls (a tool call, a slow model): what the pipe view held
+    goes out when its timer comes, not when the next piece does, which may be seconds later."""
+    out = Flushes()
+    due: list[tuple[float, Any]] = []  # the view's timers, run when this test says
+    view = PlainView(out, io.StringIO(), clock=lambda: 0.0, later=lambda seconds, send: due.append((seconds, send)))
+    view.answer("a")
+    view.answer("b")
+    view.answer("c")
+    assert out.flushed == ["a"] and [seconds for seconds, _ in due] == [PIPE_FLUSH_S]  # one timer, not one a piece
+    due.pop()[1]()
+    assert out.flushed == ["a", "abc"]
+    view.answer("d")
+    assert out.flushed == ["a", "abc"] and len(due) == 1  # held again, a new timer
+    view.close(TurnResult(model="m", answer="abcd"))
+    due.pop()[1]()  # a timer that comes after the end finds nothing to send
+    assert out.getvalue() == "abcd\n"
+
+
+def test_plain_pipe_timer_is_a_real_one_by_default() -> None:
+    out = Flushes()
+    view = PlainView(out, io.StringIO(), clock=lambda: 0.0)
+    view.answer("first ")
+    view.answer("held")
+    deadline = time.monotonic() + 10
+    while "held" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert out.getvalue() == "first held"  # sent by the timer: no further piece, no flush, no close
+
+
+def test_plain_pipe_timer_that_meets_a_closed_pipe_raises_in_the_turn() -> None:
+    """The timer's write fails (the reader left): the error is raised by the view's next flush, in the
+    turn's thread, so the turn ends as an interruption by the closed pipe, as if it had written itself."""
+
+    class ClosedAfterOne(Flushes):
+        def flush(self) -> None:
+            if self.getvalue() != "one ":
+                raise BrokenPipeError(32, "Broken pipe")
+
+    due: list[tuple[float, Any]] = []
+    view = PlainView(ClosedAfterOne(), io.StringIO(), clock=lambda: 0.0,
+                     later=lambda seconds, send: due.append((seconds, send)))
+    view.answer("one ")
+    view.answer("two")
+    due.pop()[1]()  # no exception escapes the timer's thread
+    with pytest.raises(BrokenPipeError):
+        view.flush()
+
+
 def test_plain_pipe_gets_the_first_piece_at_once_and_the_rest_within_the_interval() -> None:
     """A pipe is flushed at most every PIPE_FLUSH_S: the first piece at once, pieces arriving sooner wait for
     the next piece after the interval, the view's `flush` (before progress is saved), or the turn's end."""
     now = [100.0]
     out = Flushes()
-    view = PlainView(out, io.StringIO(), clock=lambda: now[0])
+    view = PlainView(out, io.StringIO(), clock=lambda: now[0], later=lambda seconds, send: None)  # no timer runs
     view.answer("a")
     assert out.flushed == ["a"]
     view.answer("b")

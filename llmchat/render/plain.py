@@ -14,6 +14,7 @@ TERM=dumb, which get no escape sequence at all.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
@@ -83,6 +84,12 @@ class WordWrap:
         return "".join(out)
 
 
+def _timer(seconds: float, send: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, send)
+    timer.daemon = True  # never keeps the process alive: the turn's end sends what is held anyway
+    timer.start()
+
+
 class PlainView:
     """Writes answer pieces to stdout as they arrive: a terminal gets each piece flushed at once, a pipe
     at most every PIPE_FLUSH_S (see `answer`), and everything when the turn ends.
@@ -91,6 +98,8 @@ class PlainView:
         thinking: "hide" drops reasoning; "show" and "collapse" both print it to stderr when allowed,
             since there is no live region to collapse.
         clock: seconds, for the pipe's flush interval (a test's own clock).
+        later: `later(seconds, send)` runs `send` once after `seconds` (default: a daemon `threading.Timer`;
+            a test's own, to run it when the test says).
         show_usage: True/False force reasoning-and-usage on stderr on or off (False keeps reasoning
             when stderr is a terminal); None means only when stderr is a terminal.
     """
@@ -105,6 +114,7 @@ class PlainView:
         price: Price | None = None,
         no_color: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        later: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self._out = stdout
         self._err = stderr
@@ -128,6 +138,10 @@ class PlainView:
         self._clock = clock
         self._flushed_at = -PIPE_FLUSH_S  # when stdout (a pipe) was last flushed; the first piece goes out at once
         self._held: list[str] = []  # answer pieces for a pipe not written yet (see `answer`)
+        self._held_lock = threading.Lock()  # `_held` and its writing, shared with the timer that sends it
+        self._later = later or _timer
+        self._timer_armed = False  # a `later` is due to send what is held, if no piece sends it first
+        self._timer_error: BaseException | None = None  # what the timer's write raised, raised here next
         self._err_line_open = False  # stderr is mid-line (reasoning without a final newline)
         self._closed = False
 
@@ -161,21 +175,43 @@ class PlainView:
         # A pipe: a write and a flush are a system call each per piece (every write is one when Python runs
         # unbuffered, PYTHONUNBUFFERED), and a server at full speed sends thousands of pieces a second.
         # Pieces that arrive within PIPE_FLUSH_S of the last flush are held here until the next piece, any
-        # other output or the end of the turn; a pipe still sees a model's text as it streams, and the
-        # first piece at once.
-        self._held.append(text)
+        # other output or the end of the turn, or at the latest until a timer sends them PIPE_FLUSH_S
+        # later (a server that sends a burst and then stalls must not keep its last words from the pipe);
+        # a pipe still sees a model's text as it streams, and the first piece at once.
+        with self._held_lock:
+            self._held.append(text)
         now = self._clock()
         if now - self._flushed_at >= PIPE_FLUSH_S:
             self._flushed_at = now
             self.flush()
+        elif not self._timer_armed:
+            self._timer_armed = True
+            self._later(PIPE_FLUSH_S, self._flush_late)
 
     def flush(self) -> None:
         """Send the answer text held back: before the turn saves its progress (so what a SIGKILL leaves
-        saved was also printed), and before anything else is written (so everything keeps its order)."""
+        saved was also printed), and before anything else is written (so everything keeps its order).
+        What the timer's write raised (a pipe whose reader left) is raised here, in the turn's thread."""
+        if self._timer_error is not None:
+            error, self._timer_error = self._timer_error, None
+            raise error
+        with self._held_lock:
+            self._write_held()
+
+    def _write_held(self) -> None:
         if self._held:
             held, self._held = "".join(self._held), []
             self._out.write(held)
             self._out.flush()
+
+    def _flush_late(self) -> None:
+        """The timer: send what is held; an error waits for the turn's next `flush` to be raised."""
+        with self._held_lock:
+            self._timer_armed = False
+            try:
+                self._write_held()
+            except (OSError, ValueError) as exc:  # a closed pipe, a closed stream
+                self._timer_error = exc
 
     def notice(self, text: str) -> None:
         self._err_print(sanitize(text))  # a message, never data: sanitized wherever stderr goes
