@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -169,14 +169,10 @@ class OllamaProvider:
                 response.read()
                 raise ollama.ResponseError(response.text, response.status_code)
             self._check_not_a_page(response)
-            pending, first = NDJSONLines(), True
+            pending, parts = NDJSONLines(), self._parts()
             for data in response.iter_bytes():
-                for line in pending.feed(data):
-                    yield self._first_part(line) if first else _part(line)
-                    first = False
-            for line in pending.end():
-                yield self._first_part(line) if first else _part(line)
-                first = False
+                yield from parts(pending.feed(data))
+            yield from parts(pending.end())
 
     async def _alines(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`_lines` for asyncio."""
@@ -185,27 +181,38 @@ class OllamaProvider:
                 await response.aread()
                 raise ollama.ResponseError(response.text, response.status_code)
             self._check_not_a_page(response)
-            pending, first = NDJSONLines(), True
+            pending, parts = NDJSONLines(), self._parts()
             async for data in response.aiter_bytes():
-                for line in pending.feed(data):
-                    yield self._first_part(line) if first else _part(line)
-                    first = False
-            for line in pending.end():
-                yield self._first_part(line) if first else _part(line)
-                first = False
+                for part in parts(pending.feed(data)):
+                    yield part
+            for part in parts(pending.end()):
+                yield part
 
     def _check_not_a_page(self, response: httpx.Response) -> None:
         """A 200 with a web page (a captive portal, a proxy): say so, instead of "malformed data"."""
         if looks_like_html("", response.headers.get("content-type")):
             raise html_page_error(self.host, "Ollama's API", _ROOT)
 
-    def _first_part(self, line: str) -> dict[str, Any]:
-        try:
-            return _part(line)
-        except ValueError:
-            if looks_like_html(line):
-                raise html_page_error(self.host, "Ollama's API", _ROOT) from None
-            raise
+    def _parts(self) -> Callable[[list[str]], Iterator[dict[str, Any]]]:
+        """The stream's lines as dicts, one by one, for both loops; the first line that is no JSON but looks
+        like a web page (one sent without its content type) is the HTML-page error, not "malformed data"."""
+        first = True
+
+        def parts(lines: list[str]) -> Iterator[dict[str, Any]]:
+            nonlocal first
+            for line in lines:
+                if not first:
+                    yield _part(line)
+                    continue
+                first = False
+                try:
+                    yield _part(line)
+                except ValueError:
+                    if looks_like_html(line):
+                        raise html_page_error(self.host, "Ollama's API", _ROOT) from None
+                    raise
+
+        return parts
 
     def _aclient(self) -> ollama.AsyncClient:
         if self._async_client is None:
