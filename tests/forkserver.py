@@ -60,6 +60,12 @@ STARTUP_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "LANGUAGE")
 # ------------------------------------------------------------------------------------------- the server
 
 
+#: Libraries llmchat imports lazily, imported by the server too.
+LIBRARIES = ("openai", "ollama", "httpx", "sqlite3", "jsonschema", "prompt_toolkit", "prompt_toolkit.shortcuts",
+             "rich.console", "rich.markdown", "rich.live", "rich.table", "rich.panel", "rich.progress", "rich.syntax",
+             "pygments.lexers.python", "mcp", "mcp.client.stdio", "mcp.client.streamable_http", "mcp.client.sse")
+
+
 def _preload() -> None:
     """Import what llmchat's commands import, so a forked child imports (almost) nothing."""
     import importlib
@@ -67,14 +73,10 @@ def _preload() -> None:
 
     import llmchat
 
-    for module in pkgutil.walk_packages(llmchat.__path__, "llmchat."):
-        if module.name != "llmchat.__main__":
-            importlib.import_module(module.name)
-    for name in ("openai", "ollama", "httpx", "sqlite3", "jsonschema", "prompt_toolkit", "prompt_toolkit.shortcuts",
-                 "rich.console", "rich.markdown", "rich.live", "rich.table", "rich.panel", "rich.progress",
-                 "rich.syntax", "pygments.lexers.python", "mcp", "mcp.client.stdio", "mcp.client.streamable_http",
-                 "mcp.client.sse"):
-        with contextlib.suppress(ImportError):
+    names = [module.name for module in pkgutil.walk_packages(llmchat.__path__, "llmchat.")
+             if module.name != "llmchat.__main__"]
+    for name in [*names, *LIBRARIES]:
+        with contextlib.suppress(Exception):  # what cannot be imported here is imported by the child, if used
             importlib.import_module(name)
 
 
