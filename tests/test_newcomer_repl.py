@@ -192,8 +192,8 @@ def test_the_image_refusal_in_the_chat_names_slash_model(repl, tmp_path) -> None
     assert "cannot see images" in said and "/model qwen2.5vl" in said and "-m " not in said
 
 
-@pytest.mark.parametrize("command", ["/image", "/save"])
-def test_tab_completes_paths_for_image_and_save(repl, env, command) -> None:
+@pytest.mark.parametrize("command", ["/image", "/file", "/save"])
+def test_tab_completes_paths_for_image_file_and_save(repl, env, command) -> None:
     folder = Path(env["HOME"]) / "pictures"  # typed as ~/pictures: short enough for one screen line
     folder.mkdir()
     (folder / "holiday-photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")

@@ -29,6 +29,7 @@ from llmchat import __version__
 from llmchat.config.session import Overrides, resolve
 from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError, ModelNotFound
+from llmchat.core.files import with_files
 from llmchat.core.safe_text import sanitize
 from llmchat.core.stops import Terminated
 from llmchat.engine.ask import forget_refused, make_turn_view, refused
@@ -163,6 +164,8 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
                 state.say(exc.hint)
             return
         options = replace(options, images=state.pending_images.take())  # this turn only
+    asked, files = question, state.pending_files.take()  # /file: the question carries them from here on
+    question = with_files(asked, files)
     if state.toolbox is not None:
         from llmchat.repl.mcp import servers_ready
 
@@ -182,14 +185,16 @@ def ask(state: ReplState, question: str, *, plain: bool) -> None:
             raise
         state.conversation.exchanges.pop()
         state.pending_images.restore(options.images)
+        state.pending_files.restore(files)
         if not offer_unsaved(state, exc):
             return
-        ask(state, question, plain=plain)
+        ask(state, asked, plain=plain)
         return
     if isinstance(error, ModelNotFound) and offer_pull_here(state, options.model):
         state.conversation.pop()  # asked again: its question takes the failed turn's place in the store
         state.pending_images.restore(options.images)
-        ask(state, question, plain=plain)
+        state.pending_files.restore(files)
+        ask(state, asked, plain=plain)
         return
     if refused(state.conversation, error):  # nothing came back: no turn, nothing saved; /retry asks again
         forget_refused(state.conversation, state.store if recorder is not None else None, new=new)
@@ -312,7 +317,7 @@ def unwrap_block(text: str) -> str:
 
 
 #: Commands whose argument is a file: Tab completes it as a path (prompt-toolkit's PathCompleter).
-PATH_COMMANDS = re.compile(r"/(image|save)[ \t]+(?!.*\n)")
+PATH_COMMANDS = re.compile(r"/(image|file|save)[ \t]+(?!.*\n)")
 
 
 class SlashCompleter(Completer):
@@ -430,10 +435,11 @@ def _placeholder() -> str:
 def toolbar(state: ReplState) -> str:
     tokens, estimated = state.context_tokens()
     count = f"~{tokens:,}" if estimated else f"{tokens:,}"
-    attached = len(state.pending_images)
-    images = f" · {attached} image{'s' if attached != 1 else ''} attached" if attached else ""
+    attached = ""
+    for what, number in (("image", len(state.pending_images)), ("file", len(state.pending_files.files))):
+        attached += f" · {number} {what}{'s' if number != 1 else ''} attached" if number else ""
     return sanitize(f" {state.profile.name} · {state.options.model} · thinking {state.thinking_label()} · "
-                    f"{count} tokens in context{images}")
+                    f"{count} tokens in context{attached}")
 
 
 def banner(state: ReplState) -> str:

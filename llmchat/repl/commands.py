@@ -5,7 +5,7 @@ so the registry is tested with a `StringIO` and a fake provider; `repl/app.py` o
 prompt-toolkit. Adding a command means adding one `Command` to `COMMANDS`: its help line, usage and
 completion come with it, so the three can never drift apart. The handlers live by group: the session's
 own here (/help /exit /clear /resume), its settings in `settings.py`, the conversation's in
-`conversation.py`.
+`conversation.py`, attached files in `files.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from llmchat.repl.conversation import (
     cmd_undo,
     cmd_usage,
 )
+from llmchat.repl.files import cmd_file
 from llmchat.repl.mcp import cmd_mcp
 from llmchat.repl.registry import Command, Registry
 from llmchat.repl.settings import (
@@ -47,7 +48,7 @@ KEYS_HELP = """Keys:
   Enter              send · Alt-Enter (Esc Enter) adds a line · a \"\"\" line opens and closes a block
   Ctrl-X Ctrl-E      edit the message in $EDITOR
   Up/Down, Ctrl-R    recall and search earlier input · Right arrow takes the grey suggestion
-  Tab                complete commands, profiles, models, settings; paths after /image and /save
+  Tab                complete commands, profiles, models, settings; paths after /image, /file and /save
   Ctrl-C             stop an answer (at the prompt: clear the line) · Ctrl-D quit
   //text             send text that starts with /"""
 
@@ -173,6 +174,8 @@ COMMANDS = Registry([
     Command("retry", cmd_retry, "Ask the last question again, replacing its answer", aliases=("regenerate",)),
     Command("image", cmd_image, "Attach an image to the next question (alone: list them; clear drops them)",
             "[PATH|URL|clear]"),
+    Command("file", cmd_file, "Add a text file to the next question (alone: list them; clear drops them)",
+            "[PATH|clear]"),
     Command("undo", cmd_undo, "Drop the last question and its answer"),
     Command("history", cmd_history, "Show this conversation's turns, shortened"),
     Command("usage", cmd_usage, "Token totals (and cost) since the chat started"),

@@ -1,4 +1,4 @@
-"""What a REPL session holds (profile, conversation, store, pending images) and the results commands return."""
+"""What a REPL session holds (profile, conversation, store, pending images and files) and what commands return."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from llmchat.core.conversation import ContextSummary, Conversation
 from llmchat.core.environment import Environment
 from llmchat.core.errors import LlmchatError
 from llmchat.core.events import TurnResult
+from llmchat.core.files import PendingFiles
 from llmchat.core.images import PendingImages
 from llmchat.core.safe_text import is_terminal, sanitize
 from llmchat.engine.ask import open_tools, tool_approval
@@ -102,6 +103,7 @@ class ReplState:
     saving: bool = True  # False once the user chose to go on unsaved after a save failed (disk full)
     compacted: bool = False  # /compact ran since the last turn: the last reported count is stale
     pending_images: PendingImages = field(default_factory=PendingImages)  # /image: for the next question
+    pending_files: PendingFiles = field(default_factory=PendingFiles)  # /file: for the next question
     #: The conversation /save last wrote from memory, with the id and creation time it was given, so
     #: saving it again (a growing file) keeps them and `history import` sees the same conversation.
     unsaved: tuple[Conversation, str, str] | None = None
