@@ -133,11 +133,13 @@ def test_pull_status_lines_from_the_server() -> None:
 
 
 def test_repl_toolbar_shows_a_hostile_model_name_visibly() -> None:
+    from llmchat.core.files import PendingFiles
     from llmchat.repl.app import toolbar
 
     state = SimpleNamespace(
         profile=SimpleNamespace(name="p"), options=SimpleNamespace(model=f"m{ATTACKS}"),
-        thinking_label=lambda: "auto", context_tokens=lambda: (0, True), pending_images=[])
+        thinking_label=lambda: "auto", context_tokens=lambda: (0, True), pending_images=[],
+        pending_files=PendingFiles())
     bar = toolbar(state)  # type: ignore[arg-type]
     assert not HARMFUL.search(bar) and "m^[]52;c;aGVsbG8=" in bar and "<U+202E>" in bar
 
