@@ -131,3 +131,24 @@ def test_a_ctrl_c_landing_while_the_handlers_go_back_does_not_drop_a_held_sigter
         monkeypatch.setattr(signal, "signal", restoring)
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_what_a_handler_set_while_the_handlers_go_back_is_not_undone(monkeypatch) -> None:
+    """A SIGHUP handled just after its handler is back makes stops ignore any further SIGTERM/SIGHUP (the save
+    it starts must not be cut by a second one): putting the section's saved SIGTERM handler back over that
+    would undo it. Only the handlers still holding are put back."""
+    hangup = signal.getsignal(signal.SIGHUP)
+    restore = signal.signal
+
+    def restoring(signum: int, handler: object) -> object:
+        previous = restore(signum, handler)
+        if signum == signal.SIGHUP and handler is hangup:
+            signal.raise_signal(signal.SIGHUP)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", restoring)
+    with pytest.raises(stops.Terminated), interrupts.held():
+        pass
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
