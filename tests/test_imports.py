@@ -63,6 +63,38 @@ def test_the_command_turns_the_garbage_collector_back_on_after_start_up(fake_ser
     assert proc.stdout.splitlines()[-1] == "GC True True"
 
 
+
+@pytest.mark.parametrize("argv", [(), ("hi there",), ("doctor",)], ids=["piped", "routed-question", "doctor"])
+def test_every_way_in_turns_the_garbage_collector_back_on(fake_server, config_file, env, argv: tuple[str, ...]) -> None:
+    """The bare `llmchat` answering piped text, a question routed to `ask` without the word, a command that
+    makes its client itself (doctor): each reaches the release on its own path."""
+    from fakeserver import Stream
+
+    fake_server.enqueue(Stream(answer="Hi there"))
+    proc = subprocess.run([sys.executable, "-c", GC_PROBE, *argv], capture_output=True, text=True, env=env,
+                          timeout=60, input="a question" if not argv else "")
+    assert proc.stdout.splitlines()[-1] == "GC True True", proc.stdout + proc.stderr
+
+
+def test_the_chat_turns_the_garbage_collector_back_on(fake_server, config_file, env) -> None:
+    """The REPL, the longest-running command: a chat that ran with the collector off would grow with every
+    turn's cyclic garbage. One question in a real pty, then /exit; the probe says what the collector was."""
+    import pexpect
+    from fakeserver import Stream
+
+    fake_server.enqueue(Stream(answer="Hi there"))
+    child = pexpect.spawn(sys.executable, ["-c", GC_PROBE], env={**env, "NO_COLOR": "1"}, encoding="utf-8",
+                          dimensions=(40, 100), timeout=30)
+    child.expect_exact("\x1b[?2004h")  # prompt-toolkit reads a line: the chat is at its prompt
+    child.send("hi\r")
+    child.expect_exact("Hi there")
+    child.expect_exact("\x1b[?2004h")
+    child.send("/exit\r")
+    child.expect_exact("GC ")
+    child.expect(pexpect.EOF)
+    assert child.before.split()[:2] == ["True", "True"], child.before
+
+
 def test_importing_llmchat_leaves_the_garbage_collector_alone() -> None:
     """Only the entry point holds the collector: the in-process CLI (the tests) runs with it as it was."""
     from llmchat.core import collector

@@ -92,3 +92,63 @@ def test_outside_the_main_thread_it_changes_nothing() -> None:
     worker.start()
     worker.join()
     assert seen == [signal.default_int_handler]
+
+
+def test_a_signal_landing_while_the_handlers_go_back_leaves_none_of_them_swapped(monkeypatch) -> None:
+    """A SIGTERM that arrives just after its own handler is back (and before Ctrl-C's is) runs that handler
+    at once, which raises: Ctrl-C's handler must still be put back, not stay the section's `hold` for good
+    (every later Ctrl-C would then vanish into a list nobody reads). The signal is raised at that exact
+    point by the restore itself, so nothing depends on timing."""
+    terminate = signal.getsignal(signal.SIGTERM)
+    restore = signal.signal
+
+    def restoring(signum: int, handler: object) -> object:
+        previous = restore(signum, handler)
+        if signum == signal.SIGTERM and handler is terminate:
+            signal.raise_signal(signal.SIGTERM)  # handled by `terminate` as soon as this returns
+        return previous
+
+    monkeypatch.setattr(signal, "signal", restoring)
+    with pytest.raises(stops.Terminated), interrupts.held():
+        pass
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_landing_while_the_handlers_go_back_does_not_drop_a_held_sigterm(monkeypatch) -> None:
+    """A SIGTERM held in the section still ends the process when a Ctrl-C arrives just as Ctrl-C's handler
+    is back (it raises KeyboardInterrupt there, before the held signals are handled)."""
+    restore = signal.signal
+
+    def restoring(signum: int, handler: object) -> object:
+        previous = restore(signum, handler)
+        if signum == signal.SIGINT and handler is signal.default_int_handler:
+            signal.raise_signal(signal.SIGINT)
+        return previous
+
+    with pytest.raises(stops.Terminated), interrupts.held():
+        signal.raise_signal(signal.SIGTERM)
+        monkeypatch.setattr(signal, "signal", restoring)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_what_a_handler_set_while_the_handlers_go_back_is_not_undone(monkeypatch) -> None:
+    """A SIGHUP handled just after its handler is back makes stops ignore any further SIGTERM/SIGHUP (the save
+    it starts must not be cut by a second one): putting the section's saved SIGTERM handler back over that
+    would undo it. Only the handlers still holding are put back."""
+    hangup = signal.getsignal(signal.SIGHUP)
+    restore = signal.signal
+
+    def restoring(signum: int, handler: object) -> object:
+        previous = restore(signum, handler)
+        if signum == signal.SIGHUP and handler is hangup:
+            signal.raise_signal(signal.SIGHUP)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", restoring)
+    with pytest.raises(stops.Terminated), interrupts.held():
+        pass
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

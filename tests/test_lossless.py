@@ -498,6 +498,21 @@ def test_history_show_into_a_closed_pipe_ends_quietly_with_141(fake_server, conf
     assert done.returncode == 141 and done.stderr == b"", done.stderr
 
 
+
+def test_a_reported_error_about_another_pipe_keeps_its_own_exit_code(fake_server, config_file, env) -> None:
+    """`history export -o FILE` where FILE is a pipe whose reader left: llmchat says "Cannot write …" and
+    exits 2 as for any file it cannot write. The EPIPE behind that error is not stdout going away, so the
+    run must not also end as 141 (an error printed with the code of a quiet `| head`)."""
+    fake_server.enqueue(Stream(answer="saved answer " * 20_000))  # more than a pipe holds: the write must wait
+    asked = forkserver.run([sys.executable, "-m", "llmchat", "ask", "hi"], capture_output=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=60)
+    assert asked.returncode == 0, asked.stderr
+    run = subprocess.run(["bash", "-c", f"{sys.executable} -m llmchat history export last -o >(head -c 1 >/dev/null)"],
+                         capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert b"Error: Cannot write" in run.stderr and b"Broken pipe" in run.stderr, run.stderr
+    assert run.returncode == 2, run.stderr
+
+
 def test_a_failure_stays_a_failure_when_nothing_reached_the_closed_pipe(env) -> None:
     done = into_a_closed_pipe(env, "history", "show", "1")  # nothing saved: an error on stderr, stdout unused
     assert done.returncode == 2 and b"no saved conversation" in done.stderr, done.stderr

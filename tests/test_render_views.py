@@ -575,3 +575,37 @@ def test_ctrl_c_in_the_middle_of_a_frame_leaves_no_panel_behind() -> None:
     assert lines[0] == "> think hard" and lines[1].startswith("▸ thought for "), lines
     assert not any("╭" in line or "thinking…" in line or "weighing" in line for line in lines), lines
     assert lines[-1] == "[interrupted]" and not screen.cursor.hidden
+
+
+def test_plain_pipe_flush_raises_what_the_timer_met_while_it_waited_for_the_timers_write() -> None:
+    """The timer is writing (a full pipe: it can take long) when the turn's thread flushes at the answer's end:
+    the flush waits for the timer's write, which then fails (the reader left). That failure is the flush's:
+    the answer did not all reach the pipe, so the turn must end as interrupted by it, inside the turn,
+    not find out at `close`, after the answer was saved as complete. The interleaving is made exact by
+    running the timer just as the flush takes the view's lock, the moment a real timer's write ends in."""
+
+    class ClosedAfterOne(Flushes):
+        def flush(self) -> None:
+            if self.getvalue() != "one ":
+                raise BrokenPipeError(32, "Broken pipe")
+
+    due: list[Any] = []
+    view = PlainView(ClosedAfterOne(), io.StringIO(), clock=lambda: 0.0, later=lambda seconds, send: due.append(send))
+    view.answer("one ")
+    view.answer("two")
+
+    class TimerEndsAsTheFlushWaits:
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def __enter__(self) -> None:
+            if due:
+                due.pop()()  # the timer's write, finishing (and failing) while the flush waits for the lock
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    view._held_lock = TimerEndsAsTheFlushWaits(view._held_lock)  # type: ignore[assignment]
+    with pytest.raises(BrokenPipeError):
+        view.flush()

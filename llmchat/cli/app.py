@@ -159,9 +159,11 @@ def _stdout_went_away(exc: SystemExit, environment: Environment) -> bool:
     the `except` that caught it, so the error is the exit's context. Output still buffered (a `print`)
     would fail only at the interpreter's last flush, so it is flushed here, where it can be answered.
     A shell says 141 for a writer killed by SIGPIPE; llmchat ends the same way, whatever else happened.
+    An error of ours was reported with its own code: an EPIPE behind it (`-o` naming a pipe whose reader
+    left) is about that file, not stdout.
     """
     cause: BaseException | None = exc
-    while cause is not None:
+    while cause is not None and not isinstance(cause, LlmchatError):
         if isinstance(cause, OSError) and cause.errno == errno.EPIPE:
             return True
         cause = cause.__context__

@@ -56,9 +56,25 @@ def held() -> Iterator[None]:
                 signal.signal(signum, hold)
         yield
     finally:
-        for signum, handler in reversed(saved.items()):  # SIGINT last: a Ctrl-C now is still held
-            signal.signal(signum, handler)
+        try:
+            _restore(list(reversed(saved.items())), hold)  # SIGINT last: a Ctrl-C now is still held
+        except BaseException:  # a signal that came as its handler went back, and was handled (it raised)
+            _handle([(signum, frame) for signum, frame in pending if signum != signal.SIGINT], saved)
+            raise
         _handle(pending, saved)
+
+
+def _restore(handlers: list[tuple[int, Handler]], hold: Handler) -> None:
+    """Put each handler back, all of them even when a signal arriving meanwhile runs one that raises:
+    a handler left as `hold` would swallow that signal for the rest of the process. One that no longer
+    holds was set by a handler that ran meanwhile (stops ignores a second SIGTERM/SIGHUP): it stays so."""
+    if handlers:
+        (signum, handler), rest = handlers[0], handlers[1:]
+        try:
+            if signal.getsignal(signum) is hold:
+                signal.signal(signum, handler)
+        finally:
+            _restore(rest, hold)
 
 
 def _handle(pending: list[tuple[int, FrameType | None]], handlers: dict[int, Handler]) -> None:

@@ -191,11 +191,12 @@ class PlainView:
     def flush(self) -> None:
         """Send the answer text held back: before the turn saves its progress (so what a SIGKILL leaves
         saved was also printed), and before anything else is written (so everything keeps its order).
-        What the timer's write raised (a pipe whose reader left) is raised here, in the turn's thread."""
-        if self._timer_error is not None:
-            error, self._timer_error = self._timer_error, None
-            raise error
+        What the timer's write raised (a pipe whose reader left) is raised here, in the turn's thread: looked
+        at once the lock is taken, so a timer's write this flush waited for counts too."""
         with self._held_lock:
+            if self._timer_error is not None:
+                error, self._timer_error = self._timer_error, None
+                raise error
             self._write_held()
 
     def _write_held(self) -> None:
