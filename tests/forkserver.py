@@ -44,7 +44,6 @@ import sys
 import tempfile
 import termios
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,10 @@ def _preload() -> None:
     for name in [*names, *LIBRARIES]:
         with contextlib.suppress(Exception):  # what cannot be imported here is imported by the child, if used
             importlib.import_module(name)
+
+
+#: The server's module search path without its script's folder: a child's is its cwd, then this.
+_SYSTEM_PATH: list[str] = []
 
 
 def _serve(path: str) -> None:
@@ -148,6 +151,7 @@ def _child(spec: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(spec["env"])
         os.chdir(spec["cwd"])
+        sys.path[:] = [os.getcwd(), *_SYSTEM_PATH]  # `-m` puts the working directory first
         _fresh_streams()
         sys.argv = ["-m", *spec["args"]]
     except BaseException:  # setting up failed: say why on whatever stderr is now, and fail
@@ -179,7 +183,6 @@ def _fresh_streams() -> None:
 
 def _run_main() -> int:
     """runpy as `-m` does it, then the interpreter's own shutdown; returns the exit status."""
-    import atexit as child_atexit
     import runpy
 
     interrupted = False
@@ -196,7 +199,7 @@ def _run_main() -> int:
         code = 1
     with contextlib.suppress(BaseException):
         threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as Py_Finalize does
-    child_atexit._run_exitfuncs()
+    atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
     except Exception as exc:  # CPython: "Exception ignored ... BrokenPipeError" and exit status 120
@@ -444,10 +447,9 @@ def run(*popenargs: Any, input: bytes | None = None, timeout: float | None = Non
 
 
 if __name__ == "__main__":  # the server itself: python tests/forkserver.py SOCKET
-    sys.path.insert(0, str(ROOT))
+    _SYSTEM_PATH[:] = sys.path[1:]  # without this script's folder (tests/), which `-m llmchat` would not have
     try:
         _serve(sys.argv[1])
     finally:
         with contextlib.suppress(OSError):
             os.unlink(sys.argv[1])
-    time.sleep(0)
