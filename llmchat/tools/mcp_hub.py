@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llmchat.config.mcp import McpServerConfig
+from llmchat.core import collector
 from llmchat.tools.mcp_launch import Launch, Unset, launch_of
 
 #: How long a server may take to start and list its tools (an `npx -y` download included).
@@ -314,8 +315,9 @@ def _quiet_sdk_logs() -> None:
 @contextlib.asynccontextmanager
 async def _client(launch: Launch, server: Server, handler: Any) -> Any:
     """An open `mcp.Client` for the launch parameters (stdio, Streamable HTTP or SSE)."""
-    from mcp import Client as SdkClient
-    from mcp_types import Implementation
+    with collector.off_for_import():  # the SDK's first import: nearly half its cost is the collector
+        from mcp import Client as SdkClient
+        from mcp_types import Implementation
 
     from llmchat import __version__
 
