@@ -88,14 +88,15 @@ def _serve(path: str) -> None:
     import gc
 
     parent = os.getppid()
+    gc.disable()  # as llmchat's own start-up does (core/collector.py): the imports make objects that all live
     _preload()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    gc.collect()
     gc.freeze()  # what the server made stays shared with its children instead of being copied by the GC
+    gc.enable()
     waiting: dict[int, socket.socket] = {}
     while os.getppid() == parent:  # the test worker is gone: so is its server
         readable, _, _ = select.select([listener], [], [], 0.02)
