@@ -50,9 +50,35 @@ def install() -> None:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
+    if _in_finalizer(frame):  # raised here, it would be printed as "Exception ignored" and lost: the chat
+        _deliver_again(signum)  # would go on after the terminal closed. The signal comes back once it is over
+        return
     for other in SIGNALS:  # one is enough: a second must not interrupt the save the first started
         signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
+
+
+#: How long a signal that landed in a finalizer waits before it is sent again.
+REDELIVER_S = 0.05
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether the main thread was running an object's `__del__` (the collector runs them wherever it
+    happens to start: an asyncio loop's, say), where an exception cannot propagate: Python prints it and
+    drops it."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_again(signum: int) -> None:
+    import threading
+
+    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 def silence(*streams: object) -> None:
