@@ -252,6 +252,9 @@ class _Server:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+            os.rmdir(os.path.dirname(self.path))
 
     def start(self, args: list[str], env: dict[str, str], cwd: str | None, fds: list[int], tty: bool) -> _Started:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -454,3 +457,4 @@ if __name__ == "__main__":  # the server itself: python tests/forkserver.py SOCK
     finally:
         with contextlib.suppress(OSError):
             os.unlink(sys.argv[1])
+            os.rmdir(os.path.dirname(sys.argv[1]))  # the server's own temporary folder
