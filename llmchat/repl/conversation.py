@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +30,37 @@ def cmd_retry(state: ReplState, args: str) -> Action | None:
 
 def cmd_image(state: ReplState, args: str) -> None:
     pending = state.pending_images
-    if args.lower() == "clear":
-        count = len(pending)
-        pending.clear()
-        state.say(f"Dropped {_count_images(count)}." if count else "No images were attached.")
-        return
-    if not args:
-        if not pending:
-            state.say("No images attached; /image PATH|URL attaches one to the next question.")
-            return
-        lines = [f"Attached to the next question ({_count_images(len(pending))}):"]
-        lines += [f"  {image.source} ({image.mime or 'URL'}, {_size(image.data)})" for image in pending.images()]
-        state.say("\n".join(lines))
+    rows = [f"{image.source} ({image.mime or 'URL'}, {_size(image.data)})" for image in pending.images()]
+    if listed_or_cleared(state, args, "image", rows, pending.clear,
+                         "/image PATH|URL attaches one to the next question."):
         return
     try:
         image = pending.add(args)
     except ImageError as exc:
         raise UsageError(exc.message) from None
-    state.say(f"Attached {image.source} to the next question ({_count_images(len(pending))} in all).")
+    state.say(f"Attached {image.source} to the next question ({counted(len(pending), 'image')} in all).")
 
 
-def _count_images(count: int) -> str:
-    return f"{count} image{'s' if count != 1 else ''}"
+def listed_or_cleared(state: ReplState, args: str, noun: str, rows: list[str], clear: Callable[[], object],
+                      usage: str) -> bool:
+    """What /image and /file share: `clear` drops what is attached, no argument lists it (one row each).
+    False when `args` is something to attach, which the command does itself."""
+    if args.lower() == "clear":
+        clear()
+        state.say(f"Dropped {counted(len(rows), noun)}." if rows else f"No {noun}s were attached.")
+        return True
+    if args:
+        return False
+    if not rows:
+        state.say(f"No {noun}s attached; {usage}")
+    else:
+        state.say("\n".join([f"Attached to the next question ({counted(len(rows), noun)}):",
+                             *(f"  {row}" for row in rows)]))
+    return True
+
+
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def _size(data: bytes | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from llmchat.core.files import FILE_LIMIT, AttachedFile
 from llmchat.core.tokens import estimate_tokens
+from llmchat.repl.conversation import counted, listed_or_cleared
 from llmchat.repl.state import ReplState, UsageError
 
 
@@ -29,30 +30,16 @@ def read_attachment(spec: str) -> AttachedFile:
 
 def cmd_file(state: ReplState, args: str) -> None:
     pending = state.pending_files
-    if args.lower() == "clear":
-        count = len(pending.files)
-        pending.take()
-        state.say(f"Dropped {_count(count)}." if count else "No files were attached.")
-        return
-    if not args:
-        if not pending:
-            state.say("No files attached; /file PATH adds a text file to the next question.")
-            return
-        lines = [f"Attached to the next question ({_count(len(pending.files))}):"]
-        lines += [f"  {file.name} ({_describe(file)})" for file in pending.files]
-        state.say("\n".join(lines))
+    rows = [f"{file.name} ({_describe(file)})" for file in pending.files]
+    if listed_or_cleared(state, args, "file", rows, pending.take, "/file PATH adds a text file to the next question."):
         return
     attached = read_attachment(args)
     pending.files.append(attached)
     cut = f"; cut at {FILE_LIMIT:,} characters" if attached.cut else ""
     state.say(f"Attached {attached.name} ({_describe(attached)}{cut}) to the next question "
-              f"({_count(len(pending.files))} in all).")
+              f"({counted(len(pending.files), 'file')} in all).")
 
 
 def _describe(file: AttachedFile) -> str:
     lines = file.text.count("\n") + (not file.text.endswith("\n") and bool(file.text))
     return f"{lines:,} line{'s' if lines != 1 else ''}, about {estimate_tokens(file.text):,} tokens"
-
-
-def _count(count: int) -> str:
-    return f"{count} file{'s' if count != 1 else ''}"
