@@ -43,9 +43,9 @@ if options.mode == "die":
         print(f"auth with {os.environ['SERVICE_TOKEN']} refused", file=sys.stderr, flush=True)
     print("fatal: the database file is locked", file=sys.stderr, flush=True)
     sys.exit(3)
-if options.mode == "garbage":
+if options.mode == "garbage":  # its stderr first: written after the garbage, llmchat may stop it before it is
+    print("fatal: speaking the wrong protocol", file=sys.stderr, flush=True)  # (a race seen once in CI)
     print("Welcome! This is not JSON-RPC.", flush=True)
-    print("fatal: speaking the wrong protocol", file=sys.stderr, flush=True)
     time.sleep(60)
     sys.exit(0)
 
